@@ -1,4 +1,4 @@
-"""Settings: one frozen value built once at start-up from defaults < TOML file < MIRROR_* env < flags.
+"""Settings: one frozen value, built at start-up from defaults < TOML file < MIRROR_* env < flags.
 
 Every value is validated here so a bad option stops start-up with one line naming it, instead of
 failing on the first request that happens to need it.
@@ -127,7 +127,7 @@ def _build(raw: Mapping[str, Any]) -> Settings:
         settings = replace(settings, cache_dir=Path(value))
     if "tag_ttl" in raw:
         settings = replace(settings, tag_ttl=_seconds("--tag-ttl", raw["tag_ttl"], allow_zero=True))
-    if "redis_url" in raw and raw["redis_url"]:
+    if raw.get("redis_url"):
         url = str(raw["redis_url"])
         if URL(url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"--redis-url: {url!r} is not a redis:// URL")
@@ -141,10 +141,11 @@ def _build(raw: Mapping[str, Any]) -> Settings:
         if var not in os.environ:
             raise ConfigError(f"upstream_auth.password_env: environment variable {var} is not set")
         upstream = replace(upstream, password=os.environ[var])
-    for option in ("connect_timeout", "read_timeout"):
-        if option in raw:
-            flag = "--" + option.replace("_", "-")
-            upstream = replace(upstream, **{option: _seconds(flag, raw[option])})
+    if "connect_timeout" in raw:
+        connect = _seconds("connect_timeout", raw["connect_timeout"])
+        upstream = replace(upstream, connect_timeout=connect)
+    if "read_timeout" in raw:
+        upstream = replace(upstream, read_timeout=_seconds("read_timeout", raw["read_timeout"]))
     if upstream.password and not upstream.username:
         raise ConfigError("upstream_username: required when a password is set")
     return replace(settings, upstream=upstream)

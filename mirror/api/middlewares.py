@@ -1,0 +1,89 @@
+"""The one middleware every request passes: OCI error rendering and the request's log line."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from mirror import log
+from mirror.errors import MirrorError, NameUnknown, Unsupported, error_body
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+
+
+def error_response(error: MirrorError) -> web.Response:
+    body = json.dumps(error_body([error])).encode()
+    # Built by hand: json_response would append "; charset=utf-8" to the Content-Type.
+    headers = {"Content-Type": "application/json", **API_VERSION, **error.headers}
+    return web.Response(status=error.status, body=body, headers=headers)
+
+
+def _from_http(exc: web.HTTPException, request: web.Request) -> MirrorError:
+    """aiohttp's own refusals (no route, wrong method) in OCI terms."""
+    if exc.status == 405 or request.method not in ("GET", "HEAD"):
+        return Unsupported(
+            f"{request.method} is not supported: this registry is a read-only mirror"
+        )
+    return NameUnknown(f"no such endpoint: {request.path[:200]}")
+
+
+def abort(request: web.Request) -> None:
+    """Cut the connection: after headers went out, this is the only honest way to fail."""
+    if request.transport is not None:
+        request.transport.abort()
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Renders errors, finishes the response and logs one line with what it cost."""
+    facts = log.begin_request(uuid.uuid4().hex[:16])
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except MirrorError as e:
+        response = error_response(e)
+    except web.HTTPException as e:
+        response = error_response(_from_http(e, request))
+    except Exception:
+        log.get_logger().exception("unexpected error", path=request.path[:500])
+        response = error_response(MirrorError("internal error"))
+    complete = True
+    if request.writer.output_size > 0 and not response.prepared:
+        # The handler failed after it started its own response: no error body can follow.
+        abort(request)
+        complete = False
+    else:
+        if not response.prepared:
+            response.headers.update(API_VERSION)
+        try:
+            # Finished here rather than by aiohttp so the log line knows bytes and duration.
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, OSError):
+            complete = False  # the client went away
+        transport = request.transport
+        complete = complete and transport is not None and not transport.is_closing()
+    if request.method == "HEAD":
+        sent = 0
+    elif facts.streamed is not None:
+        sent = facts.streamed
+    else:
+        sent = (response.content_length or 0) if complete else 0
+    log.get_logger().info(
+        "request",
+        method=request.method,
+        path=request.path[:500],
+        status=response.status,
+        bytes=sent,
+        complete=complete,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        cache=facts.cache,
+        upstream_status=facts.upstream_status,
+        request_id=facts.request_id,
+    )
+    return response

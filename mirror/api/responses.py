@@ -1,0 +1,78 @@
+"""Response builders: cached bytes through sendfile, manifests from memory, fills streamed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+
+from mirror import log
+from mirror.api.middlewares import abort
+from mirror.oci.digest import Digest
+from mirror.pullthrough.fills import BlobFill, FillFailed
+from mirror.pullthrough.manifests import ManifestAnswer
+
+
+class BlobFileResponse(web.FileResponse):
+    """A FileResponse that may be prepared early (the middleware finishes every response
+    itself, and a multi-range request is prepared by the handler)."""
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self.prepared:
+            return self._payload_writer
+        return await super().prepare(request)
+
+
+def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
+    headers = {
+        # The manifest's own media type, with no parameters (OCI distribution-spec).
+        "Content-Type": answer.media_type,
+        "Docker-Content-Digest": str(answer.digest),
+        "ETag": f'"{answer.digest}"',
+    }
+    if answer.data is None:  # HEAD answered from an upstream HEAD
+        response = web.StreamResponse(headers=headers)
+        response.content_length = answer.size
+        return response
+    return web.Response(body=answer.data, headers=headers)
+
+
+async def blob_file_response(request: web.Request, digest: Digest, path: Path) -> web.FileResponse:
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+    }
+    response = BlobFileResponse(path, headers=headers)
+    if "," in request.headers.get("Range", ""):
+        # FileResponse answers 416 to multi-range requests, which podman's partial pulls
+        # treat as fatal; the whole body with 200 is an answer they accept.
+        await response.prepare(
+            request.clone(
+                headers={k: v for k, v in request.headers.items() if k.lower() != "range"}
+            )
+        )
+    return response
+
+
+async def stream_fill(
+    request: web.Request, fill: BlobFill, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send the blob as the fill writes it; on failure, abort rather than end cleanly."""
+    response = web.StreamResponse(headers=headers)
+    if fill.size is not None:
+        response.content_length = fill.size
+    await response.prepare(request)
+    sent = 0
+    try:
+        async for chunk in fill.chunks():
+            await response.write(chunk)
+            sent += len(chunk)
+    except FillFailed:
+        abort(request)
+        return response
+    finally:
+        log.note_streamed(sent)
+    await response.write_eof()
+    return response

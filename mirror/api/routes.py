@@ -1,0 +1,18 @@
+"""The `/v2/` routes a pull-only registry serves; everything else is UNSUPPORTED."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mirror.api import handlers
+
+
+def setup_routes(app: web.Application) -> None:
+    # `name` may span any number of path components; `.+` is greedy, so the last
+    # `/manifests/`, `/blobs/` or `/tags/list` decides what is asked for.
+    app.router.add_get("/v2/", handlers.ping)
+    app.router.add_get("/v2/{name:.+}/manifests/{reference:[^/]+}", handlers.manifest)
+    app.router.add_get("/v2/{name:.+}/blobs/{digest:[^/]+}", handlers.blob)
+    app.router.add_get("/v2/{name:.+}/tags/list", handlers.tags_list)
+    app.router.add_route("*", "/v2", handlers.unsupported)
+    app.router.add_route("*", "/v2/{tail:.*}", handlers.unsupported)

@@ -1,0 +1,76 @@
+"""The `mirror` command: `mirror serve [options]`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from mirror import __version__, log
+from mirror.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mirror", description="Pull-through registry mirror.")
+    parser.add_argument("--version", action="version", version=f"mirror {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the mirror")
+    serve.add_argument("--config", metavar="FILE.toml", help="TOML settings file (MIRROR_CONFIG)")
+    serve.add_argument("--listen", metavar="HOST:PORT", help="default 0.0.0.0:5000 (MIRROR_LISTEN)")
+    serve.add_argument(
+        "--upstream", metavar="URL", help="default https://registry-1.docker.io (MIRROR_UPSTREAM)"
+    )
+    serve.add_argument("--cache-dir", metavar="DIR", help="default ./cache (MIRROR_CACHE_DIR)")
+    serve.add_argument(
+        "--tag-ttl", metavar="SECONDS", help="tag freshness, default 300 (MIRROR_TAG_TTL)"
+    )
+    serve.add_argument(
+        "--redis-url", metavar="URL", help="redis://… metadata store (MIRROR_REDIS_URL)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        settings = load_settings(args.config, flags)
+        if settings.redis_url:
+            raise ConfigError("--redis-url: the Redis metadata store is not supported yet")
+    except ConfigError as e:
+        print(f"mirror: {e}", file=sys.stderr)
+        return 2
+    log.configure()
+    serve(settings)
+    return 0
+
+
+def serve(settings: Settings) -> None:
+    from mirror.app import create_app
+
+    log.get_logger().info(
+        "starting",
+        listen=settings.listen,
+        upstream=settings.upstream.url,
+        cache_dir=str(settings.cache_dir),
+        tag_ttl=settings.tag_ttl,
+    )
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,  # the request middleware writes the one line per request
+        loop=_new_loop(),
+    )
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -1,0 +1,16 @@
+"""Typed application state: every shared object is reached through one of these keys."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mirror.config import Settings
+from mirror.pullthrough.blobs import BlobService
+from mirror.pullthrough.manifests import ManifestService
+from mirror.pullthrough.tags import TagListService
+
+SETTINGS = web.AppKey("settings", Settings)
+MANIFESTS = web.AppKey("manifests", ManifestService)
+BLOBS = web.AppKey("blobs", BlobService)
+TAG_LISTS = web.AppKey("tag_lists", TagListService)
+DOCKER_HUB = web.AppKey("docker_hub", bool)

@@ -1,0 +1,1 @@
+"""The metadata store: what is about time and sharing (tag freshness), behind one interface."""

@@ -1,0 +1,1 @@
+"""The protocol's vocabulary: digests, repository names, tags and media types, parsed once."""

@@ -1,0 +1,1 @@
+"""Pull-through policy: when to answer from cache, when and how to ask the upstream."""

@@ -1,0 +1,104 @@
+"""Manifest policy: digests are immutable and cached forever; tags are fresh for a TTL, then
+revalidated with a cheap upstream HEAD, and served stale when the upstream cannot answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mirror import log
+from mirror.errors import UpstreamError
+from mirror.meta.store import MetadataStore
+from mirror.oci.digest import Digest
+from mirror.storage.manifests import ManifestStore, StoredManifest
+from mirror.storage.tags import TagStore
+from mirror.upstream.registry import UpstreamRegistry
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    """What to send: the stored manifest, or (for a HEAD of an uncached digest) its headers."""
+
+    digest: Digest
+    media_type: str
+    size: int
+    data: bytes | None
+
+
+def _answer(manifest: StoredManifest) -> ManifestAnswer:
+    return ManifestAnswer(manifest.digest, manifest.media_type, len(manifest.data), manifest.data)
+
+
+class ManifestService:
+    def __init__(
+        self,
+        upstream: UpstreamRegistry,
+        upstream_key: str,
+        manifests: ManifestStore,
+        tags: TagStore,
+        meta: MetadataStore,
+        tag_ttl: float,
+    ) -> None:
+        self._upstream = upstream
+        self._upstream_key = upstream_key
+        self._manifests = manifests
+        self._tags = tags
+        self._meta = meta
+        self._tag_ttl = tag_ttl
+
+    async def by_digest(self, repo: str, digest: Digest, *, head: bool) -> ManifestAnswer:
+        stored = await self._manifests.get(digest)
+        if stored is not None:
+            log.note_cache("hit")
+            return _answer(stored)
+        log.note_cache("miss")
+        if head:
+            # A probe is answered from an upstream HEAD: Docker Hub counts manifest GETs
+            # against the pull limit, HEADs it does not.
+            info = await self._upstream.head_manifest(repo, str(digest))
+            if info.size is not None and info.digest in (None, digest):
+                return ManifestAnswer(digest, info.media_type, info.size, None)
+        fetched = await self._upstream.get_manifest(repo, str(digest))
+        return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
+
+    async def by_tag(self, repo: str, tag: str) -> ManifestAnswer:
+        key = f"{self._upstream_key}/{repo}:{tag}"
+        record = await self._tags.get(self._upstream_key, repo, tag)
+        stored = await self._manifests.get(record.parsed_digest) if record else None
+        if stored is not None and await self._meta.is_fresh(key):
+            log.note_cache("hit")
+            return _answer(stored)
+        try:
+            answer = await self._revalidate(repo, tag, stored)
+        except UpstreamError:
+            if stored is None:
+                raise
+            # stale-if-error: the upstream is down, throttling or failing; the last known
+            # answer is better than none, and this is what offline sites rely on.
+            log.note_cache("stale")
+            log.get_logger().warning(
+                "serving stale tag", repo=repo, tag=tag, digest=str(stored.digest)
+            )
+            return _answer(stored)
+        await self._meta.mark_fresh(key, self._tag_ttl)
+        return answer
+
+    async def _revalidate(
+        self, repo: str, tag: str, stored: StoredManifest | None
+    ) -> ManifestAnswer:
+        if stored is not None:
+            head = await self._upstream.head_manifest(repo, tag)
+            if head.digest == stored.digest:
+                log.note_cache("hit")
+                return _answer(stored)
+            if head.digest is not None and (known := await self._manifests.get(head.digest)):
+                log.note_cache("hit")
+                await self._remember(repo, tag, known)
+                return _answer(known)
+        log.note_cache("miss")
+        fetched = await self._upstream.get_manifest(repo, tag)
+        manifest = await self._manifests.put(fetched.digest, fetched.media_type, fetched.data)
+        await self._remember(repo, tag, manifest)
+        return _answer(manifest)
+
+    async def _remember(self, repo: str, tag: str, manifest: StoredManifest) -> None:
+        await self._tags.put(self._upstream_key, repo, tag, manifest.digest, manifest.media_type)

@@ -1,0 +1,59 @@
+"""Where each kind of file lives under the cache directory (design.md §3).
+
+Every path is built from validated names and digests only, so no request can address a file
+outside the cache directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from mirror.oci.digest import Digest
+
+
+class CacheLayout:
+    """The directory tree; `prepare()` creates it and clears spool debris from a previous run."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.spool = self.root / "spool"
+
+    def prepare(self) -> None:
+        # A crash, kill or full disk can only ever leave files in spool/: nothing there is
+        # referenced, so start-up removes it all.
+        shutil.rmtree(self.spool, ignore_errors=True)
+        for sub in ("blobs", "manifests", "tags", "spool"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def blob(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def manifest(self, digest: Digest) -> Path:
+        return self.root / "manifests" / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def tag(self, upstream: str, repo: str, tag: str) -> Path:
+        # Tags live in a `_tags` directory: no repository component can be named that (the name
+        # grammar starts components with [a-z0-9]), so a tag file never collides with a
+        # deeper repository's directory.
+        return self.root / "tags" / upstream / repo / "_tags" / tag
+
+    def spool_file(self, label: str) -> Path:
+        # Unique per writer, so two writers never share a spool file.
+        return self.spool / f"{label}.{uuid.uuid4().hex}.part"
+
+
+def write_atomically(layout: CacheLayout, final: Path, data: bytes) -> None:
+    """Write small content via the spool, flushed to disk, then renamed into place."""
+    part = layout.spool_file(final.name)
+    try:
+        with open(part, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, final)
+    finally:
+        part.unlink(missing_ok=True)

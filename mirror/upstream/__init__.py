@@ -1,0 +1,1 @@
+"""Outbound HTTP: the upstream registry client, its auth challenges and token cache."""

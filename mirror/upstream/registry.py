@@ -1,0 +1,246 @@
+"""The upstream registry client: authenticated, redirect-safe requests and failure translation.
+
+Every upstream failure becomes a `MirrorError` here, so the policy layer sees only two kinds of
+outcome: an authoritative answer (content, or "not found") and `UpstreamError` (the upstream could
+not answer; a cached answer may be served instead).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from mirror import log
+from mirror.config import UpstreamSettings
+from mirror.errors import (
+    BlobUnknown,
+    Denied,
+    ManifestInvalid,
+    ManifestUnknown,
+    MirrorError,
+    NameUnknown,
+    UpstreamError,
+    UpstreamThrottled,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import UPSTREAM_ACCEPT
+from mirror.upstream.auth import Authenticator
+
+# containerd's limit (remotes/docker MaxManifestSize); a bigger "manifest" is not one.
+MAX_MANIFEST_SIZE = 4 << 20
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_NOT_FOUND = {
+    "NAME_UNKNOWN": NameUnknown,
+    "MANIFEST_UNKNOWN": ManifestUnknown,
+    "BLOB_UNKNOWN": BlobUnknown,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    """What an upstream HEAD says of a manifest; the digest may be missing."""
+
+    digest: Digest | None
+    media_type: str
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedManifest:
+    digest: Digest
+    media_type: str
+    data: bytes
+
+
+def make_session(settings: UpstreamSettings, user_agent: str) -> aiohttp.ClientSession:
+    """The one outbound session: no total timeout (big layers take long), but bounded
+    connect and per-read waits, and no transparent decompression (it would change digests)."""
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+    )
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        auto_decompress=False,
+        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+        # Cookies from an upstream or a CDN must not follow us to other requests.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+
+
+class UpstreamRegistry:
+    """One upstream registry, spoken to with the OCI distribution API."""
+
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        self.settings = settings
+        self._session = session
+        self._base = URL(settings.url)
+        self._auth = Authenticator(settings, session)
+
+    @property
+    def name(self) -> str:
+        return self._base.host or "upstream"
+
+    async def head_manifest(self, repo: str, reference: str) -> ManifestHead:
+        async with self._request(
+            "HEAD", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
+        ) as resp:
+            return ManifestHead(
+                _digest_header(resp.headers), _media_type(resp.headers), resp.content_length
+            )
+
+    async def get_manifest(self, repo: str, reference: str) -> FetchedManifest:
+        """GET and verify: the bytes must hash to the requested digest, or to the one the
+        upstream names; anything else is a lying or broken upstream."""
+        async with self._request(
+            "GET", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
+        ) as resp:
+            if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
+                raise ManifestInvalid(f"manifest {reference} from {self.name} is too large")
+            data = await _read_limited(resp, MAX_MANIFEST_SIZE, self.name)
+            claimed = _digest_header(resp.headers)
+            media_type = _media_type(resp.headers)
+        expected = Digest.parse(reference) if ":" in reference else claimed
+        actual = Digest.of(data, expected.algorithm if expected else "sha256")
+        if expected is not None and actual != expected:
+            raise UpstreamError(f"{self.name} sent a manifest whose digest is not {expected}")
+        return FetchedManifest(actual, media_type, data)
+
+    async def head_blob(self, repo: str, digest: Digest) -> int | None:
+        async with self._request("HEAD", repo, f"blobs/{digest}", {}, BlobUnknown) as resp:
+            return resp.content_length
+
+    @asynccontextmanager
+    async def open_blob(self, repo: str, digest: Digest) -> AsyncIterator[aiohttp.ClientResponse]:
+        async with self._request("GET", repo, f"blobs/{digest}", {}, BlobUnknown) as resp:
+            yield resp
+
+    async def get_tags(self, repo: str, query: Mapping[str, str]) -> tuple[bytes, str | None]:
+        """A tag list page and its `Link` header, as the upstream sent them."""
+        async with self._request("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
+            return await _read_limited(resp, 16 << 20, self.name), resp.headers.get("Link")
+
+    @asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        repo: str,
+        path: str,
+        headers: Mapping[str, str],
+        not_found: type[MirrorError],
+        query: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One logical request: auth challenge answered once, redirects followed by hand so
+        that `Authorization` never leaves the upstream's origin; yields a 2xx response."""
+        scope = f"repository:{repo}:pull"
+        url = self._base.with_path(f"{self._base.path.rstrip('/')}/v2/{repo}/{path}", encoded=False)
+        if query:
+            url = url.with_query(query)
+        authorization = await self._auth.authorization(scope)
+        retried_auth = False
+        try:
+            for _ in range(MAX_REDIRECTS + 2):
+                send = CIMultiDict(headers)
+                if authorization and url.origin() == self._base.origin():
+                    send["Authorization"] = authorization
+                resp = await self._session.request(method, url, headers=send, allow_redirects=False)
+                log.note_upstream(resp.status)
+                if resp.status in _REDIRECTS and "Location" in resp.headers:
+                    resp.release()
+                    url = _redirect_target(resp.url, resp.headers["Location"], self.name)
+                    continue
+                if resp.status == 401 and not retried_auth:
+                    retried_auth = True
+                    resp.release()
+                    header = resp.headers.get("WWW-Authenticate")
+                    authorization = await self._auth.answer(header, scope, authorization)
+                    if authorization is not None:
+                        continue
+                    raise Denied(f"{self.name} denied access to {repo}")
+                try:
+                    if resp.status >= 300:
+                        await _raise_for(resp, self.name, repo, not_found)
+                    yield resp
+                finally:
+                    resp.release()
+                return
+            raise UpstreamError(f"{self.name} redirected too many times")
+        except aiohttp.ServerTimeoutError as e:
+            raise UpstreamTimeout(f"{self.name} did not answer in time") from e
+        except TimeoutError as e:
+            raise UpstreamTimeout(f"{self.name} did not answer in time") from e
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+            raise UpstreamUnavailable(f"{self.name} is unreachable") from e
+        except aiohttp.ClientError as e:
+            raise UpstreamError(f"{self.name} failed: {type(e).__name__}") from e
+
+
+def _redirect_target(current: URL, location: str, name: str) -> URL:
+    # Signed CDN URLs must be kept byte-exact (encoded=True): re-quoting breaks the signature.
+    target = current.join(URL(location, encoded=True))
+    if target.scheme not in ("http", "https") or not target.host:
+        raise UpstreamError(f"{name} redirected to an unsupported location")
+    return target
+
+
+async def _raise_for(
+    resp: aiohttp.ClientResponse, name: str, repo: str, not_found: type[MirrorError]
+) -> None:
+    status = resp.status
+    code, message = await _upstream_error(resp)
+    if status == 404:
+        cls = _NOT_FOUND.get(code or "", not_found)
+        raise cls(message or f"{repo}: not found at {name}")
+    if status == 429:
+        retry = resp.headers.get("Retry-After", "60")
+        raise UpstreamThrottled(
+            message or f"{name} is rate limiting pulls", headers={"Retry-After": retry}
+        )
+    if status in (401, 403):
+        raise Denied(message or f"{name} denied access to {repo}")
+    if status >= 500:
+        raise UpstreamError(f"{name} answered {status}")
+    raise UpstreamError(f"{name} answered {status} unexpectedly")
+
+
+async def _upstream_error(resp: aiohttp.ClientResponse) -> tuple[str | None, str | None]:
+    """The first OCI error code and message of an error body, if there is one."""
+    if resp.method == "HEAD":
+        return None, None
+    try:
+        body = json.loads(await _read_limited(resp, 64 << 10, ""))
+        first = body["errors"][0]
+        return str(first["code"]), str(first.get("message") or "")[:500] or None
+    except (ValueError, KeyError, IndexError, TypeError, MirrorError, aiohttp.ClientError):
+        return None, None
+
+
+async def _read_limited(resp: aiohttp.ClientResponse, limit: int, name: str) -> bytes:
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 << 10):
+        data += chunk
+        if len(data) > limit:
+            raise UpstreamError(f"{name} sent more than {limit} bytes")
+    return bytes(data)
+
+
+def _digest_header(headers: CIMultiDictProxy[str]) -> Digest | None:
+    value = headers.get("Docker-Content-Digest")
+    if not value:
+        return None
+    try:
+        return Digest.parse(value.strip())
+    except MirrorError:
+        return None
+
+
+def _media_type(headers: CIMultiDictProxy[str]) -> str:
+    return headers.get("Content-Type", "").split(";", 1)[0].strip() or "application/octet-stream"
