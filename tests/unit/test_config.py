@@ -1,0 +1,89 @@
+"""Settings precedence and validation, and the CLI's one-line refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mirror.config import DOCKER_HUB, ConfigError, load_settings
+
+
+def test_defaults_proxy_docker_hub_on_port_5000() -> None:
+    """With nothing configured the mirror serves Docker Hub on 0.0.0.0:5000."""
+    settings = load_settings(None, {}, environ={})
+    assert settings.upstream.url == DOCKER_HUB
+    assert (settings.host, settings.port, settings.tag_ttl) == ("0.0.0.0", 5000, 300.0)
+    assert settings.redis_url is None
+
+
+def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
+    """Precedence: flags > MIRROR_* environment > TOML file > defaults."""
+    config = tmp_path / "mirror.toml"
+    config.write_text(
+        'listen = "127.0.0.1:7000"\ntag_ttl = 10\ncache_dir = "/from/file"\n'
+        'upstream = "http://file.example"\n'
+    )
+    env = {"MIRROR_TAG_TTL": "20", "MIRROR_CACHE_DIR": "/from/env"}
+    settings = load_settings(str(config), {"cache_dir": "/from/flag"}, environ=env)
+    assert settings.listen == "127.0.0.1:7000"
+    assert settings.tag_ttl == 20.0
+    assert settings.cache_dir == Path("/from/flag")
+    assert settings.upstream.url == "http://file.example"
+
+
+def test_upstream_credentials_from_file_never_print(tmp_path: Path) -> None:
+    """Credentials load from the file's [upstream_auth] table and stay out of reprs."""
+    config = tmp_path / "mirror.toml"
+    config.write_text('[upstream_auth]\nusername = "bot"\npassword = "s3cret"\n')
+    settings = load_settings(str(config), {}, environ={})
+    assert (settings.upstream.username, settings.upstream.password) == ("bot", "s3cret")
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("flags", "option"),
+    [
+        ({"listen": "nope"}, "--listen"),
+        ({"listen": "1.2.3.4:99999"}, "--listen"),
+        ({"upstream": "ftp://x"}, "--upstream"),
+        ({"tag_ttl": "soon"}, "--tag-ttl"),
+        ({"tag_ttl": "-1"}, "--tag-ttl"),
+        ({"redis_url": "http://x"}, "--redis-url"),
+    ],
+)
+def test_bad_values_name_the_option(flags: dict[str, str], option: str) -> None:
+    """Each refusal names the option at fault."""
+    with pytest.raises(ConfigError, match=f"^{option}"):
+        load_settings(None, flags, environ={})
+
+
+def test_unknown_file_option_is_refused(tmp_path: Path) -> None:
+    """A typo in the file stops start-up instead of being silently ignored."""
+    config = tmp_path / "mirror.toml"
+    config.write_text("tag_tll = 5\n")
+    with pytest.raises(ConfigError, match="tag_tll"):
+        load_settings(str(config), {}, environ={})
+
+
+def test_cli_refuses_a_bad_value_with_one_line() -> None:
+    """`python -m mirror serve` with a bad flag exits 2 and prints a single line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "serve", "--tag-ttl", "abc"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["mirror: --tag-ttl: 'abc' is not a number of seconds"]
+
+
+def test_example_config_loads() -> None:
+    """The shipped example file is valid as it stands."""
+    example = Path(__file__).parents[2] / "deploy" / "mirror.toml"
+    settings = load_settings(str(example), {}, environ={})
+    assert settings.cache_dir == Path("/var/cache/mirror")
+    assert settings.upstream.url == DOCKER_HUB
