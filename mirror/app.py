@@ -53,7 +53,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         meta,
         settings.tag_ttl,
     )
-    app[BLOBS] = BlobService(upstream, blob_store, fills)
+    app[BLOBS] = BlobService(upstream, blob_store, fills, meta)
     app[TAG_LISTS] = TagListService(upstream)
     try:
         yield

@@ -1,40 +1,76 @@
-"""The metadata store interface and its embedded (in-process) backend."""
+"""The metadata store interface and its embedded (in-process) backend.
+
+The store holds what is about time and sharing: which tags are fresh (and the digest they were
+fresh at), short leases so one process revalidates a tag while the others serve, and access
+counts for eviction. Disk stays the truth for content and for the last known tag → digest
+mapping, so losing the store only makes tags stale.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Protocol
 
+from aiocache import SimpleMemoryCache
 from cachetools import TLRUCache
 
 
 class MetadataStore(Protocol):
-    """Freshness deadlines; losing them only makes tags stale, never loses data."""
+    async def fresh_digest(self, key: str) -> str | None:
+        """The digest a tag was revalidated at, while that is fresher than the tag TTL."""
 
-    async def is_fresh(self, key: str) -> bool: ...
+    async def mark_fresh(self, key: str, digest: str, ttl: float) -> None: ...
 
-    async def mark_fresh(self, key: str, ttl: float) -> None: ...
+    async def try_lease(self, key: str, ttl: float) -> bool:
+        """Take a short exclusive lease (revalidating `key`); False if someone holds it."""
+
+    async def release_lease(self, key: str) -> None: ...
+
+    def record_access(self, digest: str) -> None:
+        """Count a hit; cheap and synchronous, flushed in batches by the backend."""
 
     async def close(self) -> None: ...
 
 
 class EmbeddedStore:
-    """The default: a bounded in-process map of deadlines, so nothing else must be installed."""
+    """The default: bounded in-process maps, so nothing else must be installed."""
 
     def __init__(self, max_keys: int = 100_000) -> None:
-        # Each entry expires `ttl` seconds after it was set (its value is that ttl).
-        self._fresh: TLRUCache[str, float] = TLRUCache(
-            maxsize=max_keys, ttu=lambda _key, ttl, now: now + ttl, timer=time.monotonic
+        # Each entry lives `ttl` seconds after it was set; the value is (digest, ttl).
+        self._fresh: TLRUCache[str, tuple[str, float]] = TLRUCache(
+            maxsize=max_keys, ttu=lambda _key, value, now: now + value[1], timer=time.monotonic
         )
+        # Leases are few and short-lived: aiocache's memory cache gives SET NX PX semantics.
+        self._leases = SimpleMemoryCache()
+        self.hits: Counter[str] = Counter()
+        self.last_access: dict[str, float] = {}
 
-    async def is_fresh(self, key: str) -> bool:
-        return key in self._fresh
+    async def fresh_digest(self, key: str) -> str | None:
+        entry = self._fresh.get(key)
+        return entry[0] if entry else None
 
-    async def mark_fresh(self, key: str, ttl: float) -> None:
+    async def mark_fresh(self, key: str, digest: str, ttl: float) -> None:
         if ttl > 0:
-            self._fresh[key] = ttl
+            self._fresh[key] = (digest, ttl)
         else:
             self._fresh.pop(key, None)
 
+    async def try_lease(self, key: str, ttl: float) -> bool:
+        try:
+            await self._leases.add(key, 1, ttl=ttl)
+        except ValueError:
+            return False
+        return True
+
+    async def release_lease(self, key: str) -> None:
+        await self._leases.delete(key)
+
+    def record_access(self, digest: str) -> None:
+        self.hits[digest] += 1
+        self.last_access[digest] = time.time()
+
     async def close(self) -> None:
         self._fresh.clear()
+        await self._leases.clear()
+        await self._leases.close()

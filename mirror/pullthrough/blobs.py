@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror import log
+from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import BlobFill, Fills
 from mirror.storage.blobs import BlobStore
@@ -19,8 +20,11 @@ class CachedBlob:
 
 
 class BlobService:
-    def __init__(self, upstream: UpstreamRegistry, store: BlobStore, fills: Fills) -> None:
+    def __init__(
+        self, upstream: UpstreamRegistry, store: BlobStore, fills: Fills, meta: MetadataStore
+    ) -> None:
         self._upstream = upstream
+        self._meta = meta
         self._store = store
         self._fills = fills
 
@@ -29,6 +33,7 @@ class BlobService:
         if found is None:
             return None
         log.note_cache("hit")
+        self._meta.record_access(str(digest))
         return CachedBlob(*found)
 
     async def upstream_size(self, repo: str, digest: Digest) -> int | None:
@@ -40,5 +45,6 @@ class BlobService:
         """Start (or join) the fill and wait for the upstream's answer."""
         log.note_cache("miss")
         fill = self._fills.get_or_start(repo, digest)
+        self._meta.record_access(str(digest))
         await fill.started()
         return fill

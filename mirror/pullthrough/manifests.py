@@ -9,9 +9,13 @@ from mirror import log
 from mirror.errors import UpstreamError
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
+from mirror.pullthrough.coalesce import SingleFlight
 from mirror.storage.manifests import ManifestStore, StoredManifest
 from mirror.storage.tags import TagStore
 from mirror.upstream.registry import UpstreamRegistry
+
+# How long one process may hold a tag's revalidation before another may try.
+REVALIDATION_LEASE = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +48,13 @@ class ManifestService:
         self._tags = tags
         self._meta = meta
         self._tag_ttl = tag_ttl
+        self._flights: SingleFlight[ManifestAnswer] = SingleFlight()
 
     async def by_digest(self, repo: str, digest: Digest, *, head: bool) -> ManifestAnswer:
         stored = await self._manifests.get(digest)
         if stored is not None:
             log.note_cache("hit")
+            self._meta.record_access(str(digest))
             return _answer(stored)
         log.note_cache("miss")
         if head:
@@ -57,14 +63,29 @@ class ManifestService:
             info = await self._upstream.head_manifest(repo, str(digest))
             if info.size is not None and info.digest in (None, digest):
                 return ManifestAnswer(digest, info.media_type, info.size, None)
+        return await self._flights.run(str(digest), lambda: self._fetch(repo, digest))
+
+    async def _fetch(self, repo: str, digest: Digest) -> ManifestAnswer:
         fetched = await self._upstream.get_manifest(repo, str(digest))
         return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
 
     async def by_tag(self, repo: str, tag: str) -> ManifestAnswer:
         key = f"{self._upstream_key}/{repo}:{tag}"
+        fresh = await self._meta.fresh_digest(key)
+        if fresh is not None:
+            # Fresh, here or in another process sharing the store: the digest is known, and
+            # content by digest never needs revalidating.
+            answer = await self.by_digest(repo, Digest.parse(fresh), head=False)
+            if answer.data is not None:
+                return answer
+        return await self._flights.run(key, lambda: self._refresh(repo, tag, key))
+
+    async def _refresh(self, repo: str, tag: str, key: str) -> ManifestAnswer:
         record = await self._tags.get(self._upstream_key, repo, tag)
         stored = await self._manifests.get(record.parsed_digest) if record else None
-        if stored is not None and await self._meta.is_fresh(key):
+        if stored is not None and not await self._meta.try_lease(key, REVALIDATION_LEASE):
+            # Another process is revalidating this tag right now; until it is done, the last
+            # known answer is as good as any.
             log.note_cache("hit")
             return _answer(stored)
         try:
@@ -79,7 +100,11 @@ class ManifestService:
                 "serving stale tag", repo=repo, tag=tag, digest=str(stored.digest)
             )
             return _answer(stored)
-        await self._meta.mark_fresh(key, self._tag_ttl)
+        finally:
+            if stored is not None:
+                await self._meta.release_lease(key)
+        await self._meta.mark_fresh(key, str(answer.digest), self._tag_ttl)
+        self._meta.record_access(str(answer.digest))
         return answer
 
     async def _revalidate(

@@ -1,0 +1,35 @@
+"""Single flight: concurrent callers asking for the same key share one piece of work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from mirror import log
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """The first caller's work runs as a task, so it completes (and is cached) even if that
+    caller goes away; everyone else awaits the same task."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Task[T]] = {}
+
+    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(work())
+            self._inflight[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        else:
+            log.note_cache("coalesced")
+        return await asyncio.shield(task)
+
+    def _done(self, key: str, task: asyncio.Task[T]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here, so an error nobody awaited is not reported
