@@ -11,8 +11,9 @@ from mirror import __version__
 from mirror.api.middlewares import request_middleware
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.keys import BLOBS, DOCKER_HUB, MANIFESTS, SETTINGS, TAG_LISTS
-from mirror.meta.store import EmbeddedStore
+from mirror.keys import BLOBS, DOCKER_HUB, MANIFESTS, META, SETTINGS, TAG_LISTS
+from mirror.meta.redis import RedisStore
+from mirror.meta.store import EmbeddedStore, MetadataStore
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.fills import Fills
 from mirror.pullthrough.manifests import ManifestService
@@ -41,7 +42,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     layout = CacheLayout(settings.cache_dir)
     await asyncio.to_thread(layout.prepare)
     session = make_session(settings.upstream, f"mirror/{__version__}")
-    meta = EmbeddedStore()
+    meta: MetadataStore = (
+        RedisStore(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else EmbeddedStore()
+    )
+    await meta.start()
     upstream = UpstreamRegistry(settings.upstream, session)
     blob_store = BlobStore(layout)
     fills = Fills(upstream, blob_store)
@@ -55,6 +61,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     app[BLOBS] = BlobService(upstream, blob_store, fills, meta)
     app[TAG_LISTS] = TagListService(upstream)
+    app[META] = meta
     try:
         yield
     finally:

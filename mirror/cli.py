@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from mirror import __version__, log
 from mirror.config import ConfigError, Settings, load_settings
+from mirror.workers import supervise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +30,10 @@ def _parser() -> argparse.ArgumentParser:
         "--tag-ttl", metavar="SECONDS", help="tag freshness, default 300 (MIRROR_TAG_TTL)"
     )
     serve.add_argument(
-        "--redis-url", metavar="URL", help="redis://… metadata store (MIRROR_REDIS_URL)"
+        "--redis-url", metavar="URL", help="share freshness via Redis (MIRROR_REDIS_URL)"
+    )
+    serve.add_argument(
+        "--workers", metavar="N", help="processes serving one port, default 1 (MIRROR_WORKERS)"
     )
     return parser
 
@@ -38,30 +43,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         settings = load_settings(args.config, flags)
-        if settings.redis_url:
-            raise ConfigError("--redis-url: the Redis metadata store is not supported yet")
     except ConfigError as e:
         print(f"mirror: {e}", file=sys.stderr)
         return 2
     log.configure()
-    serve(settings)
-    return 0
-
-
-def serve(settings: Settings) -> None:
-    from mirror.app import create_app
-
     log.get_logger().info(
         "starting",
         listen=settings.listen,
         upstream=settings.upstream.url,
         cache_dir=str(settings.cache_dir),
         tag_ttl=settings.tag_ttl,
+        metadata="redis" if settings.redis_url else "embedded",
+        workers=settings.workers,
     )
+    if settings.workers > 1:
+        return supervise(settings, serve)
+    serve(settings, None)
+    return 0
+
+
+def serve(settings: Settings, sock: socket.socket | None) -> None:
+    """Run one server process until it is told to stop."""
+    from mirror.app import create_app
+
     web.run_app(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        host=None if sock else settings.host,
+        port=None if sock else settings.port,
+        sock=sock,
         print=None,
         access_log=None,  # the request middleware writes the one line per request
         loop=_new_loop(),

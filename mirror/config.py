@@ -49,6 +49,8 @@ class Settings:
     port: int = 5000
     tag_ttl: float = 300.0
     redis_url: str | None = None
+    redis_prefix: str = "mirror:"
+    workers: int = 1
 
     @property
     def listen(self) -> str:
@@ -62,6 +64,8 @@ ENV_VARS = {
     "cache_dir": "MIRROR_CACHE_DIR",
     "tag_ttl": "MIRROR_TAG_TTL",
     "redis_url": "MIRROR_REDIS_URL",
+    "redis_prefix": "MIRROR_REDIS_PREFIX",
+    "workers": "MIRROR_WORKERS",
     "upstream_username": "MIRROR_UPSTREAM_USERNAME",
     "upstream_password": "MIRROR_UPSTREAM_PASSWORD",
     "connect_timeout": "MIRROR_CONNECT_TIMEOUT",
@@ -132,6 +136,13 @@ def _build(raw: Mapping[str, Any]) -> Settings:
         if URL(url).scheme not in ("redis", "rediss", "unix"):
             raise ConfigError(f"--redis-url: {url!r} is not a redis:// URL")
         settings = replace(settings, redis_url=url)
+    if "redis_prefix" in raw:
+        prefix = str(raw["redis_prefix"])
+        if not prefix or len(prefix) > 100 or any(c.isspace() for c in prefix):
+            raise ConfigError(f"redis_prefix: {prefix!r} is not a usable key prefix")
+        settings = replace(settings, redis_prefix=prefix)
+    if "workers" in raw:
+        settings = replace(settings, workers=_count("--workers", raw["workers"], 1, 64))
     if "upstream_username" in raw:
         upstream = replace(upstream, username=str(raw["upstream_username"]) or None)
     if "upstream_password" in raw:
@@ -167,6 +178,13 @@ def parse_upstream_url(value: Any) -> str:
     if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
         raise ConfigError(f"--upstream: {text!r} is not an http(s):// registry URL")
     return text
+
+
+def _count(flag: str, value: Any, low: int, high: int) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{flag}: {value!r} is not a whole number from {low} to {high}")
+    return int(text)
 
 
 def _seconds(flag: str, value: Any, *, allow_zero: bool = False) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.config import Settings
+from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.tags import TagListService
@@ -14,3 +15,4 @@ MANIFESTS = web.AppKey("manifests", ManifestService)
 BLOBS = web.AppKey("blobs", BlobService)
 TAG_LISTS = web.AppKey("tag_lists", TagListService)
 DOCKER_HUB = web.AppKey("docker_hub", bool)
+META = web.AppKey("meta", MetadataStore)

@@ -17,6 +17,8 @@ from cachetools import TLRUCache
 
 
 class MetadataStore(Protocol):
+    async def start(self) -> None: ...
+
     async def fresh_digest(self, key: str) -> str | None:
         """The digest a tag was revalidated at, while that is fresher than the tag TTL."""
 
@@ -45,6 +47,9 @@ class EmbeddedStore:
         self._leases = SimpleMemoryCache()
         self.hits: Counter[str] = Counter()
         self.last_access: dict[str, float] = {}
+
+    async def start(self) -> None:
+        pass
 
     async def fresh_digest(self, key: str) -> str | None:
         entry = self._fresh.get(key)

@@ -20,6 +20,7 @@ from mirror import log
 from mirror.errors import MirrorError, UpstreamError
 from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
+from mirror.storage.layout import open_spool
 from mirror.upstream.registry import UpstreamRegistry
 
 CHUNK = 1 << 20
@@ -35,7 +36,6 @@ class BlobFill:
     def __init__(self, digest: Digest, spool_file: Path, final: Path) -> None:
         self.digest = digest
         self.size: int | None = None
-        self.upstream_status: int | None = None
         self._spool_file = spool_file
         self._final = final
         self._written = 0
@@ -56,12 +56,12 @@ class BlobFill:
         try:
             async with upstream.open_blob(repo, self.digest) as resp:
                 self.size = resp.content_length
-                self.upstream_status = resp.status
-                with open(self._spool_file, "wb") as spool:  # noqa: ASYNC230 -- creating is cheap
+                with open_spool(self._spool_file) as spool:
                     self._started.set_result(None)
                     await self._copy(resp.content.iter_chunked(CHUNK), spool)
-            store.commit(self._spool_file, self.digest)
-            self._committed = True
+                    # Renamed while still open and locked, so no start-up sweep can take it.
+                    store.commit(self._spool_file, self.digest)
+                    self._committed = True
         except MirrorError as e:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind

@@ -6,10 +6,12 @@ outside the cache directory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror.oci.digest import Digest
 
@@ -22,11 +24,24 @@ class CacheLayout:
         self.spool = self.root / "spool"
 
     def prepare(self) -> None:
-        # A crash, kill or full disk can only ever leave files in spool/: nothing there is
-        # referenced, so start-up removes it all.
-        shutil.rmtree(self.spool, ignore_errors=True)
+        """Create the tree and remove spool debris.
+
+        A crash, kill or full disk can only ever leave files in spool/. Every writer holds an
+        exclusive lock on its spool file, so a file nobody holds is debris, while the files of
+        other live workers or replicas sharing this directory are left alone.
+        """
         for sub in ("blobs", "manifests", "tags", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for entry in self.spool.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            try:
+                with open(entry, "rb") as f:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    entry.unlink()
+            except OSError:
+                continue  # locked by a live writer, or already gone
 
     def blob(self, digest: Digest) -> Path:
         return self.root / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex
@@ -45,15 +60,22 @@ class CacheLayout:
         return self.spool / f"{label}.{uuid.uuid4().hex}.part"
 
 
+def open_spool(path: Path) -> BinaryIO:
+    """Create a spool file and hold its lock for as long as it is open."""
+    f = open(path, "xb")  # noqa: SIM115 -- the caller owns and closes it
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return f
+
+
 def write_atomically(layout: CacheLayout, final: Path, data: bytes) -> None:
     """Write small content via the spool, flushed to disk, then renamed into place."""
     part = layout.spool_file(final.name)
     try:
-        with open(part, "wb") as f:
+        with open_spool(part) as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(part, final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part, final)
     finally:
         part.unlink(missing_ok=True)

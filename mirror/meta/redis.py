@@ -1,0 +1,187 @@
+"""The Redis backend: freshness, leases and access counts shared by every worker and replica.
+
+Keys (all under a configurable prefix, `mirror:` by default):
+
+- `<p>fresh:<upstream>/<repo>:<tag>`: string, TTL = the tag TTL (`SET … PX`); the digest the tag
+  was last revalidated at.
+- `<p>lease:<upstream>/<repo>:<tag>`: string, TTL 10 s (`SET … NX PX`); which process is
+  revalidating the tag right now.
+- `<p>access:<digest>`: hash, no TTL; `hits` (a count) and `last` (unix time of the last access).
+
+Expiry is Redis's own (`PX`), so replicas whose clocks disagree still agree on freshness. A small
+in-process front cache remembers a fresh answer for at most `front_ttl` seconds (and never past
+the key's own expiry), so a hot tag costs one Redis round trip per interval, not one per request.
+
+Losing Redis loses nothing: the store falls back to an in-process store, logs one warning,
+probes Redis in the background and uses it again once it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+
+import redis.asyncio as aioredis
+from cachetools import TLRUCache
+from redis.exceptions import RedisError
+
+from mirror import log
+from mirror.meta.store import EmbeddedStore
+
+PROBE_INTERVAL = 1.0
+FLUSH_INTERVAL = 1.0
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "mirror:", front_ttl: float = 1.0) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False
+        )
+        self._prefix = prefix
+        self._front_ttl = front_ttl
+        # key -> (digest, seconds it may be remembered)
+        self._front: TLRUCache[str, tuple[str, float]] = TLRUCache(
+            maxsize=10_000, ttu=lambda _k, value, now: now + value[1], timer=time.monotonic
+        )
+        self._fallback = EmbeddedStore()
+        self._owner = f"{os.uname().nodename}:{os.getpid()}"
+        self._pending: Counter[str] = Counter()
+        self._last_access: dict[str, float] = {}
+        self._up = True
+        self._probe: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._up
+
+    async def start(self) -> None:
+        """Check Redis once (a dead Redis at start-up is logged, not fatal) and start flushing."""
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as e:
+            self._went_down(e)
+        self._flusher = asyncio.create_task(self._flush_forever())
+
+    async def fresh_digest(self, key: str) -> str | None:
+        remembered = self._front.get(key)
+        if remembered is not None:
+            return remembered[0]
+        if not self._up:
+            return await self._fallback.fresh_digest(key)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._prefix + "fresh:" + key)
+                pipe.pttl(self._prefix + "fresh:" + key)
+                value, pttl = await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._went_down(e)
+            return await self._fallback.fresh_digest(key)
+        if value is None or pttl is None or pttl <= 0:
+            return None
+        digest = str(value.decode())
+        self._front[key] = (digest, min(self._front_ttl, pttl / 1000))
+        return digest
+
+    async def mark_fresh(self, key: str, digest: str, ttl: float) -> None:
+        if ttl <= 0:
+            self._front.pop(key, None)
+            return
+        self._front[key] = (digest, min(self._front_ttl, ttl))
+        if self._up:
+            try:
+                await self._redis.set(self._prefix + "fresh:" + key, digest, px=int(ttl * 1000))
+                return
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        await self._fallback.mark_fresh(key, digest, ttl)
+
+    async def try_lease(self, key: str, ttl: float) -> bool:
+        if self._up:
+            try:
+                taken = await self._redis.set(
+                    self._prefix + "lease:" + key, self._owner, nx=True, px=int(ttl * 1000)
+                )
+                return bool(taken)
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        return await self._fallback.try_lease(key, ttl)
+
+    async def release_lease(self, key: str) -> None:
+        if self._up:
+            try:
+                # Delete only our own lease: it may have expired and been taken by another.
+                await self._redis.eval(_RELEASE, 1, self._prefix + "lease:" + key, self._owner)
+                return
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        await self._fallback.release_lease(key)
+
+    def record_access(self, digest: str) -> None:
+        self._pending[digest] += 1
+        self._last_access[digest] = time.time()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the access counts gathered since the last flush in one round trip."""
+        if not self._pending or not self._up:
+            return
+        pending, last = self._pending, self._last_access
+        self._pending, self._last_access = Counter(), {}
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest, hits in pending.items():
+                    key = self._prefix + "access:" + digest
+                    pipe.hincrby(key, "hits", hits)
+                    pipe.hset(key, "last", f"{last[digest]:.3f}")
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._went_down(e)
+            self._pending.update(pending)
+            for digest, at in last.items():
+                self._last_access.setdefault(digest, at)
+
+    def _went_down(self, error: BaseException) -> None:
+        if not self._up:
+            return
+        self._up = False
+        log.get_logger().warning(
+            "redis unavailable; serving with the in-process store until it returns",
+            error=f"{type(error).__name__}: {error}",
+        )
+        self._probe = asyncio.create_task(self._wait_for_redis())
+
+    async def _wait_for_redis(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL)
+            try:
+                await self._redis.ping()
+            except (RedisError, OSError):
+                continue
+            self._up = True
+            log.get_logger().info("redis is back; shared metadata store in use again")
+            return
+
+    async def close(self) -> None:
+        for task in (self._flusher, self._probe):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(RedisError, OSError):
+            await self.flush()
+        await self._redis.aclose()
+        await self._fallback.close()
+
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
