@@ -78,7 +78,9 @@ def test_cli_refuses_a_bad_value_with_one_line() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["mirror: --tag-ttl: 'abc' is not a number of seconds"]
+    assert result.stderr.strip().splitlines() == [
+        "mirror: --tag-ttl: 'abc' is not a number of seconds"
+    ]
 
 
 def test_example_config_loads() -> None:

@@ -29,7 +29,14 @@ def test_digest_round_trips_and_hashes() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["sha256:" + "a" * 63, "sha256:" + "A" * 64, "md5:" + "a" * 32, "sha256:../../etc", "", "sha256"],
+    [
+        "sha256:" + "a" * 63,
+        "sha256:" + "A" * 64,
+        "md5:" + "a" * 32,
+        "sha256:../../etc",
+        "",
+        "sha256",
+    ],
 )
 def test_bad_digests_are_rejected(text: str) -> None:
     """Only well-formed sha256/sha512 digests become file names."""
@@ -69,7 +76,7 @@ def test_invalid_tags(tag: str) -> None:
 def test_accept_lines_are_merged_and_parameters_dropped() -> None:
     """Several header lines and comma lists count as one set."""
     accepted = accepted_types([f"{OCI_MANIFEST}; q=0.5", f"{DOCKER_MANIFEST}, {OCI_INDEX}"])
-    assert accepted == {OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX}
+    assert accepted == frozenset({OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX})
 
 
 def test_missing_accept_or_wildcard_accepts_everything() -> None:

@@ -1,0 +1,222 @@
+"""Fixtures shared by every suite: real upstream registries, seeded images, mirrors, fake upstreams.
+
+The upstream registries are real `docker-registry` processes started once per session and seeded
+through their push API; a test that must break an upstream (stop it, re-tag it) gets its own
+through `make_registry` or pushes to a repository no other test reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.faults import FakeUpstream
+from tests.support.images import (
+    Image,
+    Index,
+    make_image,
+    make_index,
+    push_image,
+    push_index,
+)
+from tests.support.registry import Registry, start_registry
+from tests.support.tokens import TokenService
+
+BIG_LAYER = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """The images every session registry holds, and where: tests read digests from here."""
+
+    schema2: Image
+    oci: Image
+    index: Index
+    big: Image
+    # (repository, tag) of each; the same schema2 image also sits under one and three components.
+    schema2_ref: tuple[str, str] = ("seed/schema2", "v1")
+    oci_ref: tuple[str, str] = ("seed/oci", "v1")
+    index_ref: tuple[str, str] = ("seed/multi", "v1")
+    big_ref: tuple[str, str] = ("seed/big", "v1")
+    solo_ref: tuple[str, str] = ("solo", "v1")
+    deep_ref: tuple[str, str] = ("org/team/app", "v1")
+
+
+def seed_registry(
+    registry: Registry, images: Seeded, auth: TokenService | tuple[str, str] | None = None
+) -> None:
+    """Push the seeded images to `registry`."""
+    push_image(registry.url, *images.schema2_ref, images.schema2, auth=auth)
+    push_image(registry.url, *images.oci_ref, images.oci, auth=auth)
+    push_index(registry.url, *images.index_ref, images.index, auth=auth)
+    push_image(registry.url, *images.big_ref, images.big, auth=auth)
+    # A one-component name: the mirror may or may not add `library/`, so both exist upstream.
+    solo, tag = images.solo_ref
+    push_image(registry.url, solo, tag, images.schema2, auth=auth)
+    push_image(registry.url, f"library/{solo}", tag, images.schema2, auth=auth)
+    push_image(registry.url, *images.deep_ref, images.schema2, auth=auth)
+
+
+@pytest.fixture(scope="session")
+def seeded() -> Seeded:
+    """The images the session registries are seeded with."""
+    return Seeded(
+        schema2=make_image(layer_sizes=(2048, 4096), seed="schema2"),
+        oci=make_image(layer_sizes=(3000,), oci=True, seed="oci"),
+        index=make_index(
+            [
+                make_image(oci=True, arch="amd64", seed="multi"),
+                make_image(oci=True, arch="arm64", seed="multi"),
+            ]
+        ),
+        big=make_image(layer_sizes=(BIG_LAYER,), seed="big"),
+    )
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, seeded: Seeded) -> Iterator[Registry]:
+    """An anonymous docker-registry holding the seeded images, shared by the session."""
+    upstream = start_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        seed_registry(upstream, seeded)
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture(scope="session")
+def token_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenService]:
+    """The token service `token_registry` trusts (anonymous pulls allowed)."""
+    service = TokenService(tmp_path_factory.mktemp("token-service"))
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@pytest.fixture(scope="session")
+def token_registry(
+    tmp_path_factory: pytest.TempPathFactory, seeded: Seeded, token_service: TokenService
+) -> Iterator[Registry]:
+    """A docker-registry that demands Bearer tokens from `token_service`, like Docker Hub."""
+    upstream = start_registry(tmp_path_factory.mktemp("token-registry"), token_auth=token_service)
+    try:
+        seed_registry(upstream, seeded, auth=token_service)
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+class RegistryFactory(Protocol):
+    def __call__(
+        self,
+        *,
+        token_auth: TokenService | None = None,
+        htpasswd: tuple[str, str] | None = None,
+    ) -> Registry: ...
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Iterator[RegistryFactory]:
+    """Start a private docker-registry for a test that stops, breaks or rewrites its upstream."""
+    started: list[Registry] = []
+
+    def make(
+        *, token_auth: TokenService | None = None, htpasswd: tuple[str, str] | None = None
+    ) -> Registry:
+        upstream = start_registry(
+            tmp_path / f"registry-{len(started)}", token_auth=token_auth, htpasswd=htpasswd
+        )
+        started.append(upstream)
+        return upstream
+
+    try:
+        yield make
+    finally:
+        for upstream in started:
+            upstream.stop()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    """The mirror's cache directory for this test."""
+    return tmp_path / "cache"
+
+
+class MirrorFactory(Protocol):
+    def __call__(
+        self,
+        upstream: str | Registry | FakeUpstream,
+        *,
+        cache_dir: Path | None = None,
+        tag_ttl: float = 300.0,
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+    ) -> Awaitable[TestClient[Any, Any]]: ...
+
+
+@pytest.fixture
+async def make_mirror(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], cache_dir: Path
+) -> MirrorFactory:
+    """Build a mirror app over `upstream` and return a test client for it.
+
+    Restarting the mirror is closing its client and calling this again with the same cache_dir.
+    """
+    from mirror.app import create_app
+    from mirror.config import Settings, UpstreamSettings
+
+    async def make(
+        upstream: str | Registry | FakeUpstream,
+        *,
+        cache_dir: Path | None = cache_dir,
+        tag_ttl: float = 300.0,
+        username: str | None = None,
+        password: str | None = None,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 5.0,
+    ) -> TestClient[Any, Any]:
+        url = upstream if isinstance(upstream, str) else upstream.url
+        settings = Settings(
+            cache_dir=cache_dir if cache_dir is not None else Path("cache"),
+            upstream=UpstreamSettings(
+                url=url,
+                username=username,
+                password=password,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+            ),
+            tag_ttl=tag_ttl,
+        )
+        return await aiohttp_client(create_app(settings))
+
+    return make
+
+
+@pytest.fixture
+async def make_fake_upstream(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[Callable[[], Awaitable[FakeUpstream]]]:
+    """Start an in-process fake upstream (see tests/faults.py) on a free loopback port."""
+    fakes: list[FakeUpstream] = []
+
+    async def make() -> FakeUpstream:
+        fake = FakeUpstream()
+        server = await aiohttp_server(fake.app())
+        fake.url = str(server.make_url("")).rstrip("/")
+        fake.host = f"{server.host}:{server.port}"
+        fakes.append(fake)
+        return fake
+
+    try:
+        yield make
+    finally:
+        for fake in fakes:
+            fake.release.set()

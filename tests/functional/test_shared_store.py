@@ -1,0 +1,246 @@
+"""The Redis metadata store: freshness shared by instances, and a mirror that outlives Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import structlog
+from aiohttp.test_utils import TestClient
+
+from mirror.app import create_app
+from mirror.config import Settings, UpstreamSettings
+from mirror.keys import META
+from mirror.meta.redis import RedisStore
+from tests.conftest import Seeded
+from tests.support.oci import ACCEPT_ALL
+from tests.support.redis_server import RedisServer
+from tests.support.registry import Registry, free_port
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def make_shared_mirror(
+    aiohttp_client: ClientFactory, registry: Registry, cache_dir: Path
+) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
+    """A mirror instance on the session registry that uses the given Redis."""
+
+    async def make(redis_url: str | None, *, tag_ttl: float = 300.0) -> TestClient[Any, Any]:
+        settings = Settings(
+            cache_dir=cache_dir,
+            upstream=UpstreamSettings(url=registry.url, connect_timeout=2.0, read_timeout=5.0),
+            tag_ttl=tag_ttl,
+            redis_url=redis_url,
+        )
+        return await aiohttp_client(create_app(settings))
+
+    return make
+
+
+def heads(registry: Registry, path: str) -> int:
+    return sum(1 for method, seen in registry.requests() if method == "HEAD" and seen == path)
+
+
+async def pull(client: TestClient[Any, Any], path: str) -> bytes:
+    response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+async def test_a_tag_revalidated_by_one_instance_is_fresh_for_all(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_server: RedisServer,
+    registry: Registry,
+    seeded: Seeded,
+) -> None:
+    """Two instances on one Redis make one upstream HEAD per TTL in total, not one each."""
+    repo, tag = seeded.schema2_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    first = await make_shared_mirror(redis_server.url, tag_ttl=1.0)
+    second = await make_shared_mirror(redis_server.url, tag_ttl=1.0)
+    assert await pull(first, path) == seeded.schema2.manifest
+    await asyncio.sleep(1.3)  # the tag is now stale everywhere
+    registry.clear_requests()
+    for client in (first, second, first, second):
+        assert await pull(client, path) == seeded.schema2.manifest
+    assert heads(registry, path) == 1
+    assert [r for r in registry.requests() if r[0] == "GET"] == []
+
+
+async def test_concurrent_revalidation_across_instances_makes_one_head(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_server: RedisServer,
+    registry: Registry,
+    seeded: Seeded,
+) -> None:
+    """When the tag goes stale under load, the revalidation lease lets only one instance ask."""
+    repo, tag = seeded.oci_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    clients = [await make_shared_mirror(redis_server.url, tag_ttl=1.0) for _ in range(3)]
+    await pull(clients[0], path)
+    await asyncio.sleep(1.3)
+    registry.clear_requests()
+    bodies = await asyncio.gather(*(pull(c, path) for c in clients for _ in range(5)))
+    assert set(bodies) == {seeded.oci.manifest}
+    assert heads(registry, path) == 1
+
+
+async def test_embedded_instances_do_not_share_freshness(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    registry: Registry,
+    seeded: Seeded,
+) -> None:
+    """Without Redis each instance revalidates for itself (the reason Redis exists)."""
+    repo, tag = seeded.schema2_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    first = await make_shared_mirror(None, tag_ttl=300)
+    second = await make_shared_mirror(None, tag_ttl=300)
+    await pull(first, path)
+    registry.clear_requests()
+    await pull(second, path)
+    assert heads(registry, path) == 1
+
+
+async def test_mirror_keeps_serving_through_a_redis_outage(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    seeded: Seeded,
+) -> None:
+    """Killing Redis fails no request and warns once; when it returns it is used again."""
+    repo, tag = seeded.schema2_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    blob = seeded.schema2.layers[0]
+    client = await make_shared_mirror(redis_server.url, tag_ttl=0.2)
+    await pull(client, path)
+    redis_server.stop()
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            assert await pull(client, path) == seeded.schema2.manifest
+            assert await pull(client, f"/v2/{repo}/blobs/{blob.digest}") == blob.data
+            await asyncio.sleep(0.05)
+    warnings = [e for e in logs if "redis unavailable" in str(e.get("event"))]
+    assert len(warnings) == 1, warnings
+
+    redis_server.start()  # back, and empty
+    store = client.app[META]
+    assert isinstance(store, RedisStore)
+    for _ in range(100):  # the store probes Redis every second
+        if store.available:
+            break
+        await asyncio.sleep(0.1)
+    assert store.available
+    await asyncio.sleep(0.3)  # past the front cache and the tag TTL
+    assert await pull(client, path) == seeded.schema2.manifest
+    fresh_keys = await redis_client.keys("mirror:fresh:*")
+    assert any(tag.encode() in key for key in fresh_keys), fresh_keys
+
+
+async def test_mirror_starts_and_serves_with_redis_down(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]], seeded: Seeded
+) -> None:
+    """A Redis that is not there at start-up is a warning, not a failure."""
+    repo, tag = seeded.schema2_ref
+    client = await make_shared_mirror(f"redis://127.0.0.1:{free_port()}/0")
+    assert await pull(client, f"/v2/{repo}/manifests/{tag}") == seeded.schema2.manifest
+
+
+async def test_access_counts_reach_redis_in_batches(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    seeded: Seeded,
+) -> None:
+    """Hits are counted per digest, with the last access time, for eviction and listing."""
+    repo, _ = seeded.oci_ref
+    layer = seeded.oci.layers[0]
+    client = await make_shared_mirror(redis_server.url)
+    for _ in range(4):
+        await pull(client, f"/v2/{repo}/blobs/{layer.digest}")
+    store = client.app[META]
+    assert isinstance(store, RedisStore)
+    await store.flush()
+    stats = await redis_client.hgetall(f"mirror:access:{layer.digest}")
+    assert int(stats[b"hits"]) == 4
+    assert abs(float(stats[b"last"]) - time.time()) < 60
+
+
+def test_workers_share_one_port_and_stop_together(
+    tmp_path: Path, registry: Registry, redis_server: RedisServer, seeded: Seeded
+) -> None:
+    """`mirror serve --workers 2` runs two processes on one port; SIGTERM stops them all."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mirror", "serve", "--workers", "2",
+        "--listen", f"127.0.0.1:{port}", "--upstream", registry.url,
+        "--cache-dir", str(tmp_path / "cache"), "--redis-url", redis_server.url,
+    ]  # fmt: skip
+    with (tmp_path / "mirror.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    repo, tag = seeded.schema2_ref
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                opener.open(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "mirror.log").read_text()
+                time.sleep(0.1)
+        children = _children(process.pid)
+        assert len(children) == 2
+        for _ in range(6):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL}
+            )
+            with opener.open(request, timeout=10) as response:
+                assert response.read() == seeded.schema2.manifest
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    assert all(not _alive(pid) for pid in children)
+    assert "Traceback" not in (tmp_path / "mirror.log").read_text()
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in tasks]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
