@@ -89,6 +89,10 @@ class ManifestService:
             log.note_cache("hit")
             return _answer(stored)
         try:
+            if stored is not None and await self._meta.fresh_digest(key) == str(stored.digest):
+                # Revalidated elsewhere between our freshness check and taking the lease.
+                log.note_cache("hit")
+                return _answer(stored)
             answer = await self._revalidate(repo, tag, stored)
         except UpstreamError:
             if stored is None:
