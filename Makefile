@@ -37,7 +37,8 @@ fmt: install
 	$(VENV)/bin/ruff check --fix mirror tests bench
 
 bench: install system-deps
-	$(PY) -m bench
+	bash tests/system-deps.sh wrk:wrk nginx:nginx
+	$(PY) -m bench $(BENCH_ARGS)
 
 check: lint test
 

@@ -7,6 +7,8 @@ through `make_registry` or pushes to a repository no other test reads.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from tests.support.images import (
     push_image,
     push_index,
 )
+from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
 from tests.support.tokens import TokenService
 
@@ -142,6 +145,26 @@ def make_registry(tmp_path: Path) -> Iterator[RegistryFactory]:
             upstream.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server shared by the session; tests keep apart by key prefix."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def metadata(request: pytest.FixtureRequest) -> tuple[str | None, str]:
+    """Every mirror test runs on both metadata backends: (redis URL or None, key prefix)."""
+    if request.param == "embedded":
+        return None, "mirror:"
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url, f"test-{uuid.uuid4().hex[:12]}:"
+
+
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     """The mirror's cache directory for this test."""
@@ -164,7 +187,9 @@ class MirrorFactory(Protocol):
 
 @pytest.fixture
 async def make_mirror(
-    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], cache_dir: Path
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    cache_dir: Path,
+    metadata: tuple[str | None, str],
 ) -> MirrorFactory:
     """Build a mirror app over `upstream` and return a test client for it.
 
@@ -194,6 +219,9 @@ async def make_mirror(
                 read_timeout=read_timeout,
             ),
             tag_ttl=tag_ttl,
+            redis_url=metadata[0],
+            # Mirrors on one cache directory act as one (replicas); others are independent.
+            redis_prefix=f"{metadata[1]}{hashlib.sha1(str(cache_dir).encode()).hexdigest()[:8]}:",
         )
         return await aiohttp_client(create_app(settings))
 

@@ -32,6 +32,7 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, since tests here kill it."""
     server = RedisServer(tmp_path)
     server.start()
     try:
