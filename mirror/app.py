@@ -50,7 +50,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await meta.start()
     upstream = UpstreamRegistry(settings.upstream, session)
     blob_store = BlobStore(layout)
-    fills = Fills(upstream, blob_store)
+    fills = Fills(upstream, blob_store, layout.spool)
     app[MANIFESTS] = ManifestService(
         upstream,
         upstream_key(settings.upstream.url),
@@ -59,7 +59,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         meta,
         settings.tag_ttl,
     )
-    app[BLOBS] = BlobService(upstream, blob_store, fills, meta)
+    app[BLOBS] = BlobService(upstream, blob_store, fills, meta, layout.spool)
     app[TAG_LISTS] = TagListService(upstream)
     app[META] = meta
     try:

@@ -251,3 +251,33 @@ def tags_pages(name: str, tags: list[str]) -> Handler:
         return web.Response(body=body, headers=headers)
 
     return handler
+
+
+def resumable_content(data: bytes, cut: int) -> Handler:
+    """Like a CDN: honours `Range: bytes=N-` with 206, but the first full GET dies after `cut`."""
+    digest = sha256_digest(data)
+    died = False
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        nonlocal died
+        headers = {"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest}
+        offset = request.http_range.start or 0
+        response = web.StreamResponse(status=206 if offset else 200, headers=headers)
+        if offset:
+            response.headers["Content-Range"] = f"bytes {offset}-{len(data) - 1}/{len(data)}"
+        response.content_length = len(data) - offset
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        if not offset and not died:
+            died = True
+            await response.write(data[:cut])
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+            return response
+        await response.write(data[offset:])
+        await response.write_eof()
+        return response
+
+    return handler

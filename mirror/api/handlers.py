@@ -11,6 +11,7 @@ from mirror.keys import BLOBS, DOCKER_HUB, MANIFESTS, TAG_LISTS
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import accepted_types, is_acceptable
 from mirror.oci.names import validate_name, validate_tag
+from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.routing import upstream_repository
 
 
@@ -47,16 +48,18 @@ async def blob(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     service = request.app[BLOBS]
     cached = service.cached(digest)
-    if cached is not None:
-        return await blob_file_response(request, digest, cached.path)
-    if request.method == "HEAD":
+    if cached is None and request.method == "HEAD":
         size = await service.upstream_size(repo, digest)
         response = web.StreamResponse(headers=_blob_headers(digest))
         if size is not None:
             response.content_length = size
         return response
-    fill = await service.fetch(repo, digest)
-    return await stream_fill(request, fill, _blob_headers(digest))
+    if cached is None:
+        source = await service.fetch(repo, digest)
+        if not isinstance(source, CachedBlob):
+            return await stream_fill(request, source, _blob_headers(digest))
+        cached = source
+    return await blob_file_response(request, digest, cached.path)
 
 
 def _blob_headers(digest: Digest) -> dict[str, str]:

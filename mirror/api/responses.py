@@ -9,8 +9,9 @@ from aiohttp.abc import AbstractStreamWriter
 
 from mirror import log
 from mirror.api.middlewares import abort
+from mirror.errors import RangeInvalid
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import BlobFill, FillFailed
+from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.pullthrough.manifests import ManifestAnswer
 
 
@@ -57,16 +58,33 @@ async def blob_file_response(request: web.Request, digest: Digest, path: Path) -
 
 
 async def stream_fill(
-    request: web.Request, fill: BlobFill, headers: dict[str, str]
+    request: web.Request, fill: FillView, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """Send the blob as the fill writes it; on failure, abort rather than end cleanly."""
-    response = web.StreamResponse(headers=headers)
-    if fill.size is not None:
-        response.content_length = fill.size
+    """Send the blob (or the one range asked for) as the fill writes it; on failure, abort
+    rather than end cleanly."""
+    start, end, status = 0, fill.size, 200
+    if fill.size is not None and "Range" in request.headers:
+        try:
+            wanted = request.http_range
+        except ValueError:
+            wanted = None  # malformed or multi-range: the whole blob is a valid answer
+        if wanted is not None:
+            # RFC 9110 §14: clamp past the end, suffix ranges count from the end.
+            start, end, _ = wanted.indices(fill.size)
+            if start >= end:
+                raise RangeInvalid(
+                    "requested range not satisfiable",
+                    headers={"Content-Range": f"bytes */{fill.size}"},
+                )
+            status = 206
+            headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{fill.size}"}
+    response = web.StreamResponse(status=status, headers=headers)
+    if end is not None:
+        response.content_length = end - start
     await response.prepare(request)
     sent = 0
     try:
-        async for chunk in fill.chunks():
+        async for chunk in fill.chunks(start, end):
             await response.write(chunk)
             sent += len(chunk)
     except FillFailed:

@@ -1,4 +1,5 @@
-"""Blob policy: content-addressed, cached forever; misses become shared fills."""
+"""Blob policy: content-addressed, cached forever; misses become fills shared by every reader,
+in this process or any other on the same cache directory."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror import log
+from mirror.errors import UpstreamError
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import BlobFill, Fills
+from mirror.pullthrough.fills import Fills, FillView
+from mirror.pullthrough.follower import FillerGone, FollowedFill
 from mirror.storage.blobs import BlobStore
+from mirror.storage.fill_lock import FillLock, lock_path
 from mirror.upstream.registry import UpstreamRegistry
+
+# A fill that another process took over may take this long to hear from its upstream.
+FOLLOW_START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +28,18 @@ class CachedBlob:
 
 class BlobService:
     def __init__(
-        self, upstream: UpstreamRegistry, store: BlobStore, fills: Fills, meta: MetadataStore
+        self,
+        upstream: UpstreamRegistry,
+        store: BlobStore,
+        fills: Fills,
+        meta: MetadataStore,
+        spool: Path,
     ) -> None:
         self._upstream = upstream
-        self._meta = meta
         self._store = store
         self._fills = fills
+        self._meta = meta
+        self._spool = spool
 
     def cached(self, digest: Digest) -> CachedBlob | None:
         found = self._store.find(digest)
@@ -41,10 +54,36 @@ class BlobService:
         log.note_cache("miss")
         return await self._upstream.head_blob(repo, digest)
 
-    async def fetch(self, repo: str, digest: Digest) -> BlobFill:
-        """Start (or join) the fill and wait for the upstream's answer."""
+    async def fetch(self, repo: str, digest: Digest) -> CachedBlob | FillView:
+        """Join the fill of this blob (here or in another process), or start it, and wait for
+        the upstream's answer; the blob may also turn out to be committed by now."""
         log.note_cache("miss")
-        fill = self._fills.get_or_start(repo, digest)
         self._meta.record_access(str(digest))
-        await fill.started()
-        return fill
+        for _ in range(3):
+            fill: FillView | None = self._fills.running(digest)
+            if fill is None:
+                lock = FillLock.try_acquire(self._spool, digest)
+                if lock is None:
+                    log.note_cache("coalesced")
+                    fill = FollowedFill(
+                        digest,
+                        lock_path(self._spool, digest),
+                        self._spool,
+                        self._store.path(digest),
+                        FOLLOW_START_TIMEOUT,
+                    )
+                elif (found := self._store.find(digest)) is not None:
+                    lock.release()  # committed while we looked
+                    return CachedBlob(*found)
+                else:
+                    fill = self._fills.start(repo, digest, lock)
+            else:
+                log.note_cache("coalesced")
+            try:
+                await fill.started()
+            except FillerGone:
+                if (found := self._store.find(digest)) is not None:
+                    return CachedBlob(*found)
+                continue
+            return fill
+        raise UpstreamError(f"could not start fetching {digest}")

@@ -1,42 +1,60 @@
-"""Blob fills: one app-owned task per missing blob writes the upstream body to a spool file while
-hashing it; requests read the growing spool file at their own pace (design.md §5).
+"""Blob fills: one task per missing blob writes the upstream body to a spool file while hashing
+it; every request for that blob reads the growing spool file at its own pace (design.md §5).
 
 The fill belongs to the app, not to a request, so it finishes (and the next pull is a hit) even if
 every client goes away. Readers never see the last byte before the digest is verified: a wrong
-or short body therefore always ends in an aborted connection, never a clean response.
+or short body therefore always ends in an aborted connection, never a clean response. A body cut
+off mid-way is resumed with an upstream `Range` request when the upstream honours it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
+
+import aiohttp
 
 from mirror import log
 from mirror.errors import MirrorError, UpstreamError
 from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
+from mirror.storage.fill_lock import FillLock
 from mirror.storage.layout import open_spool
 from mirror.upstream.registry import UpstreamRegistry
 
 CHUNK = 1 << 20
+MAX_ATTEMPTS = 4
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 class FillFailed(Exception):
     """Raised to readers when the fill they follow failed after the response started."""
 
 
-class BlobFill:
-    """The state of one blob download, observed by any number of readers."""
+class FillView(Protocol):
+    """What a request needs of a fill, whether this process or another one runs it."""
 
-    def __init__(self, digest: Digest, spool_file: Path, final: Path) -> None:
+    size: int | None
+
+    async def started(self) -> None: ...
+
+    def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]: ...
+
+
+class BlobFill:
+    """A download run by this process, observed by any number of readers."""
+
+    def __init__(self, digest: Digest, part: Path, final: Path) -> None:
         self.digest = digest
         self.size: int | None = None
-        self._spool_file = spool_file
+        self._part = part
         self._final = final
         self._written = 0
         self._committed = False
@@ -52,16 +70,15 @@ class BlobFill:
         """Wait until the upstream answered; raises its error if it refused."""
         await asyncio.shield(self._started)
 
-    async def run(self, upstream: UpstreamRegistry, repo: str, store: BlobStore) -> None:
+    async def run(
+        self, upstream: UpstreamRegistry, repo: str, store: BlobStore, lock: FillLock
+    ) -> None:
         try:
-            async with upstream.open_blob(repo, self.digest) as resp:
-                self.size = resp.content_length
-                with open_spool(self._spool_file) as spool:
-                    self._started.set_result(None)
-                    await self._copy(resp.content.iter_chunked(CHUNK), spool)
-                    # Renamed while still open and locked, so no start-up sweep can take it.
-                    store.commit(self._spool_file, self.digest)
-                    self._committed = True
+            with open_spool(self._part) as spool:
+                await self._download(upstream, repo, spool, lock)
+                # Renamed while still open and locked, so no start-up sweep can take it.
+                store.commit(self._part, self.digest)
+                self._committed = True
         except MirrorError as e:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind
@@ -71,12 +88,45 @@ class BlobFill:
             self._fail(UpstreamError("the mirror is shutting down"))
             raise
         finally:
-            self._spool_file.unlink(missing_ok=True)
+            self._part.unlink(missing_ok=True)
+            lock.release()
             await self._notify()
 
-    async def _copy(self, chunks: AsyncIterator[bytes], spool: BinaryIO) -> None:
+    async def _download(
+        self, upstream: UpstreamRegistry, repo: str, spool: BinaryIO, lock: FillLock
+    ) -> None:
         hasher = self.digest.hasher()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            offset = self._written
+            try:
+                async with upstream.open_blob(repo, self.digest, offset) as resp:
+                    if offset == 0:
+                        self.size = resp.content_length
+                        lock.publish(self._part, self.size)
+                        self._started.set_result(None)
+                    else:
+                        _check_resumed(resp, offset, self.size)
+                    await self._copy(resp.content.iter_chunked(CHUNK), spool, hasher)
+                break
+            except UpstreamError as e:
+                resumable = self._started.done() and self.size is not None
+                if not resumable or self._written == offset or attempt == MAX_ATTEMPTS:
+                    raise
+                log.get_logger().warning(
+                    "resuming blob fill",
+                    digest=str(self.digest),
+                    offset=self._written,
+                    error=e.message,
+                )
+        if self.size is not None and self._written != self.size:
+            raise UpstreamError(f"upstream sent {self._written} of {self.size} bytes")
+        if hasher.hexdigest() != self.digest.hex:
+            raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
+        await asyncio.to_thread(os.fsync, spool.fileno())
 
+    async def _copy(
+        self, chunks: AsyncIterator[bytes], spool: BinaryIO, hasher: hashlib._Hash
+    ) -> None:
         def write(chunk: bytes) -> None:
             spool.write(chunk)
             spool.flush()
@@ -86,11 +136,6 @@ class BlobFill:
             await asyncio.to_thread(write, chunk)
             self._written += len(chunk)
             await self._notify()
-        if self.size is not None and self._written != self.size:
-            raise UpstreamError(f"upstream sent {self._written} of {self.size} bytes")
-        if hasher.hexdigest() != self.digest.hex:
-            raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
-        await asyncio.to_thread(os.fsync, spool.fileno())
 
     def _fail(self, error: MirrorError) -> None:
         self._error = error
@@ -104,27 +149,29 @@ class BlobFill:
             self._progress.notify_all()
 
     def _readable(self, position: int) -> bool:
+        # Hold back the last byte until the digest is verified.
         return self.finished or self._written - 1 > position
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The blob's bytes from the start, as they land; raises FillFailed on failure."""
-        # Open in the same step as the check: a commit (a rename on this thread) cannot slip
-        # in between, and an open descriptor survives the rename.
+    async def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of the blob as they land; raises FillFailed on failure."""
         if self._error is not None:
             raise FillFailed(self._error.message)
         try:
-            fd = os.open(self._final if self._committed else self._spool_file, os.O_RDONLY)
+            # Opened in the same step as the check: a commit (a rename on this thread) cannot
+            # slip in between, and an open descriptor survives the rename.
+            fd = os.open(self._final if self._committed else self._part, os.O_RDONLY)
         except OSError as e:
             raise FillFailed(f"cannot read blob {self.digest}: {e.strerror}") from e
         try:
-            position = 0
-            while True:
+            position = start
+            while end is None or position < end:
                 async with self._progress:
-                    # Hold back the last byte until the digest is verified.
                     await self._progress.wait_for(partial(self._readable, position))
                 if self._error is not None:
                     raise FillFailed(self._error.message)
                 limit = self._written if self._committed else self._written - 1
+                if end is not None:
+                    limit = min(limit, end)
                 if position >= limit:
                     return
                 data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - position), position)
@@ -136,22 +183,33 @@ class BlobFill:
             os.close(fd)
 
 
-class Fills:
-    """The fills in flight, keyed by digest; owned by the app and cancelled at shutdown."""
+def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
+    """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
+    match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+    if resp.status != 206 or not match or int(match.group(1)) != offset:
+        raise UpstreamError("upstream cannot resume the download (Range not honoured)")
+    if match.group(3) != "*" and int(match.group(3)) != size:
+        raise UpstreamError("upstream changed the blob's size while resuming")
 
-    def __init__(self, upstream: UpstreamRegistry, store: BlobStore) -> None:
+
+class Fills:
+    """The fills this process runs, keyed by digest; cancelled at shutdown."""
+
+    def __init__(self, upstream: UpstreamRegistry, store: BlobStore, spool: Path) -> None:
         self._upstream = upstream
         self._store = store
+        self._spool = spool
         self._fills: dict[Digest, BlobFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def get_or_start(self, repo: str, digest: Digest) -> BlobFill:
+    def running(self, digest: Digest) -> BlobFill | None:
         fill = self._fills.get(digest)
-        if fill is not None and not fill.finished:
-            return fill
+        return fill if fill is not None and not fill.finished else None
+
+    def start(self, repo: str, digest: Digest, lock: FillLock) -> BlobFill:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(self._upstream, repo, self._store))
+        task = asyncio.create_task(fill.run(self._upstream, repo, self._store, lock))
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill

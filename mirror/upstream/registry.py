@@ -119,8 +119,12 @@ class UpstreamRegistry:
             return resp.content_length
 
     @asynccontextmanager
-    async def open_blob(self, repo: str, digest: Digest) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with self._request("GET", repo, f"blobs/{digest}", {}, BlobUnknown) as resp:
+    async def open_blob(
+        self, repo: str, digest: Digest, offset: int = 0
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The blob's body, from `offset` on (a Range request; the caller checks the answer)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        async with self._request("GET", repo, f"blobs/{digest}", headers, BlobUnknown) as resp:
             yield resp
 
     async def get_tags(self, repo: str, query: Mapping[str, str]) -> tuple[bytes, str | None]:

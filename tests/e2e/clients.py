@@ -63,13 +63,12 @@ DEAD_PROXY = "http://127.0.0.1:1"
 
 def offline_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment with a refusing proxy for everything but loopback."""
-    dead_proxy = DEAD_PROXY
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(
-        HTTPS_PROXY=dead_proxy,
-        HTTP_PROXY=dead_proxy,
-        https_proxy=dead_proxy,
-        http_proxy=dead_proxy,
+        HTTPS_PROXY=DEAD_PROXY,
+        HTTP_PROXY=DEAD_PROXY,
+        https_proxy=DEAD_PROXY,
+        http_proxy=DEAD_PROXY,
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
     )
@@ -138,11 +137,10 @@ class Containerd:
             "[metrics]\n"
             '  address = ""\n'
         )
+        # ctr, not the daemon, does the HTTP of `ctr images pull`.
+        self.env = offline_env()
         self.daemon = Daemon(
-            "containerd",
-            [self.binary, "--config", str(config)],
-            workdir / "containerd.log",
-            env=offline_env(),
+            "containerd", [self.binary, "--config", str(config)], workdir / "containerd.log"
         )
 
     def start(self) -> None:
@@ -156,7 +154,8 @@ class Containerd:
         self.daemon.stop()
 
     def run(self, *args: str, timeout: float = PULL_TIMEOUT) -> Outcome:
-        return run([self.ctr, "--address", str(self.socket), *args], timeout=timeout)
+        argv = [self.ctr, "--address", str(self.socket), *args]
+        return run(argv, env=self.env, timeout=timeout)
 
     def pull(self, ref: str, *, platform: str | None = None) -> Outcome:
         """`ctr images pull --hosts-dir DIR docker.io/REF` (native snapshotter: no overlayfs).

@@ -1,4 +1,4 @@
-"""The documented client configuration is the configuration the suite pulls with."""
+"""The README's client configuration is the configuration the suite pulls with."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from tests.e2e.clients import daemon_json, hosts_toml, registries_conf
 
 pytestmark = pytest.mark.e2e
 
-SNIPPETS = Path(__file__).with_name("README-snippets.md")
+SNIPPETS = Path(__file__).parents[2] / "README.md"
 MIRROR_HOST = "127.0.0.1:5000"
 
 

@@ -23,37 +23,19 @@ from tests.faults import (
     status,
 )
 from tests.support.images import make_image, sha256_digest
-from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, spool_files
+from tests.support.oci import (
+    ACCEPT_ALL,
+    assert_broken,
+    assert_oci_error,
+    cached_blob,
+    spool_files,
+    wait_until,
+)
 
 FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = bytes(range(256)) * 1024  # 256 KiB
 DIGEST = sha256_digest(BLOB)
 BLOB_PATH = f"/v2/lib/faulty/blobs/{DIGEST}"
-
-
-async def _wait_until(predicate: Callable[[], bool], within: float = 3.0) -> bool:
-    """Poll for a condition that the app's background fill reaches shortly after the response."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-async def _assert_failed_transfer(response: aiohttp.ClientResponse) -> None:
-    """The client must see an error: an error status, or a body that breaks off, never clean."""
-    if response.status != 200:
-        assert response.status >= 500 or response.status == 400, response.status
-        return
-    expected = int(response.headers.get("Content-Length", len(BLOB)))
-    try:
-        body = await response.read()
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-        return
-    raise AssertionError(
-        f"clean end of a bad body: got {len(body)} bytes of {expected}, intact={body == BLOB}"
-    )
 
 
 async def test_slow_upstream_first_bytes_reach_the_client_before_upstream_finishes(
@@ -77,7 +59,7 @@ async def test_slow_upstream_first_bytes_reach_the_client_before_upstream_finish
     rest = await response.read()
     assert first + rest == BLOB
     assert stall.finished
-    assert await _wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
     assert cached_blob(cache_dir, DIGEST).read_bytes() == BLOB
 
 
@@ -88,8 +70,8 @@ async def test_upstream_death_mid_stream_aborts_the_client_and_caches_nothing(
     fake = await make_fake_upstream()
     fake.route(BLOB_PATH, dying_content(BLOB))
     client = await make_mirror(fake)
-    await _assert_failed_transfer(await client.get(BLOB_PATH))
-    assert await _wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    await assert_broken(await client.get(BLOB_PATH), BLOB)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
     assert not cached_blob(cache_dir, DIGEST).exists()
 
     fake.route(BLOB_PATH, content(BLOB))
@@ -98,7 +80,7 @@ async def test_upstream_death_mid_stream_aborts_the_client_and_caches_nothing(
     assert response.status == 200
     assert await response.read() == BLOB
     assert len(fake.seen("GET", BLOB_PATH)) == gets_before + 1
-    assert await _wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
 
 
 async def test_wrong_bytes_for_a_digest_abort_the_client_and_cache_nothing(
@@ -119,7 +101,7 @@ async def test_wrong_bytes_for_a_digest_abort_the_client_and_cache_nothing(
             pytest.fail(f"a body that does not match its digest ended cleanly ({len(body)} bytes)")
     else:
         assert 500 <= response.status < 600 or response.status == 400
-    assert await _wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
     assert not cached_blob(cache_dir, DIGEST).exists()
     # Nothing was cached, so a second request goes upstream again rather than serving bad bytes.
     second = await client.get(BLOB_PATH)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientResponse
+from aiohttp import ClientConnectionError, ClientPayloadError, ClientResponse
 
 from tests.support.images import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
 
@@ -71,3 +73,28 @@ async def raw_request(
     parts = status_line.split()
     assert len(parts) >= 2 and parts[1].isdigit(), raw[:200]
     return int(parts[1]), raw
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 3.0) -> bool:
+    """Poll for a condition that the app's background fill reaches shortly after the response."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def assert_broken(response: ClientResponse, expected: bytes) -> None:
+    """The client must see an error: an error status, or a body that breaks off, never clean."""
+    if response.status != 200:
+        assert response.status >= 500 or response.status == 400, response.status
+        return
+    length = int(response.headers.get("Content-Length", len(expected)))
+    try:
+        body = await response.read()
+    except (ClientPayloadError, ClientConnectionError):
+        return
+    raise AssertionError(
+        f"clean end of a bad body: got {len(body)} bytes of {length}, intact={body == expected}"
+    )

@@ -1,0 +1,188 @@
+"""One upstream fetch per blob, streamed to every waiting client as it arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import MirrorFactory
+from tests.faults import FakeUpstream, Stall, dying_content, resumable_content, slow_content
+from tests.support.images import sha256_digest
+from tests.support.oci import assert_broken, cached_blob, spool_files, wait_until
+
+FakeFactory = Callable[[], Awaitable[FakeUpstream]]
+BLOB = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB
+DIGEST = sha256_digest(BLOB)
+PATH = f"/v2/lib/shared/blobs/{DIGEST}"
+FIRST = 512 * 1024  # what the slow upstream sends before it stalls
+CLIENTS = 20
+
+
+async def _first_bytes(client: TestClient[Any, Any]) -> aiohttp.ClientResponse:
+    response = await client.get(PATH)
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(BLOB))
+    assert response.headers["Docker-Content-Digest"] == DIGEST
+    assert await response.content.readexactly(1024)
+    return response
+
+
+async def test_concurrent_pulls_share_one_upstream_get_and_stream_early(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """20 clients, one upstream GET; each gets its first bytes before the upstream finishes."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    client = await make_mirror(fake)
+    responses = await asyncio.wait_for(
+        asyncio.gather(*(_first_bytes(client) for _ in range(CLIENTS))), 20
+    )
+    assert not stall.finished, "every client had bytes while the upstream was still sending"
+    stall.resume.set()
+    bodies = await asyncio.gather(*(r.read() for r in responses))
+    assert {hashlib.sha256(BLOB[:1024] + b).hexdigest() for b in bodies} == {DIGEST[7:]}
+    assert len(fake.seen("GET", PATH)) == 1
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+
+
+async def test_fill_completes_when_the_first_client_goes_away(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """The fill belongs to the mirror: the client that started it leaving stops nothing."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=len(BLOB) // 10))
+    client = await make_mirror(fake)
+    first = await _first_bytes(client)
+    others = await asyncio.gather(*(_first_bytes(client) for _ in range(CLIENTS - 1)))
+    first.close()  # gone at about 10%
+    stall.resume.set()
+    bodies = await asyncio.gather(*(r.read() for r in others))
+    assert {hashlib.sha256(BLOB[:1024] + b).hexdigest() for b in bodies} == {DIGEST[7:]}
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+    assert cached_blob(cache_dir, DIGEST).read_bytes() == BLOB
+    assert len(fake.seen("GET", PATH)) == 1
+
+
+async def test_upstream_death_fails_every_reader_and_keeps_nothing(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """All 20 clients see an error (never a clean short body); the spool is gone."""
+    fake = await make_fake_upstream()
+    fake.route(PATH, dying_content(BLOB, cut=len(BLOB) // 2))
+    client = await make_mirror(fake)
+    responses = await asyncio.gather(*(client.get(PATH) for _ in range(CLIENTS)))
+    for response in responses:
+        await assert_broken(response, BLOB)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, DIGEST).exists()
+    # The first fetch was one GET, plus one resume attempt the upstream did not honour.
+    assert len(fake.seen("GET", PATH)) <= 2
+    gets = len(fake.seen("GET", PATH))
+    await assert_broken(await client.get(PATH), BLOB)
+    assert len(fake.seen("GET", PATH)) > gets, "the next request fetches again"
+
+
+async def test_interrupted_fill_resumes_with_a_range_request(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """A body cut off half-way is resumed from where it broke; the client never notices."""
+    fake = await make_fake_upstream()
+    cut = len(BLOB) // 2
+    fake.route(PATH, resumable_content(BLOB, cut))
+    client = await make_mirror(fake)
+    response = await client.get(PATH)
+    assert response.status == 200
+    assert await response.read() == BLOB
+    gets = fake.seen("GET", PATH)
+    assert len(gets) == 2
+    resumed_from = int(gets[1].headers["Range"].removeprefix("bytes=").rstrip("-"))
+    assert 0 < resumed_from <= cut
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+
+
+async def test_range_on_a_blob_in_flight_is_answered_from_the_spool(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """A range already downloaded is served (206) at once, with no second upstream fetch."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    client = await make_mirror(fake)
+    full = await _first_bytes(client)
+    ranged = await client.get(PATH, headers={"Range": "bytes=1000-1999"})
+    assert ranged.status == 206
+    assert ranged.headers["Content-Range"] == f"bytes 1000-1999/{len(BLOB)}"
+    assert await ranged.read() == BLOB[1000:2000]
+    assert not stall.finished
+    suffix = asyncio.ensure_future(client.get(PATH, headers={"Range": "bytes=-100"}))
+    stall.resume.set()
+    tail = await suffix
+    assert tail.status == 206
+    assert await tail.read() == BLOB[-100:]
+    assert await full.read() == BLOB[1024:]
+    assert len(fake.seen("GET", PATH)) == 1
+
+
+async def test_unsatisfiable_range_on_a_blob_in_flight_is_416(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
+) -> None:
+    """A range past the end is refused with the blob's size, as for a cached blob."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    stall.resume.set()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    client = await make_mirror(fake)
+    response = await client.get(PATH, headers={"Range": f"bytes={len(BLOB) + 10}-"})
+    assert response.status == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(BLOB)}"
+
+
+async def test_two_instances_on_one_cache_dir_make_one_upstream_get(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """Workers or replicas sharing a cache directory fetch a blob once; the others tail it."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    first = await make_mirror(fake, cache_dir=cache_dir)
+    second = await make_mirror(fake, cache_dir=cache_dir)
+    leader = await _first_bytes(first)
+    followers = await asyncio.gather(*(_first_bytes(second) for _ in range(5)))
+    ranged = await second.get(PATH, headers={"Range": "bytes=10-19"})
+    assert await ranged.read() == BLOB[10:20]
+    stall.resume.set()
+    for response in (leader, *followers):
+        assert await response.read() == BLOB[1024:]
+    assert len(fake.seen("GET", PATH)) == 1
+    assert cached_blob(cache_dir, DIGEST).read_bytes() == BLOB
+
+
+async def test_followers_in_another_instance_fail_when_the_fill_fails(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """A fill that dies in one process aborts the clients tailing it from another."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    first = await make_mirror(fake, cache_dir=cache_dir)
+    second = await make_mirror(fake, cache_dir=cache_dir)
+    leader = await _first_bytes(first)
+    follower = await _first_bytes(second)
+    await first.close()  # the filling instance shuts down mid-fill
+    stall.resume.set()
+    for response in (leader, follower):
+        try:
+            body = await response.read()
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+            continue
+        raise AssertionError(f"clean end after {len(body)} bytes")
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, DIGEST).exists()
