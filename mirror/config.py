@@ -9,34 +9,18 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from yarl import URL
 
+from mirror.config_values import ConfigError, count, seconds, upstream_url
+from mirror.upstreams_config import BUILTIN_UPSTREAMS, UpstreamSettings, parse_upstreams
+
+__all__ = ["ConfigError", "Settings", "UpstreamSettings", "load_settings"]
+
 DOCKER_HUB = "https://registry-1.docker.io"
-
-
-class ConfigError(Exception):
-    """A setting has a bad value; the message names the option."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSettings:
-    """Where the mirror pulls from and how it talks to that registry."""
-
-    url: str = DOCKER_HUB
-    username: str | None = None
-    password: str | None = None
-    connect_timeout: float = 10.0
-    # Time allowed between two reads of an upstream body; a hung upstream fails after this.
-    read_timeout: float = 30.0
-
-    def __repr__(self) -> str:
-        # Never let the password reach a log line or a traceback.
-        secret = "***" if self.password else None
-        return f"UpstreamSettings(url={self.url!r}, username={self.username!r}, password={secret})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +28,7 @@ class Settings:
     """Everything `create_app` needs; passed explicitly, never read from globals."""
 
     cache_dir: Path = Path("cache")
-    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    upstreams: tuple[UpstreamSettings, ...] = BUILTIN_UPSTREAMS
     host: str = "0.0.0.0"
     port: int = 5000
     tag_ttl: float = 300.0
@@ -56,8 +40,13 @@ class Settings:
     def listen(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def upstream(self) -> UpstreamSettings:
+        """The default upstream: requests naming no registry go there."""
+        return next(u for u in self.upstreams if u.default)
 
-# option name -> environment variable; the option names are also the TOML keys.
+
+# option name -> environment variable; the option names are also the file's top-level keys.
 ENV_VARS = {
     "listen": "MIRROR_LISTEN",
     "upstream": "MIRROR_UPSTREAM",
@@ -81,56 +70,44 @@ def load_settings(
     """Merge the layers (file < env < flags) and validate every value."""
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
+    tables: dict[str, Any] | None = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
-        raw.update(_read_toml(config_file))
+        data = _read_toml(config_file)
+        tables = data.pop("upstreams", None)
+        for key in data:
+            if key not in ENV_VARS or key.startswith("upstream_"):
+                raise ConfigError(f"{key}: unknown option in {config_file}")
+        raw.update(data)
     for option, var in ENV_VARS.items():
         if var in env:
             raw[option] = env[var]
     raw.update({k: v for k, v in flags.items() if v is not None})
-    return _build(raw)
+    return _build(raw, tables, env)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as e:
         raise ConfigError(f"--config: cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
-    flat: dict[str, Any] = {}
-    auth = data.pop("upstream_auth", None)
-    if auth is not None:
-        if not isinstance(auth, dict):
-            raise ConfigError("upstream_auth: must be a table")
-        for key in ("username", "password", "password_env"):
-            if key in auth:
-                flat[f"upstream_{key}"] = auth.pop(key)
-        if auth:
-            raise ConfigError(f"upstream_auth.{next(iter(auth))}: unknown option")
-    for key, value in data.items():
-        if key not in ENV_VARS:
-            raise ConfigError(f"{key}: unknown option in {path}")
-        flat[key] = value
-    return flat
 
 
-def _build(raw: Mapping[str, Any]) -> Settings:
+def _build(raw: Mapping[str, Any], tables: Any, env: Mapping[str, str]) -> Settings:
     settings = Settings()
-    upstream = settings.upstream
     if "listen" in raw:
         host, port = parse_listen(raw["listen"])
         settings = replace(settings, host=host, port=port)
-    if "upstream" in raw:
-        upstream = replace(upstream, url=parse_upstream_url(raw["upstream"]))
     if "cache_dir" in raw:
         value = str(raw["cache_dir"])
         if not value or "\0" in value:
             raise ConfigError("--cache-dir: must be a directory path")
         settings = replace(settings, cache_dir=Path(value))
     if "tag_ttl" in raw:
-        settings = replace(settings, tag_ttl=_seconds("--tag-ttl", raw["tag_ttl"], allow_zero=True))
+        settings = replace(settings, tag_ttl=seconds("--tag-ttl", raw["tag_ttl"], allow_zero=True))
     if raw.get("redis_url"):
         url = str(raw["redis_url"])
         if URL(url).scheme not in ("redis", "rediss", "unix"):
@@ -142,24 +119,25 @@ def _build(raw: Mapping[str, Any]) -> Settings:
             raise ConfigError(f"redis_prefix: {prefix!r} is not a usable key prefix")
         settings = replace(settings, redis_prefix=prefix)
     if "workers" in raw:
-        settings = replace(settings, workers=_count("--workers", raw["workers"], 1, 64))
+        settings = replace(settings, workers=count("--workers", raw["workers"], 1, 64))
+    # Settings for every upstream (file tables override them), then the default's overrides.
+    shared: dict[str, Any] = {}
+    for option in ("connect_timeout", "read_timeout"):
+        if option in raw:
+            shared[option] = seconds(option, raw[option])
+    upstreams = parse_upstreams(tables, shared, env)
+    default: dict[str, Any] = {}
+    if "upstream" in raw:
+        default["url"] = upstream_url("--upstream", raw["upstream"])
     if "upstream_username" in raw:
-        upstream = replace(upstream, username=str(raw["upstream_username"]) or None)
+        default["username"] = str(raw["upstream_username"]) or None
     if "upstream_password" in raw:
-        upstream = replace(upstream, password=str(raw["upstream_password"]) or None)
-    if "upstream_password_env" in raw:
-        var = str(raw["upstream_password_env"])
-        if var not in os.environ:
-            raise ConfigError(f"upstream_auth.password_env: environment variable {var} is not set")
-        upstream = replace(upstream, password=os.environ[var])
-    if "connect_timeout" in raw:
-        connect = _seconds("connect_timeout", raw["connect_timeout"])
-        upstream = replace(upstream, connect_timeout=connect)
-    if "read_timeout" in raw:
-        upstream = replace(upstream, read_timeout=_seconds("read_timeout", raw["read_timeout"]))
-    if upstream.password and not upstream.username:
-        raise ConfigError("upstream_username: required when a password is set")
-    return replace(settings, upstream=upstream)
+        default["password"] = str(raw["upstream_password"]) or None
+    upstreams = tuple(replace(u, **default) if u.default else u for u in upstreams)
+    for upstream in upstreams:
+        if upstream.password and not upstream.username:
+            raise ConfigError(f"upstreams.{upstream.name}.username: required with a password")
+    return replace(settings, upstreams=upstreams)
 
 
 def parse_listen(value: Any) -> tuple[str, int]:
@@ -170,28 +148,3 @@ def parse_listen(value: Any) -> tuple[str, int]:
         raise ConfigError(f"--listen: {text!r} is not HOST:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port_text)
-
-
-def parse_upstream_url(value: Any) -> str:
-    text = str(value).rstrip("/")
-    url = URL(text)
-    if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
-        raise ConfigError(f"--upstream: {text!r} is not an http(s):// registry URL")
-    return text
-
-
-def _count(flag: str, value: Any, low: int, high: int) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise ConfigError(f"{flag}: {value!r} is not a whole number from {low} to {high}")
-    return int(text)
-
-
-def _seconds(flag: str, value: Any, *, allow_zero: bool = False) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{flag}: {value!r} is not a number of seconds") from None
-    if seconds != seconds or seconds < 0 or (seconds == 0 and not allow_zero) or seconds > 1e9:
-        raise ConfigError(f"{flag}: {value!r} is out of range")
-    return seconds

@@ -8,11 +8,12 @@ from mirror.config import Settings
 from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.manifests import ManifestService
+from mirror.pullthrough.routing import Router
 from mirror.pullthrough.tags import TagListService
 
 SETTINGS = web.AppKey("settings", Settings)
+ROUTER = web.AppKey("router", Router)
 MANIFESTS = web.AppKey("manifests", ManifestService)
 BLOBS = web.AppKey("blobs", BlobService)
 TAG_LISTS = web.AppKey("tag_lists", TagListService)
-DOCKER_HUB = web.AppKey("docker_hub", bool)
 META = web.AppKey("meta", MetadataStore)

@@ -20,7 +20,8 @@ import structlog
 @dataclass(slots=True)
 class RequestFacts:
     request_id: str
-    cache: str | None = None  # hit | miss | stale
+    cache: str | None = None  # hit | miss | stale | coalesced
+    upstream: str | None = None
     upstream_status: int | None = None
     streamed: int | None = None  # body bytes written by a streaming handler
 
@@ -38,6 +39,12 @@ def note_cache(state: str) -> None:
     facts = _current.get()
     if facts is not None:
         facts.cache = state
+
+
+def note_route(upstream: str) -> None:
+    facts = _current.get()
+    if facts is not None:
+        facts.upstream = upstream
 
 
 def note_streamed(count: int) -> None:

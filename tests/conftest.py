@@ -211,12 +211,14 @@ async def make_mirror(
         url = upstream if isinstance(upstream, str) else upstream.url
         settings = Settings(
             cache_dir=cache_dir if cache_dir is not None else Path("cache"),
-            upstream=UpstreamSettings(
-                url=url,
-                username=username,
-                password=password,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
+            upstreams=(
+                UpstreamSettings(
+                    url=url,
+                    username=username,
+                    password=password,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                ),
             ),
             tag_ttl=tag_ttl,
             redis_url=metadata[0],

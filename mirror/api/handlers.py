@@ -5,19 +5,28 @@ from __future__ import annotations
 from aiohttp import web
 from yarl import URL
 
+from mirror import log
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
-from mirror.keys import BLOBS, DOCKER_HUB, MANIFESTS, TAG_LISTS
+from mirror.keys import BLOBS, MANIFESTS, ROUTER, TAG_LISTS
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import accepted_types, is_acceptable
-from mirror.oci.names import validate_name, validate_tag
+from mirror.oci.names import validate_tag
 from mirror.pullthrough.blobs import CachedBlob
-from mirror.pullthrough.routing import upstream_repository
+from mirror.pullthrough.routing import Route
 
 
-def _repository(request: web.Request) -> str:
-    name = validate_name(request.match_info["name"])
-    return upstream_repository(name, docker_hub=request.app[DOCKER_HUB])
+def _route(request: web.Request) -> Route:
+    route = request.app[ROUTER].route(request.match_info["name"], request.query.get("ns"))
+    log.note_route(route.upstream.name)
+    return route
+
+
+def _namespaced(response: web.StreamResponse, route: Route) -> web.StreamResponse:
+    # distribution-spec "Registry Proxying": echo the ns a request was scoped by.
+    if route.namespace is not None and not response.prepared:
+        response.headers["OCI-Namespace"] = route.namespace
+    return response
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -25,58 +34,68 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def manifest(request: web.Request) -> web.StreamResponse:
-    repo = _repository(request)
+    route = _route(request)
     reference = request.match_info["reference"]
     service = request.app[MANIFESTS]
     if looks_like_digest(reference):
         answer = await service.by_digest(
-            repo, Digest.parse(reference), head=request.method == "HEAD"
+            route.upstream, route.repo, Digest.parse(reference), head=request.method == "HEAD"
         )
     else:
-        answer = await service.by_tag(repo, validate_tag(reference))
+        answer = await service.by_tag(route.upstream, route.repo, validate_tag(reference))
     if not is_acceptable(answer.media_type, accepted_types(request.headers.getall("Accept", []))):
         # Never convert: a client that cannot read what the reference points to gets a 404,
         # as distribution answers (and the client falls back to the upstream).
         raise ManifestUnknown(
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
-    return manifest_response(answer)
+    return _namespaced(manifest_response(answer), route)
 
 
 async def blob(request: web.Request) -> web.StreamResponse:
-    repo = _repository(request)
+    route = _route(request)
     digest = Digest.parse(request.match_info["digest"])
     service = request.app[BLOBS]
     cached = service.cached(digest)
+    headers = _blob_headers(digest, route)
     if cached is None and request.method == "HEAD":
-        size = await service.upstream_size(repo, digest)
-        response = web.StreamResponse(headers=_blob_headers(digest))
+        size = await service.upstream_size(route.upstream, route.repo, digest)
+        response = web.StreamResponse(headers=headers)
         if size is not None:
             response.content_length = size
         return response
     if cached is None:
-        source = await service.fetch(repo, digest)
+        source = await service.fetch(route.upstream, route.repo, digest)
         if not isinstance(source, CachedBlob):
-            return await stream_fill(request, source, _blob_headers(digest))
+            return await stream_fill(request, source, headers)
         cached = source
-    return await blob_file_response(request, digest, cached.path)
+    return await blob_file_response(request, cached.path, headers)
 
 
-def _blob_headers(digest: Digest) -> dict[str, str]:
-    return {"Content-Type": "application/octet-stream", "Docker-Content-Digest": str(digest)}
+def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+    }
+    if route.namespace is not None:
+        headers["OCI-Namespace"] = route.namespace
+    return headers
 
 
-async def tags_list(request: web.Request) -> web.Response:
-    name = validate_name(request.match_info["name"])
-    repo = upstream_repository(name, docker_hub=request.app[DOCKER_HUB])
+async def tags_list(request: web.Request) -> web.StreamResponse:
+    route = _route(request)
     query = {k: request.query[k] for k in ("n", "last") if k in request.query}
-    body, link = await request.app[TAG_LISTS].page(repo, query)
+    body, link = await request.app[TAG_LISTS].page(route.upstream, route.repo, query)
     headers = {"Content-Type": "application/json"}
     if link and (next_query := _next_page_query(link)) is not None:
         # The upstream's Link names its own path; point the client at ours instead.
+        if route.namespace is not None:
+            next_query["ns"] = route.namespace
+        name = request.match_info["name"]
         next_url = URL.build(path=f"/v2/{name}/tags/list", query=next_query)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return web.Response(body=body, headers=headers)
+    return _namespaced(web.Response(body=body, headers=headers), route)
 
 
 def _next_page_query(link: str) -> dict[str, str] | None:

@@ -83,6 +83,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         complete=complete,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
         cache=facts.cache,
+        upstream=facts.upstream,
         upstream_status=facts.upstream_status,
         request_id=facts.request_id,
     )

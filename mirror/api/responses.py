@@ -10,7 +10,6 @@ from aiohttp.abc import AbstractStreamWriter
 from mirror import log
 from mirror.api.middlewares import abort
 from mirror.errors import RangeInvalid
-from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.pullthrough.manifests import ManifestAnswer
 
@@ -39,21 +38,15 @@ def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
     return web.Response(body=answer.data, headers=headers)
 
 
-async def blob_file_response(request: web.Request, digest: Digest, path: Path) -> web.FileResponse:
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Docker-Content-Digest": str(digest),
-        "ETag": f'"{digest}"',
-    }
+async def blob_file_response(
+    request: web.Request, path: Path, headers: dict[str, str]
+) -> web.FileResponse:
     response = BlobFileResponse(path, headers=headers)
     if "," in request.headers.get("Range", ""):
         # FileResponse answers 416 to multi-range requests, which podman's partial pulls
         # treat as fatal; the whole body with 200 is an answer they accept.
-        await response.prepare(
-            request.clone(
-                headers={k: v for k, v in request.headers.items() if k.lower() != "range"}
-            )
-        )
+        without_range = {k: v for k, v in request.headers.items() if k.lower() != "range"}
+        await response.prepare(request.clone(headers=without_range))
     return response
 
 

@@ -7,6 +7,10 @@ Keys (all under a configurable prefix, `mirror:` by default):
 - `<p>lease:<upstream>/<repo>:<tag>`: string, TTL 10 s (`SET … NX PX`); which process is
   revalidating the tag right now.
 - `<p>access:<digest>`: hash, no TTL; `hits` (a count) and `last` (unix time of the last access).
+- `<p>flag:breaker:<upstream>`: string, TTL = how long the circuit stays open.
+- `<p>flag:spare:<upstream>`: string, TTL = until the upstream's rate-limit window resets.
+- `<p>upstream:<upstream>`: hash, no TTL; what was last seen of it (`ratelimit_remaining`,
+  `ratelimit_limit`, `seen_at`, `failures`).
 
 Expiry is Redis's own (`PX`), so replicas whose clocks disagree still agree on freshness. A small
 in-process front cache remembers a fresh answer for at most `front_ttl` seconds (and never past
@@ -23,6 +27,7 @@ import contextlib
 import os
 import time
 from collections import Counter
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
@@ -45,6 +50,10 @@ class RedisStore:
         # key -> (digest, seconds it may be remembered)
         self._front: TLRUCache[str, tuple[str, float]] = TLRUCache(
             maxsize=10_000, ttu=lambda _k, value, now: now + value[1], timer=time.monotonic
+        )
+        # Flags seen set, remembered briefly like fresh tags (value: seconds to remember).
+        self._flags: TLRUCache[str, float] = TLRUCache(
+            maxsize=1000, ttu=lambda _k, ttl, now: now + ttl, timer=time.monotonic
         )
         self._fallback = EmbeddedStore()
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
@@ -119,6 +128,46 @@ class RedisStore:
             except (RedisError, OSError) as e:
                 self._went_down(e)
         await self._fallback.release_lease(key)
+
+    async def set_flag(self, key: str, ttl: float) -> None:
+        self._flags[key] = min(self._front_ttl, ttl)
+        if self._up:
+            try:
+                await self._redis.set(self._prefix + "flag:" + key, "1", px=max(1, int(ttl * 1000)))
+                return
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        await self._fallback.set_flag(key, ttl)
+
+    async def has_flag(self, key: str) -> bool:
+        if key in self._flags:
+            return True
+        if not self._up:
+            return await self._fallback.has_flag(key)
+        try:
+            return bool(await self._redis.exists(self._prefix + "flag:" + key))
+        except (RedisError, OSError) as e:
+            self._went_down(e)
+            return await self._fallback.has_flag(key)
+
+    async def clear_flag(self, key: str) -> None:
+        self._flags.pop(key, None)
+        await self._fallback.clear_flag(key)
+        if self._up:
+            try:
+                await self._redis.delete(self._prefix + "flag:" + key)
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+
+    async def note_upstream(self, name: str, facts: dict[str, str]) -> None:
+        if self._up:
+            try:
+                # redis-py types `mapping` invariantly; a dict[str, str] is what it takes.
+                await self._redis.hset(self._prefix + "upstream:" + name, mapping=cast(Any, facts))
+                return
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        await self._fallback.note_upstream(name, facts)
 
     def record_access(self, digest: str) -> None:
         self._pending[digest] += 1

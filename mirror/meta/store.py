@@ -32,6 +32,17 @@ class MetadataStore(Protocol):
     def record_access(self, digest: str) -> None:
         """Count a hit; cheap and synchronous, flushed in batches by the backend."""
 
+    async def set_flag(self, key: str, ttl: float) -> None:
+        """Raise a flag that lowers itself after `ttl` seconds (an open circuit, a spent
+        rate limit), visible to every process sharing the store."""
+
+    async def has_flag(self, key: str) -> bool: ...
+
+    async def clear_flag(self, key: str) -> None: ...
+
+    async def note_upstream(self, name: str, facts: dict[str, str]) -> None:
+        """Record what was last seen of an upstream (rate-limit headers, health)."""
+
     async def close(self) -> None: ...
 
 
@@ -45,8 +56,12 @@ class EmbeddedStore:
         )
         # Leases are few and short-lived: aiocache's memory cache gives SET NX PX semantics.
         self._leases = SimpleMemoryCache()
+        self._flags: TLRUCache[str, float] = TLRUCache(
+            maxsize=max_keys, ttu=lambda _key, ttl, now: now + ttl, timer=time.monotonic
+        )
         self.hits: Counter[str] = Counter()
         self.last_access: dict[str, float] = {}
+        self.upstreams: dict[str, dict[str, str]] = {}
 
     async def start(self) -> None:
         pass
@@ -74,6 +89,18 @@ class EmbeddedStore:
     def record_access(self, digest: str) -> None:
         self.hits[digest] += 1
         self.last_access[digest] = time.time()
+
+    async def set_flag(self, key: str, ttl: float) -> None:
+        self._flags[key] = ttl
+
+    async def has_flag(self, key: str) -> bool:
+        return key in self._flags
+
+    async def clear_flag(self, key: str) -> None:
+        self._flags.pop(key, None)
+
+    async def note_upstream(self, name: str, facts: dict[str, str]) -> None:
+        self.upstreams.setdefault(name, {}).update(facts)
 
     async def close(self) -> None:
         self._fresh.clear()

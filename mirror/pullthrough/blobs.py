@@ -27,15 +27,7 @@ class CachedBlob:
 
 
 class BlobService:
-    def __init__(
-        self,
-        upstream: UpstreamRegistry,
-        store: BlobStore,
-        fills: Fills,
-        meta: MetadataStore,
-        spool: Path,
-    ) -> None:
-        self._upstream = upstream
+    def __init__(self, store: BlobStore, fills: Fills, meta: MetadataStore, spool: Path) -> None:
         self._store = store
         self._fills = fills
         self._meta = meta
@@ -49,12 +41,16 @@ class BlobService:
         self._meta.record_access(str(digest))
         return CachedBlob(*found)
 
-    async def upstream_size(self, repo: str, digest: Digest) -> int | None:
+    async def upstream_size(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest
+    ) -> int | None:
         """For HEAD of an uncached blob: chained caches and probing clients need a real answer."""
         log.note_cache("miss")
-        return await self._upstream.head_blob(repo, digest)
+        return await upstream.head_blob(repo, digest)
 
-    async def fetch(self, repo: str, digest: Digest) -> CachedBlob | FillView:
+    async def fetch(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest
+    ) -> CachedBlob | FillView:
         """Join the fill of this blob (here or in another process), or start it, and wait for
         the upstream's answer; the blob may also turn out to be committed by now."""
         log.note_cache("miss")
@@ -76,7 +72,7 @@ class BlobService:
                     lock.release()  # committed while we looked
                     return CachedBlob(*found)
                 else:
-                    fill = self._fills.start(repo, digest, lock)
+                    fill = self._fills.start(upstream, repo, digest, lock)
             else:
                 log.note_cache("coalesced")
             try:

@@ -195,10 +195,8 @@ def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) 
 class Fills:
     """The fills this process runs, keyed by digest; cancelled at shutdown."""
 
-    def __init__(self, upstream: UpstreamRegistry, store: BlobStore, spool: Path) -> None:
-        self._upstream = upstream
+    def __init__(self, store: BlobStore) -> None:
         self._store = store
-        self._spool = spool
         self._fills: dict[Digest, BlobFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -206,10 +204,12 @@ class Fills:
         fill = self._fills.get(digest)
         return fill if fill is not None and not fill.finished else None
 
-    def start(self, repo: str, digest: Digest, lock: FillLock) -> BlobFill:
+    def start(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, lock: FillLock
+    ) -> BlobFill:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(self._upstream, repo, self._store, lock))
+        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock))
         self._tasks.add(task)
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill

@@ -34,23 +34,17 @@ def _answer(manifest: StoredManifest) -> ManifestAnswer:
 
 class ManifestService:
     def __init__(
-        self,
-        upstream: UpstreamRegistry,
-        upstream_key: str,
-        manifests: ManifestStore,
-        tags: TagStore,
-        meta: MetadataStore,
-        tag_ttl: float,
+        self, manifests: ManifestStore, tags: TagStore, meta: MetadataStore, tag_ttl: float
     ) -> None:
-        self._upstream = upstream
-        self._upstream_key = upstream_key
         self._manifests = manifests
         self._tags = tags
         self._meta = meta
         self._tag_ttl = tag_ttl
         self._flights: SingleFlight[ManifestAnswer] = SingleFlight()
 
-    async def by_digest(self, repo: str, digest: Digest, *, head: bool) -> ManifestAnswer:
+    async def by_digest(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, *, head: bool
+    ) -> ManifestAnswer:
         stored = await self._manifests.get(digest)
         if stored is not None:
             log.note_cache("hit")
@@ -60,29 +54,35 @@ class ManifestService:
         if head:
             # A probe is answered from an upstream HEAD: Docker Hub counts manifest GETs
             # against the pull limit, HEADs it does not.
-            info = await self._upstream.head_manifest(repo, str(digest))
+            info = await upstream.head_manifest(repo, str(digest))
             if info.size is not None and info.digest in (None, digest):
                 return ManifestAnswer(digest, info.media_type, info.size, None)
-        return await self._flights.run(str(digest), lambda: self._fetch(repo, digest))
+        return await self._flights.run(str(digest), lambda: self._fetch(upstream, repo, digest))
 
-    async def _fetch(self, repo: str, digest: Digest) -> ManifestAnswer:
-        fetched = await self._upstream.get_manifest(repo, str(digest))
+    async def _fetch(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> ManifestAnswer:
+        fetched = await upstream.get_manifest(repo, str(digest))
         return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
 
-    async def by_tag(self, repo: str, tag: str) -> ManifestAnswer:
-        key = f"{self._upstream_key}/{repo}:{tag}"
+    async def by_tag(self, upstream: UpstreamRegistry, repo: str, tag: str) -> ManifestAnswer:
+        key = f"{upstream.name}/{repo}:{tag}"
         fresh = await self._meta.fresh_digest(key)
         if fresh is not None:
             # Fresh, here or in another process sharing the store: the digest is known, and
             # content by digest never needs revalidating.
-            answer = await self.by_digest(repo, Digest.parse(fresh), head=False)
+            answer = await self.by_digest(upstream, repo, Digest.parse(fresh), head=False)
             if answer.data is not None:
                 return answer
-        return await self._flights.run(key, lambda: self._refresh(repo, tag, key))
+        return await self._flights.run(key, lambda: self._refresh(upstream, repo, tag, key))
 
-    async def _refresh(self, repo: str, tag: str, key: str) -> ManifestAnswer:
-        record = await self._tags.get(self._upstream_key, repo, tag)
+    async def _refresh(
+        self, upstream: UpstreamRegistry, repo: str, tag: str, key: str
+    ) -> ManifestAnswer:
+        record = await self._tags.get(upstream.name, repo, tag)
         stored = await self._manifests.get(record.parsed_digest) if record else None
+        if stored is not None and await upstream.health.is_sparing():
+            # Near the upstream's pull limit (or after a 429), what we have will do.
+            log.note_cache("stale")
+            return _answer(stored)
         if stored is not None and not await self._meta.try_lease(key, REVALIDATION_LEASE):
             # Another process is revalidating this tag right now; until it is done, the last
             # known answer is as good as any.
@@ -93,7 +93,7 @@ class ManifestService:
                 # Revalidated elsewhere between our freshness check and taking the lease.
                 log.note_cache("hit")
                 return _answer(stored)
-            answer = await self._revalidate(repo, tag, stored)
+            answer = await self._revalidate(upstream, repo, tag, stored)
         except UpstreamError:
             if stored is None:
                 raise
@@ -101,33 +101,40 @@ class ManifestService:
             # answer is better than none, and this is what offline sites rely on.
             log.note_cache("stale")
             log.get_logger().warning(
-                "serving stale tag", repo=repo, tag=tag, digest=str(stored.digest)
+                "serving stale tag",
+                upstream=upstream.name,
+                repo=repo,
+                tag=tag,
+                digest=str(stored.digest),
             )
             return _answer(stored)
         finally:
             if stored is not None:
                 await self._meta.release_lease(key)
-        await self._meta.mark_fresh(key, str(answer.digest), self._tag_ttl)
+        ttl = upstream.settings.ttl_for(tag, self._tag_ttl)
+        await self._meta.mark_fresh(key, str(answer.digest), ttl)
         self._meta.record_access(str(answer.digest))
         return answer
 
     async def _revalidate(
-        self, repo: str, tag: str, stored: StoredManifest | None
+        self, upstream: UpstreamRegistry, repo: str, tag: str, stored: StoredManifest | None
     ) -> ManifestAnswer:
         if stored is not None:
-            head = await self._upstream.head_manifest(repo, tag)
+            head = await upstream.head_manifest(repo, tag)
             if head.digest == stored.digest:
                 log.note_cache("hit")
                 return _answer(stored)
             if head.digest is not None and (known := await self._manifests.get(head.digest)):
                 log.note_cache("hit")
-                await self._remember(repo, tag, known)
+                await self._remember(upstream, repo, tag, known)
                 return _answer(known)
         log.note_cache("miss")
-        fetched = await self._upstream.get_manifest(repo, tag)
+        fetched = await upstream.get_manifest(repo, tag)
         manifest = await self._manifests.put(fetched.digest, fetched.media_type, fetched.data)
-        await self._remember(repo, tag, manifest)
+        await self._remember(upstream, repo, tag, manifest)
         return _answer(manifest)
 
-    async def _remember(self, repo: str, tag: str, manifest: StoredManifest) -> None:
-        await self._tags.put(self._upstream_key, repo, tag, manifest.digest, manifest.media_type)
+    async def _remember(
+        self, upstream: UpstreamRegistry, repo: str, tag: str, manifest: StoredManifest
+    ) -> None:
+        await self._tags.put(upstream.name, repo, tag, manifest.digest, manifest.media_type)

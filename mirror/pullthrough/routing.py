@@ -1,25 +1,68 @@
-"""Which upstream repository a client's name refers to."""
+"""Which upstream a request is for, and under which repository name (design.md §2).
+
+In order: containerd's `?ns=<registry>`, then a first path component naming a configured
+registry (`/v2/ghcr.io/org/app/...`, as podman mirrors with a path send), then the default
+upstream. Only configured upstreams are ever chosen, so no request can make the mirror contact
+a host of the client's choosing.
+"""
 
 from __future__ import annotations
 
-from yarl import URL
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mirror.errors import Denied, NameUnknown
+from mirror.oci.names import validate_name
+from mirror.upstream.registry import UpstreamRegistry
+
+DOCKER_HUB = "docker.io"
+# Names clients use for Docker Hub besides docker.io itself.
+_HUB_ALIASES = {"index.docker.io": DOCKER_HUB, "registry-1.docker.io": DOCKER_HUB}
 
 
-def is_docker_hub(upstream_url: str) -> bool:
-    host = URL(upstream_url).host or ""
-    return host == "docker.io" or host.endswith(".docker.io")
+@dataclass(frozen=True, slots=True)
+class Route:
+    upstream: UpstreamRegistry
+    repo: str  # the repository name at the upstream
+    namespace: str | None  # the `ns` the client sent, echoed as OCI-Namespace
 
 
-def upstream_repository(name: str, *, docker_hub: bool) -> str:
-    """Docker Hub keeps official images under `library/`; clients that use the mirror as their
-    registry may send `alpine` where the Docker daemon would send `library/alpine`."""
-    if docker_hub and "/" not in name:
-        return f"library/{name}"
-    return name
+class Router:
+    def __init__(self, upstreams: Iterable[UpstreamRegistry]) -> None:
+        self._by_name = {u.name: u for u in upstreams}
+        self._default = next(u for u in self._by_name.values() if u.settings.default)
 
+    @property
+    def upstreams(self) -> list[UpstreamRegistry]:
+        return list(self._by_name.values())
 
-def upstream_key(upstream_url: str) -> str:
-    """A directory-safe name for the upstream in tag paths: its host and port."""
-    url = URL(upstream_url)
-    port = f"_{url.explicit_port}" if url.explicit_port else ""
-    return f"{url.host}{port}".lower()
+    def route(self, name: str, namespace: str | None) -> Route:
+        if namespace is not None:
+            upstream = self._known(namespace)
+            if upstream is None:
+                raise NameUnknown(f"registry {namespace[:100]!r} is not mirrored here")
+            return self._checked(upstream, name, namespace)
+        first, slash, rest = name.partition("/")
+        if slash:
+            upstream = self._known(first)
+            if upstream is not None:
+                return self._checked(upstream, rest, None)
+            if "." in first or ":" in first:
+                # A registry host, but not one of ours: never an open proxy.
+                raise NameUnknown(f"registry {first[:100]!r} is not mirrored here")
+        return self._checked(self._default, name, None)
+
+    def _known(self, host: str) -> UpstreamRegistry | None:
+        host = host.lower()
+        return self._by_name.get(_HUB_ALIASES.get(host, host))
+
+    @staticmethod
+    def _checked(upstream: UpstreamRegistry, name: str, namespace: str | None) -> Route:
+        repo = validate_name(name)
+        if upstream.name == DOCKER_HUB and "/" not in repo:
+            # Docker Hub keeps official images under library/; the Docker daemon already
+            # sends `library/alpine`, clients using the mirror as their registry may not.
+            repo = f"library/{repo}"
+        if not upstream.settings.allows(repo):
+            raise Denied(f"{upstream.name}/{repo} is not allowed through this mirror")
+        return Route(upstream, repo, namespace)

@@ -12,15 +12,16 @@ from mirror.upstream.registry import UpstreamRegistry
 
 
 class TagListService:
-    def __init__(self, upstream: UpstreamRegistry, remembered: int = 1024) -> None:
-        self._upstream = upstream
-        self._last: LRUCache[tuple[str, str], tuple[bytes, str | None]] = LRUCache(remembered)
+    def __init__(self, remembered: int = 1024) -> None:
+        self._last: LRUCache[tuple[str, str, str], tuple[bytes, str | None]] = LRUCache(remembered)
 
-    async def page(self, repo: str, query: Mapping[str, str]) -> tuple[bytes, str | None]:
+    async def page(
+        self, upstream: UpstreamRegistry, repo: str, query: Mapping[str, str]
+    ) -> tuple[bytes, str | None]:
         """The page's JSON body and the upstream's `Link` header (a path on the upstream)."""
-        key = (repo, "&".join(f"{k}={v}" for k, v in sorted(query.items())))
+        key = (upstream.name, repo, "&".join(f"{k}={v}" for k, v in sorted(query.items())))
         try:
-            answer = await self._upstream.get_tags(repo, query)
+            answer = await upstream.get_tags(repo, query)
         except UpstreamError:
             if key not in self._last:
                 raise

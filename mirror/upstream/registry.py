@@ -17,7 +17,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror import log
-from mirror.config import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
     Denied,
@@ -30,9 +29,12 @@ from mirror.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import UPSTREAM_ACCEPT
 from mirror.upstream.auth import Authenticator
+from mirror.upstream.health import UpstreamHealth
+from mirror.upstreams_config import UpstreamSettings
 
 # containerd's limit (remotes/docker MaxManifestSize); a bigger "manifest" is not one.
 MAX_MANIFEST_SIZE = 4 << 20
@@ -62,12 +64,14 @@ class FetchedManifest:
 
 
 def make_session(settings: UpstreamSettings, user_agent: str) -> aiohttp.ClientSession:
-    """The one outbound session: no total timeout (big layers take long), but bounded
-    connect and per-read waits, and no transparent decompression (it would change digests)."""
+    """The upstream's one session: no total timeout (big layers take long), but bounded
+    connect and per-read waits, its own connection limit, and no transparent decompression
+    (it would change digests)."""
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
     )
     return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.max_connections),
         timeout=timeout,
         auto_decompress=False,
         headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
@@ -79,15 +83,31 @@ def make_session(settings: UpstreamSettings, user_agent: str) -> aiohttp.ClientS
 class UpstreamRegistry:
     """One upstream registry, spoken to with the OCI distribution API."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, session: aiohttp.ClientSession, meta: MetadataStore
+    ) -> None:
         self.settings = settings
+        self.name = settings.name
         self._session = session
         self._base = URL(settings.url)
         self._auth = Authenticator(settings, session)
+        self.health = UpstreamHealth(settings, meta, self.ping)
 
-    @property
-    def name(self) -> str:
-        return self._base.host or "upstream"
+    async def ping(self) -> bool:
+        """Whether the upstream answers HTTP at all (any status will do)."""
+        try:
+            async with self._session.get(
+                self._base.with_path(f"{self._base.path.rstrip('/')}/v2/"),
+                timeout=aiohttp.ClientTimeout(total=self.settings.connect_timeout + 5),
+                allow_redirects=False,
+            ):
+                return True
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.health.close()
+        await self._session.close()
 
     async def head_manifest(self, repo: str, reference: str) -> ManifestHead:
         async with self._request(
@@ -144,6 +164,8 @@ class UpstreamRegistry:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One logical request: auth challenge answered once, redirects followed by hand so
         that `Authorization` never leaves the upstream's origin; yields a 2xx response."""
+        if await self.health.is_open():
+            raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
         scope = f"repository:{repo}:pull"
         url = self._base.with_path(f"{self._base.path.rstrip('/')}/v2/{repo}/{path}", encoded=False)
         if query:
@@ -157,6 +179,8 @@ class UpstreamRegistry:
                     send["Authorization"] = authorization
                 resp = await self._session.request(method, url, headers=send, allow_redirects=False)
                 log.note_upstream(resp.status)
+                self.health.answered()
+                await self.health.saw_headers(resp.headers)
                 if resp.status in _REDIRECTS and "Location" in resp.headers:
                     resp.release()
                     url = _redirect_target(resp.url, resp.headers["Location"], self.name)
@@ -170,6 +194,8 @@ class UpstreamRegistry:
                         continue
                     raise Denied(f"{self.name} denied access to {repo}")
                 try:
+                    if resp.status == 429:
+                        await self.health.spare(_retry_after(resp.headers), "429 from upstream")
                     if resp.status >= 300:
                         await _raise_for(resp, self.name, repo, not_found)
                     yield resp
@@ -177,14 +203,19 @@ class UpstreamRegistry:
                     resp.release()
                 return
             raise UpstreamError(f"{self.name} redirected too many times")
-        except aiohttp.ServerTimeoutError as e:
-            raise UpstreamTimeout(f"{self.name} did not answer in time") from e
-        except TimeoutError as e:
+        except (aiohttp.ServerTimeoutError, TimeoutError) as e:
+            await self.health.failed()
             raise UpstreamTimeout(f"{self.name} did not answer in time") from e
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
+            await self.health.failed()
             raise UpstreamUnavailable(f"{self.name} is unreachable") from e
         except aiohttp.ClientError as e:
             raise UpstreamError(f"{self.name} failed: {type(e).__name__}") from e
+
+
+def _retry_after(headers: CIMultiDictProxy[str]) -> float:
+    value = headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else 60.0
 
 
 def _redirect_target(current: URL, location: str, name: str) -> URL:
@@ -204,7 +235,7 @@ async def _raise_for(
         cls = _NOT_FOUND.get(code or "", not_found)
         raise cls(message or f"{repo}: not found at {name}")
     if status == 429:
-        retry = resp.headers.get("Retry-After", "60")
+        retry = f"{_retry_after(resp.headers):.0f}"
         raise UpstreamThrottled(
             message or f"{name} is rate limiting pulls", headers={"Retry-After": retry}
         )

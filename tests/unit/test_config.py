@@ -35,9 +35,12 @@ def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
 
 
 def test_upstream_credentials_from_file_never_print(tmp_path: Path) -> None:
-    """Credentials load from the file's [upstream_auth] table and stay out of reprs."""
+    """Credentials load from the upstream's table and stay out of reprs."""
     config = tmp_path / "mirror.toml"
-    config.write_text('[upstream_auth]\nusername = "bot"\npassword = "s3cret"\n')
+    config.write_text(
+        '[upstreams."docker.io"]\nurl = "https://registry-1.docker.io"\n'
+        'username = "bot"\npassword = "s3cret"\n'
+    )
     settings = load_settings(str(config), {}, environ={})
     assert (settings.upstream.username, settings.upstream.password) == ("bot", "s3cret")
     assert "s3cret" not in repr(settings)

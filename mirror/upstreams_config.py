@@ -1,0 +1,199 @@
+"""The `[upstreams."<registry host>"]` tables: which registries the mirror serves, and how.
+
+Only configured upstreams are ever contacted, so the table is also the mirror's allow-list.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from mirror.config_values import ConfigError, count, patterns, seconds, upstream_url
+
+# What Docker's config.json calls Docker Hub.
+_DOCKER_HUB_AUTH_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
+
+
+@dataclass(frozen=True, slots=True)
+class TtlRule:
+    """Tags matching `pattern` (fnmatch) are fresh for `seconds`."""
+
+    pattern: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """One registry the mirror serves: where it is, how to log in, how long tags stay fresh."""
+
+    name: str = "docker.io"
+    url: str = "https://registry-1.docker.io"
+    default: bool = True
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    connect_timeout: float = 10.0
+    # Time allowed between two reads from the upstream; a hung upstream fails after this.
+    read_timeout: float = 30.0
+    max_connections: int = 100
+    tag_ttl: float | None = None
+    ttl_rules: tuple[TtlRule, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    rate_limit_reserve: int = 10
+    breaker_failures: int = 3
+    breaker_reset: float = 5.0
+
+    def ttl_for(self, tag: str, fallback: float) -> float:
+        for rule in self.ttl_rules:
+            if fnmatch.fnmatchcase(tag, rule.pattern):
+                return rule.seconds
+        return self.tag_ttl if self.tag_ttl is not None else fallback
+
+    def allows(self, repo: str) -> bool:
+        if any(fnmatch.fnmatchcase(repo, p) for p in self.deny):
+            return False
+        return not self.allow or any(fnmatch.fnmatchcase(repo, p) for p in self.allow)
+
+
+BUILTIN_UPSTREAMS = (
+    UpstreamSettings(),
+    UpstreamSettings(name="ghcr.io", url="https://ghcr.io", default=False),
+    UpstreamSettings(name="quay.io", url="https://quay.io", default=False),
+    UpstreamSettings(name="registry.k8s.io", url="https://registry.k8s.io", default=False),
+    UpstreamSettings(name="gcr.io", url="https://gcr.io", default=False),
+)
+
+_NUMBERS = {"connect_timeout", "read_timeout", "breaker_reset"}
+_KEYS = {f.name for f in fields(UpstreamSettings)} - {"name", "ttl_rules"} | {
+    "password_env",
+    "credentials_file",
+    "ttl",
+}
+
+
+def parse_upstreams(
+    tables: Any, shared: Mapping[str, Any], env: Mapping[str, str]
+) -> tuple[UpstreamSettings, ...]:
+    """The configured upstreams (the built-ins when the file has none), with one default."""
+    if tables is None:
+        return tuple(replace(u, **shared) for u in BUILTIN_UPSTREAMS)
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError('upstreams: expected tables like [upstreams."docker.io"]')
+    upstreams = [
+        _parse_one(str(name), table, shared, env, single=len(tables) == 1)
+        for name, table in tables.items()
+    ]
+    defaults = [u.name for u in upstreams if u.default]
+    if len(defaults) != 1:
+        raise ConfigError(f"upstreams: exactly one needs default = true (found {len(defaults)})")
+    return tuple(upstreams)
+
+
+def _parse_one(
+    name: str, table: Any, shared: Mapping[str, Any], env: Mapping[str, str], *, single: bool
+) -> UpstreamSettings:
+    where = f"upstreams.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    if not name or any(c in name for c in "/ \t@?#") or name != name.lower():
+        raise ConfigError(f"{where}: the key must be a registry host like ghcr.io")
+    for key in table:
+        if key not in _KEYS:
+            raise ConfigError(f"{where}.{key}: unknown option")
+    if "url" not in table:
+        raise ConfigError(f"{where}.url: required")
+    values: dict[str, Any] = {
+        **shared,
+        "name": name,
+        "url": upstream_url(f"{where}.url", table["url"]),
+    }
+    values["default"] = bool(table.get("default", single))
+    for key in _NUMBERS & table.keys():
+        values[key] = seconds(f"{where}.{key}", table[key])
+    if "tag_ttl" in table:
+        values["tag_ttl"] = seconds(f"{where}.tag_ttl", table["tag_ttl"], allow_zero=True)
+    if "max_connections" in table:
+        values["max_connections"] = count(
+            f"{where}.max_connections", table["max_connections"], 1, 10_000
+        )
+    if "rate_limit_reserve" in table:
+        values["rate_limit_reserve"] = count(
+            f"{where}.rate_limit_reserve", table["rate_limit_reserve"], 0, 1_000_000
+        )
+    if "breaker_failures" in table:
+        values["breaker_failures"] = count(
+            f"{where}.breaker_failures", table["breaker_failures"], 1, 1000
+        )
+    for key in ("allow", "deny"):
+        if key in table:
+            values[key] = patterns(f"{where}.{key}", table[key])
+    if "ttl" in table:
+        values["ttl_rules"] = _ttl_rules(f"{where}.ttl", table["ttl"])
+    values.update(_credentials(where, name, table, env))
+    return UpstreamSettings(**values)
+
+
+def _ttl_rules(option: str, value: Any) -> tuple[TtlRule, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f'{option}: expected a list like [{{ tags = "latest", seconds = 60 }}]')
+    rules = []
+    for rule in value:
+        if not isinstance(rule, dict) or set(rule) != {"tags", "seconds"}:
+            raise ConfigError(f"{option}: each rule needs exactly `tags` and `seconds`")
+        rules.append(TtlRule(str(rule["tags"]), seconds(option, rule["seconds"], allow_zero=True)))
+    return tuple(rules)
+
+
+def _credentials(
+    where: str, name: str, table: Mapping[str, Any], env: Mapping[str, str]
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if "credentials_file" in table:
+        found.update(
+            _from_docker_config(f"{where}.credentials_file", table["credentials_file"], name)
+        )
+    if "username" in table:
+        found["username"] = str(table["username"])
+    if "password" in table:
+        found["password"] = str(table["password"])
+    if "password_env" in table:
+        var = str(table["password_env"])
+        if var not in env:
+            raise ConfigError(f"{where}.password_env: environment variable {var} is not set")
+        found["password"] = env[var]
+    return found
+
+
+def _from_docker_config(option: str, path_value: Any, name: str) -> dict[str, str]:
+    """`auths` of a Docker config.json; credential helpers are not run."""
+    path = Path(os.path.expanduser(str(path_value)))
+    try:
+        auths = json.loads(path.read_bytes()).get("auths", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{option}: cannot read {path}: {e}") from None
+    keys = _DOCKER_HUB_AUTH_KEYS if name == "docker.io" else (name, f"https://{name}")
+    for key, entry in auths.items() if isinstance(auths, dict) else ():
+        host = URL(key).host if "://" in key else key
+        if (key in keys or host in keys) and isinstance(entry, dict):
+            if entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    raise ConfigError(
+                        f"{option}: the auth of {key} is not base64 user:password"
+                    ) from None
+                return {"username": user, "password": password}
+            if entry.get("username"):
+                return {
+                    "username": str(entry["username"]),
+                    "password": str(entry.get("password", "")),
+                }
+    raise ConfigError(f"{option}: {path} has no credentials for {name}")
