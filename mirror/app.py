@@ -28,7 +28,7 @@ from mirror.upstream.registry import UpstreamRegistry, make_session
 
 def create_app(settings: Settings) -> web.Application:
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
-    app = web.Application(middlewares=[request_middleware], client_max_size=64 << 10)
+    app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
     setup_routes(app)

@@ -75,6 +75,7 @@ def serve(settings: Settings, sock: socket.socket | None) -> None:
         access_log=None,  # the request middleware writes the one line per request
         loop=_new_loop(),
     )
+    log.flush()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

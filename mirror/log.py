@@ -8,11 +8,12 @@ reports into the same line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -63,6 +64,52 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("mirror", **bound)
 
 
+class BufferedLineLogger:
+    """Writes log lines in batches: one write per event-loop tick burst, not one per request.
+
+    Request lines are gathered and written within `delay` seconds; warnings and errors (and
+    anything logged outside a running loop) go out at once, after what is pending.
+    """
+
+    def __init__(self, stream: TextIO = sys.stderr, delay: float = 0.05) -> None:
+        self._stream = stream
+        self._delay = delay
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def info(self, message: str) -> None:
+        self._pending.append(message)
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def msg(self, message: str) -> None:
+        self._pending.append(message)
+        self.flush()
+
+    debug = info
+    warning = warn = error = critical = exception = fatal = failure = err = msg
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+
+
+_sink = BufferedLineLogger()
+
+
+def flush() -> None:
+    """Write out pending lines (at shutdown)."""
+    _sink.flush()
+
+
 def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     """JSON lines off a terminal (for collectors), readable console output on one."""
     if json is None:
@@ -79,7 +126,7 @@ def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_args: _sink,
         cache_logger_on_first_use=True,
     )
     # aiohttp's own messages (bad requests, server errors) at WARNING, through the same stream.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from mirror import log
 from mirror.errors import MirrorError, NameUnknown, Unsupported, error_body
@@ -38,10 +40,22 @@ def abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_middleware() -> Middleware:
+    """The middleware of one app (one process): its request ids are a process prefix and a
+    counter, unique across the workers and restarts of a host and free to make."""
+    prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
+    ids = itertools.count(1)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await _handle(request, handler, f"{prefix}-{next(ids):x}")
+
+    return middleware
+
+
+async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     """Renders errors, finishes the response and logs one line with what it cost."""
-    facts = log.begin_request(uuid.uuid4().hex[:16])
+    facts = log.begin_request(request_id)
     started = time.perf_counter()
     try:
         response = await handler(request)
