@@ -55,7 +55,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     fills = Fills(blob_store)
     app[ROUTER] = Router(upstreams)
     app[MANIFESTS] = ManifestService(
-        ManifestStore(layout), TagStore(layout), meta, settings.tag_ttl
+        ManifestStore(layout), TagStore(layout), meta, settings.tag_ttl, layout.spool
     )
     app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
     app[TAG_LISTS] = TagListService()

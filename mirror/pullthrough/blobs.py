@@ -58,12 +58,12 @@ class BlobService:
         for _ in range(3):
             fill: FillView | None = self._fills.running(digest)
             if fill is None:
-                lock = FillLock.try_acquire(self._spool, digest)
+                lock = FillLock.try_acquire(self._spool, digest.hex)
                 if lock is None:
                     log.note_cache("coalesced")
                     fill = FollowedFill(
                         digest,
-                        lock_path(self._spool, digest),
+                        lock_path(self._spool, digest.hex),
                         self._spool,
                         self._store.path(digest),
                         FOLLOW_START_TIMEOUT,

@@ -4,11 +4,14 @@ revalidated with a cheap upstream HEAD, and served stale when the upstream canno
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 from mirror import log
 from mirror.errors import UpstreamError
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
+from mirror.pullthrough.claims import once_across_processes
 from mirror.pullthrough.coalesce import SingleFlight
 from mirror.storage.manifests import ManifestStore, StoredManifest
 from mirror.storage.tags import TagStore
@@ -34,8 +37,14 @@ def _answer(manifest: StoredManifest) -> ManifestAnswer:
 
 class ManifestService:
     def __init__(
-        self, manifests: ManifestStore, tags: TagStore, meta: MetadataStore, tag_ttl: float
+        self,
+        manifests: ManifestStore,
+        tags: TagStore,
+        meta: MetadataStore,
+        tag_ttl: float,
+        spool: Path,
     ) -> None:
+        self._spool = spool
         self._manifests = manifests
         self._tags = tags
         self._meta = meta
@@ -60,8 +69,15 @@ class ManifestService:
         return await self._flights.run(str(digest), lambda: self._fetch(upstream, repo, digest))
 
     async def _fetch(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> ManifestAnswer:
-        fetched = await upstream.get_manifest(repo, str(digest))
-        return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
+        async def fetch() -> ManifestAnswer:
+            fetched = await upstream.get_manifest(repo, str(digest))
+            return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
+
+        async def stored() -> ManifestAnswer | None:
+            found = await self._manifests.get(digest)
+            return _answer(found) if found else None
+
+        return await once_across_processes(self._spool, f"manifest {digest}", fetch, stored)
 
     async def by_tag(self, upstream: UpstreamRegistry, repo: str, tag: str) -> ManifestAnswer:
         key = f"{upstream.name}/{repo}:{tag}"
@@ -89,11 +105,20 @@ class ManifestService:
             log.note_cache("hit")
             return _answer(stored)
         try:
-            if stored is not None and await self._meta.fresh_digest(key) == str(stored.digest):
+            if stored is None:
+                # A first pull: other workers missing it too wait for this one's answer.
+                answer = await once_across_processes(
+                    self._spool,
+                    f"tag {key}",
+                    partial(self._revalidate, upstream, repo, tag, None),
+                    partial(self._recorded, upstream, repo, tag),
+                )
+            elif await self._meta.fresh_digest(key) == str(stored.digest):
                 # Revalidated elsewhere between our freshness check and taking the lease.
                 log.note_cache("hit")
                 return _answer(stored)
-            answer = await self._revalidate(upstream, repo, tag, stored)
+            else:
+                answer = await self._revalidate(upstream, repo, tag, stored)
         except UpstreamError:
             if stored is None:
                 raise
@@ -133,6 +158,13 @@ class ManifestService:
         manifest = await self._manifests.put(fetched.digest, fetched.media_type, fetched.data)
         await self._remember(upstream, repo, tag, manifest)
         return _answer(manifest)
+
+    async def _recorded(
+        self, upstream: UpstreamRegistry, repo: str, tag: str
+    ) -> ManifestAnswer | None:
+        record = await self._tags.get(upstream.name, repo, tag)
+        stored = await self._manifests.get(record.parsed_digest) if record else None
+        return _answer(stored) if stored else None
 
     async def _remember(
         self, upstream: UpstreamRegistry, repo: str, tag: str, manifest: StoredManifest

@@ -16,8 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.oci.digest import Digest
-
 
 @dataclass(frozen=True, slots=True)
 class FillInfo:
@@ -27,8 +25,9 @@ class FillInfo:
     size: int | None
 
 
-def lock_path(spool: Path, digest: Digest) -> Path:
-    return spool / f"{digest.hex}.fill"
+def lock_path(spool: Path, name: str) -> Path:
+    """`name` is a digest's hex, or another hex name for work that is not a blob."""
+    return spool / f"{name}.fill"
 
 
 class FillLock:
@@ -39,8 +38,8 @@ class FillLock:
         self._fd = fd
 
     @classmethod
-    def try_acquire(cls, spool: Path, digest: Digest) -> FillLock | None:
-        path = lock_path(spool, digest)
+    def try_acquire(cls, spool: Path, name: str) -> FillLock | None:
+        path = lock_path(spool, name)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -9,10 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import MirrorFactory
-from tests.faults import FakeUpstream, Stall, dying_content, resumable_content, slow_content
+from tests.faults import (
+    FakeUpstream,
+    Handler,
+    Stall,
+    content,
+    dying_content,
+    resumable_content,
+    slow_content,
+)
 from tests.support.images import sha256_digest
 from tests.support.oci import assert_broken, cached_blob, spool_files, wait_until
 
@@ -186,3 +195,34 @@ async def test_followers_in_another_instance_fail_when_the_fill_fails(
         raise AssertionError(f"clean end after {len(body)} bytes")
     assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
     assert not cached_blob(cache_dir, DIGEST).exists()
+
+
+async def test_instances_on_one_cache_dir_share_a_manifest_miss(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """Concurrent first pulls of a tag, or of a digest, in two instances make one GET."""
+    fake = await make_fake_upstream()
+    gate = asyncio.Event()
+    paths = []
+    for reference in ("v1", "by-digest"):
+        body = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        body += f'"annotations":{{"ref":"{reference}"}}}}'.encode()
+        serve = content(body, "application/vnd.oci.image.manifest.v1+json")
+
+        async def gated(request: web.Request, serve: Handler = serve) -> web.StreamResponse:
+            await gate.wait()
+            return await serve(request)
+
+        path = f"/v2/lib/app/manifests/{reference if reference == 'v1' else sha256_digest(body)}"
+        fake.route(path, gated)
+        paths.append((path, body))
+    clients = [await make_mirror(fake, cache_dir=cache_dir) for _ in range(2)]
+    for path, body in paths:
+        pending = [asyncio.ensure_future(c.get(path)) for c in clients for _ in range(3)]
+        await asyncio.sleep(0.3)
+        gate.set()
+        for response in await asyncio.gather(*pending):
+            assert response.status == 200
+            assert await response.read() == body
+        gate.clear()
+        assert len(fake.seen("GET", path)) == 1, path
