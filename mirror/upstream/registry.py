@@ -185,7 +185,9 @@ class UpstreamRegistry:
                     resp.release()
                     url = _redirect_target(resp.url, resp.headers["Location"], self.name)
                     continue
-                if resp.status == 401 and not retried_auth:
+                # Only the upstream's own challenges are answered: a redirect target's 401 must
+                # not make us fetch tokens from (or send credentials to) another site.
+                if resp.status == 401 and not retried_auth and url.origin() == self._base.origin():
                     retried_auth = True
                     resp.release()
                     header = resp.headers.get("WWW-Authenticate")
