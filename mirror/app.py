@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror import __version__
+from mirror.api.hot import HotAnswers
 from mirror.api.middlewares import request_middleware
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.keys import BLOBS, MANIFESTS, META, ROUTER, SETTINGS, TAG_LISTS
+from mirror.keys import BLOBS, HOT_ANSWERS, MANIFESTS, META, ROUTER, SETTINGS, TAG_LISTS
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
 from mirror.pullthrough.blobs import BlobService
@@ -60,6 +61,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
     app[TAG_LISTS] = TagListService()
     app[META] = meta
+    app[HOT_ANSWERS] = HotAnswers()
     try:
         yield
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.api.hot import HotAnswers
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
@@ -17,3 +18,4 @@ MANIFESTS = web.AppKey("manifests", ManifestService)
 BLOBS = web.AppKey("blobs", BlobService)
 TAG_LISTS = web.AppKey("tag_lists", TagListService)
 META = web.AppKey("meta", MetadataStore)
+HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)

@@ -6,9 +6,10 @@ from aiohttp import web
 from yarl import URL
 
 from mirror import log
+from mirror.api.hot import HotAnswer
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
-from mirror.keys import BLOBS, MANIFESTS, ROUTER, TAG_LISTS
+from mirror.keys import BLOBS, HOT_ANSWERS, MANIFESTS, META, ROUTER, SETTINGS, TAG_LISTS
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
@@ -34,10 +35,17 @@ async def ping(request: web.Request) -> web.Response:
 
 
 async def manifest(request: web.Request) -> web.StreamResponse:
+    hot = request.app[HOT_ANSWERS]
+    key = hot.key(request)
+    if (ready := hot.get(key)) is not None:
+        log.note_route(ready.upstream)
+        log.note_cache("hit")
+        request.app[META].record_access(ready.digest)
+        return ready.response()
     route = _route(request)
     reference = request.match_info["reference"]
     service = request.app[MANIFESTS]
-    if looks_like_digest(reference):
+    if by_digest := looks_like_digest(reference):
         answer = await service.by_digest(
             route.upstream, route.repo, Digest.parse(reference), head=request.method == "HEAD"
         )
@@ -49,7 +57,16 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         raise ManifestUnknown(
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
-    return _namespaced(manifest_response(answer), route)
+    response = _namespaced(manifest_response(answer), route)
+    tag_ttl = request.app[SETTINGS].tag_ttl
+    if answer.data is not None and (
+        by_digest or route.upstream.settings.ttl_for(reference, tag_ttl) >= hot.ttl
+    ):
+        ready = HotAnswer(
+            route.upstream.name, str(answer.digest), answer.data, dict(response.headers)
+        )
+        hot.put(key, ready)
+    return response
 
 
 async def blob(request: web.Request) -> web.StreamResponse:
