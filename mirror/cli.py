@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import socket
 import sys
 from collections.abc import Sequence
@@ -73,14 +72,5 @@ def serve(settings: Settings, sock: socket.socket | None) -> None:
         sock=sock,
         print=None,
         access_log=None,  # the request middleware writes the one line per request
-        loop=_new_loop(),
     )
     log.flush()
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()

@@ -16,9 +16,9 @@ from typing import Any
 from yarl import URL
 
 from mirror.config_values import ConfigError, count, seconds, upstream_url
-from mirror.upstreams_config import BUILTIN_UPSTREAMS, UpstreamSettings, parse_upstreams
+from mirror.upstreams_config import BUILTIN_UPSTREAMS, TtlRule, UpstreamSettings, parse_upstreams
 
-__all__ = ["ConfigError", "Settings", "UpstreamSettings", "load_settings"]
+__all__ = ["ConfigError", "Settings", "TtlRule", "UpstreamSettings", "load_settings"]
 
 DOCKER_HUB = "https://registry-1.docker.io"
 
@@ -35,6 +35,14 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"upstreams: a registry is listed twice in {names}")
+        defaults = [u.name for u in self.upstreams if u.default]
+        if len(defaults) != 1:
+            raise ConfigError(f"upstreams: exactly one needs default = true (found {defaults})")
 
     @property
     def listen(self) -> str:

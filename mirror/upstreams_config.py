@@ -36,7 +36,7 @@ class UpstreamSettings:
 
     name: str = "docker.io"
     url: str = "https://registry-1.docker.io"
-    default: bool = True
+    default: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     connect_timeout: float = 10.0
@@ -64,11 +64,11 @@ class UpstreamSettings:
 
 
 BUILTIN_UPSTREAMS = (
-    UpstreamSettings(),
-    UpstreamSettings(name="ghcr.io", url="https://ghcr.io", default=False),
-    UpstreamSettings(name="quay.io", url="https://quay.io", default=False),
-    UpstreamSettings(name="registry.k8s.io", url="https://registry.k8s.io", default=False),
-    UpstreamSettings(name="gcr.io", url="https://gcr.io", default=False),
+    UpstreamSettings(default=True),
+    UpstreamSettings(name="ghcr.io", url="https://ghcr.io"),
+    UpstreamSettings(name="quay.io", url="https://quay.io"),
+    UpstreamSettings(name="registry.k8s.io", url="https://registry.k8s.io"),
+    UpstreamSettings(name="gcr.io", url="https://gcr.io"),
 )
 
 _NUMBERS = {"connect_timeout", "read_timeout", "breaker_reset"}
@@ -82,7 +82,7 @@ _KEYS = {f.name for f in fields(UpstreamSettings)} - {"name", "ttl_rules"} | {
 def parse_upstreams(
     tables: Any, shared: Mapping[str, Any], env: Mapping[str, str]
 ) -> tuple[UpstreamSettings, ...]:
-    """The configured upstreams (the built-ins when the file has none), with one default."""
+    """The configured upstreams (the built-ins when the file has none)."""
     if tables is None:
         return tuple(replace(u, **shared) for u in BUILTIN_UPSTREAMS)
     if not isinstance(tables, dict) or not tables:
@@ -91,10 +91,7 @@ def parse_upstreams(
         _parse_one(str(name), table, shared, env, single=len(tables) == 1)
         for name, table in tables.items()
     ]
-    defaults = [u.name for u in upstreams if u.default]
-    if len(defaults) != 1:
-        raise ConfigError(f"upstreams: exactly one needs default = true (found {len(defaults)})")
-    return tuple(upstreams)
+    return tuple(upstreams)  # Settings checks there is exactly one default
 
 
 def _parse_one(
@@ -115,7 +112,10 @@ def _parse_one(
         "name": name,
         "url": upstream_url(f"{where}.url", table["url"]),
     }
-    values["default"] = bool(table.get("default", single))
+    default = table.get("default", single)
+    if not isinstance(default, bool):
+        raise ConfigError(f"{where}.default: must be true or false")
+    values["default"] = default
     for key in _NUMBERS & table.keys():
         values[key] = seconds(f"{where}.{key}", table[key])
     if "tag_ttl" in table:
@@ -146,8 +146,14 @@ def _ttl_rules(option: str, value: Any) -> tuple[TtlRule, ...]:
         raise ConfigError(f'{option}: expected a list like [{{ tags = "latest", seconds = 60 }}]')
     rules = []
     for rule in value:
-        if not isinstance(rule, dict) or set(rule) != {"tags", "seconds"}:
-            raise ConfigError(f"{option}: each rule needs exactly `tags` and `seconds`")
+        if not isinstance(rule, dict):
+            raise ConfigError(
+                f'{option}: each rule is a table like {{ tags = "v*", seconds = 60 }}'
+            )
+        if extra := sorted(rule.keys() - {"tags", "seconds"}):
+            raise ConfigError(f"{option}.{extra[0]}: unknown option (a rule has tags and seconds)")
+        if set(rule) != {"tags", "seconds"}:
+            raise ConfigError(f"{option}: each rule needs both tags and seconds")
         rules.append(TtlRule(str(rule["tags"]), seconds(option, rule["seconds"], allow_zero=True)))
     return tuple(rules)
 

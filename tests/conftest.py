@@ -213,6 +213,7 @@ async def make_mirror(
             cache_dir=cache_dir if cache_dir is not None else Path("cache"),
             upstreams=(
                 UpstreamSettings(
+                    default=True,
                     url=url,
                     username=username,
                     password=password,

@@ -281,3 +281,58 @@ def resumable_content(data: bytes, cut: int) -> Handler:
         return response
 
     return handler
+
+
+@dataclass
+class RateLimit:
+    """Docker Hub's pull accounting, as a test scripts it: what is left, and whether it 429s."""
+
+    limit: int = 100
+    remaining: int = 100
+    window: int = 21600  # seconds, the `w=` of the RateLimit headers
+    throttled: bool = False
+    retry_after: int = 60
+    gets: int = 0
+    heads: int = 0
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": f"{self.limit};w={self.window}",
+            "RateLimit-Remaining": f"{max(self.remaining, 0)};w={self.window}",
+            "Docker-RateLimit-Source": "127.0.0.1",
+        }
+
+
+def rate_limited(data: bytes, media_type: str, limit: RateLimit) -> Handler:
+    """A manifest behind Docker Hub's limits: GETs count (and use up `remaining`), HEADs are free,
+    both carry the RateLimit headers; once `limit.throttled`, everything is a 429."""
+    digest = sha256_digest(data)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD":
+            limit.heads += 1
+        else:
+            limit.gets += 1
+        if limit.throttled:
+            headers = {**limit.headers(), "Retry-After": str(limit.retry_after)}
+            headers["RateLimit-Remaining"] = f"0;w={limit.window}"
+            return error(429, "TOOMANYREQUESTS", headers)
+        if request.method == "GET":
+            limit.remaining -= 1  # only a GET is a pull (docs.docker.com, "Docker Hub usage")
+        headers = {**limit.headers(), "Content-Type": media_type, "Docker-Content-Digest": digest}
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            return web.Response(headers=headers)
+        return web.Response(body=data, headers=headers)
+
+    return handler
+
+
+def token_endpoint(token: str, expires_in: int = 300) -> Handler:
+    """A token realm that hands out `token` to anyone (its recorded requests show who asked how)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        body = json.dumps({"token": token, "access_token": token, "expires_in": expires_in})
+        return web.Response(body=body.encode(), headers={"Content-Type": "application/json"})
+
+    return handler

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -56,34 +59,63 @@ async def stream_fill(
     """Send the blob (or the one range asked for) as the fill writes it; on failure, abort
     rather than end cleanly."""
     start, end, status = 0, fill.size, 200
-    if fill.size is not None and "Range" in request.headers:
+    range_header = request.headers.get("Range", "")
+    # Several ranges get the whole blob (podman's partial pulls accept that, not a 416).
+    if fill.size is not None and range_header and "," not in range_header:
         try:
             wanted = request.http_range
         except ValueError:
-            wanted = None  # malformed or multi-range: the whole blob is a valid answer
-        if wanted is not None:
-            # RFC 9110 §14: clamp past the end, suffix ranges count from the end.
-            start, end, _ = wanted.indices(fill.size)
-            if start >= end:
-                raise RangeInvalid(
-                    "requested range not satisfiable",
-                    headers={"Content-Range": f"bytes */{fill.size}"},
-                )
-            status = 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{fill.size}"}
+            wanted = slice(fill.size, None)  # as FileResponse does for cached blobs: 416
+        # RFC 9110 §14: clamp past the end, suffix ranges count from the end.
+        start, end, _ = wanted.indices(fill.size)
+        if start >= end:
+            raise RangeInvalid(
+                "requested range not satisfiable",
+                headers={"Content-Range": f"bytes */{fill.size}"},
+            )
+        status = 206
+        headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{fill.size}"}
     response = web.StreamResponse(status=status, headers=headers)
     if end is not None:
         response.content_length = end - start
     await response.prepare(request)
     sent = 0
     try:
-        async for chunk in fill.chunks(start, end):
-            await response.write(chunk)
-            sent += len(chunk)
+        async for file, offset, count in fill.segments(start, end):
+            await _send(request, response, file, offset, count, zero_copy=end is not None)
+            sent += count
     except FillFailed:
         abort(request)
         return response
+    except ConnectionError:
+        return response  # the client went away; the fill goes on without it
     finally:
         log.note_streamed(sent)
     await response.write_eof()
     return response
+
+
+async def _send(
+    request: web.Request,
+    response: web.StreamResponse,
+    file: BinaryIO,
+    offset: int,
+    count: int,
+    *,
+    zero_copy: bool,
+) -> None:
+    """Bytes of a spool file to the client: by sendfile (no Python buffers, no copies) when the
+    length was announced, else through the response writer (chunked encoding needs it)."""
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("the client went away")
+    if zero_copy:
+        await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+        return
+    while count > 0:
+        data = await asyncio.to_thread(os.pread, file.fileno(), min(count, 1 << 20), offset)
+        if not data:
+            raise FillFailed("spool file ended early")
+        await response.write(data)
+        offset += len(data)
+        count -= len(data)

@@ -56,25 +56,25 @@ class BlobService:
         log.note_cache("miss")
         self._meta.record_access(str(digest))
         for _ in range(3):
-            fill: FillView | None = self._fills.running(digest)
-            if fill is None:
-                lock = FillLock.try_acquire(self._spool, digest.hex)
-                if lock is None:
-                    log.note_cache("coalesced")
-                    fill = FollowedFill(
-                        digest,
-                        lock_path(self._spool, digest.hex),
-                        self._spool,
-                        self._store.path(digest),
-                        FOLLOW_START_TIMEOUT,
-                    )
-                elif (found := self._store.find(digest)) is not None:
-                    lock.release()  # committed while we looked
-                    return CachedBlob(*found)
-                else:
-                    fill = self._fills.start(upstream, repo, digest, lock)
-            else:
+            fill: FillView
+            if (running := self._fills.running(digest)) is not None:
+                # A fill that has every byte verified is as good as the cache.
+                log.note_cache("hit" if running.finished else "coalesced")
+                fill = running
+            elif (lock := FillLock.try_acquire(self._spool, digest.hex)) is None:
                 log.note_cache("coalesced")
+                fill = FollowedFill(
+                    digest,
+                    lock_path(self._spool, digest.hex),
+                    self._spool,
+                    self._store.path(digest),
+                    FOLLOW_START_TIMEOUT,
+                )
+            elif (found := self._store.find(digest)) is not None:
+                lock.release()  # committed while we looked
+                return CachedBlob(*found)
+            else:
+                fill = self._fills.start(upstream, repo, digest, lock)
             try:
                 await fill.started()
             except FillerGone:

@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 from collections.abc import AsyncIterator
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,8 +28,10 @@ from mirror.storage.fill_lock import FillLock
 from mirror.storage.layout import open_spool
 from mirror.upstream.registry import UpstreamRegistry
 
-CHUNK = 1 << 20
 MAX_ATTEMPTS = 4
+BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
+_IOV_MAX = 512
+COMMIT_GRACE = 30.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -45,7 +46,9 @@ class FillView(Protocol):
 
     async def started(self) -> None: ...
 
-    def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]: ...
+    def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[tuple[BinaryIO, int, int]]: ...
 
 
 class BlobFill:
@@ -57,14 +60,21 @@ class BlobFill:
         self._part = part
         self._final = final
         self._written = 0
+        self._verified = False  # every byte is there and hashes to the digest
         self._committed = False
         self._error: MirrorError | None = None
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._progress = asyncio.Condition()
+        self._changed = asyncio.Event()  # replaced after each change: a broadcast
 
     @property
     def finished(self) -> bool:
-        return self._committed or self._error is not None
+        """Readers need wait no longer: every byte is verified, or the fill failed."""
+        return self._verified or self._error is not None
+
+    @property
+    def active(self) -> bool:
+        """New readers should join this fill: it is neither committed nor failed."""
+        return not self._committed and self._error is None
 
     async def started(self) -> None:
         """Wait until the upstream answered; raises its error if it refused."""
@@ -76,6 +86,10 @@ class BlobFill:
         try:
             with open_spool(self._part) as spool:
                 await self._download(upstream, repo, spool, lock)
+                # Readers may have the last byte now; making it durable is not their wait.
+                self._verified = True
+                self._notify()
+                await asyncio.to_thread(os.fsync, spool.fileno())
                 # Renamed while still open and locked, so no start-up sweep can take it.
                 store.commit(self._part, self.digest)
                 self._committed = True
@@ -90,7 +104,7 @@ class BlobFill:
         finally:
             self._part.unlink(missing_ok=True)
             lock.release()
-            await self._notify()
+            self._notify()
 
     async def _download(
         self, upstream: UpstreamRegistry, repo: str, spool: BinaryIO, lock: FillLock
@@ -106,7 +120,7 @@ class BlobFill:
                         self._started.set_result(None)
                     else:
                         _check_resumed(resp, offset, self.size)
-                    await self._copy(resp.content.iter_chunked(CHUNK), spool, hasher)
+                    await self._copy(resp.content, spool.fileno(), hasher)
                 break
             except UpstreamError as e:
                 resumable = self._started.done() and self.size is not None
@@ -122,20 +136,25 @@ class BlobFill:
             raise UpstreamError(f"upstream sent {self._written} of {self.size} bytes")
         if hasher.hexdigest() != self.digest.hex:
             raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
-        await asyncio.to_thread(os.fsync, spool.fileno())
 
-    async def _copy(
-        self, chunks: AsyncIterator[bytes], spool: BinaryIO, hasher: hashlib._Hash
-    ) -> None:
-        def write(chunk: bytes) -> None:
-            spool.write(chunk)
-            spool.flush()
-            hasher.update(chunk)
+    async def _copy(self, body: aiohttp.StreamReader, fd: int, hasher: hashlib._Hash) -> None:
+        """Write and hash each batch in two threads at once, off the event loop; a batch is
+        whatever arrived meanwhile, which the session's deep read buffer lets grow."""
+        async for first in body.iter_any():
+            batch = [first]
+            size = len(first)
+            while size < BATCH and (more := body.read_nowait(BATCH - size)):
+                batch.append(more)
+                size += len(more)
+            await asyncio.gather(
+                asyncio.to_thread(_write_all, fd, batch),
+                asyncio.to_thread(_hash_all, hasher, batch),
+            )
+            self._wrote(size)
 
-        async for chunk in chunks:
-            await asyncio.to_thread(write, chunk)
-            self._written += len(chunk)
-            await self._notify()
+    def _wrote(self, count: int) -> None:
+        self._written += count
+        self._notify()
 
     def _fail(self, error: MirrorError) -> None:
         self._error = error
@@ -144,43 +163,58 @@ class BlobFill:
             # Readers that never awaited `started` must not leave "exception never retrieved".
             self._started.exception()
 
-    async def _notify(self) -> None:
-        async with self._progress:
-            self._progress.notify_all()
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     def _readable(self, position: int) -> bool:
         # Hold back the last byte until the digest is verified.
         return self.finished or self._written - 1 > position
 
-    async def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """Bytes [start, end) of the blob as they land; raises FillFailed on failure."""
+    async def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+        """(file, offset, count) for bytes [start, end) of the blob as they land, for the
+        caller to send (with sendfile); raises FillFailed when the fill fails."""
         if self._error is not None:
             raise FillFailed(self._error.message)
         try:
             # Opened in the same step as the check: a commit (a rename on this thread) cannot
-            # slip in between, and an open descriptor survives the rename.
-            fd = os.open(self._final if self._committed else self._part, os.O_RDONLY)
+            # slip in between, and an open file survives the rename.
+            file = open(self._final if self._committed else self._part, "rb", buffering=0)  # noqa: SIM115, ASYNC230
         except OSError as e:
             raise FillFailed(f"cannot read blob {self.digest}: {e.strerror}") from e
-        try:
+        with file:
             position = start
             while end is None or position < end:
-                async with self._progress:
-                    await self._progress.wait_for(partial(self._readable, position))
+                while not self._readable(position):
+                    await self._changed.wait()
                 if self._error is not None:
                     raise FillFailed(self._error.message)
-                limit = self._written if self._committed else self._written - 1
+                limit = self._written if self._verified else self._written - 1
                 if end is not None:
                     limit = min(limit, end)
                 if position >= limit:
                     return
-                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - position), position)
-                if not data:
-                    raise FillFailed("spool file ended early")
-                position += len(data)
-                yield data
-        finally:
-            os.close(fd)
+                yield file, position, limit - position
+                position = limit
+
+
+def _hash_all(hasher: hashlib._Hash, batch: list[bytes]) -> None:
+    for chunk in batch:
+        hasher.update(chunk)  # releases the GIL: runs beside the writer and the loop
+
+
+def _write_all(fd: int, batch: list[bytes]) -> None:
+    """writev in groups (no joined copy; the kernel takes at most IOV_MAX buffers a call);
+    short writes are finished one by one."""
+    for start in range(0, len(batch), _IOV_MAX):
+        group = batch[start : start + _IOV_MAX]
+        written = os.writev(fd, group)
+        if written < sum(len(chunk) for chunk in group):
+            rest = memoryview(b"".join(group))[written:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
 
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
@@ -198,11 +232,12 @@ class Fills:
     def __init__(self, store: BlobStore) -> None:
         self._store = store
         self._fills: dict[Digest, BlobFill] = {}
+        self._task_by_digest: dict[Digest, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def running(self, digest: Digest) -> BlobFill | None:
         fill = self._fills.get(digest)
-        return fill if fill is not None and not fill.finished else None
+        return fill if fill is not None and fill.active else None
 
     def start(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest, lock: FillLock
@@ -211,6 +246,7 @@ class Fills:
         self._fills[digest] = fill
         task = asyncio.create_task(fill.run(upstream, repo, self._store, lock))
         self._tasks.add(task)
+        self._task_by_digest[digest] = task
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill
 
@@ -218,8 +254,14 @@ class Fills:
         self._tasks.discard(task)
         if self._fills.get(digest) is fill:
             del self._fills[digest]
+            del self._task_by_digest[digest]
 
     async def close(self) -> None:
+        """Stop downloading at shutdown, but let verified blobs finish their commit (an fsync
+        and a rename): their clients already have every byte, so the cache should too."""
+        committing = [t for d, t in self._task_by_digest.items() if self._fills[d].finished]
+        if committing:
+            await asyncio.wait(committing, timeout=COMMIT_GRACE)
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -11,10 +11,11 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror.errors import UpstreamError
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import CHUNK, FillFailed
+from mirror.pullthrough.fills import FillFailed
 from mirror.storage.fill_lock import FillInfo, is_filling, read_fill_info
 
 POLL = 0.02
@@ -47,27 +48,24 @@ class FollowedFill:
         self._info = info
         self.size = info.size
 
-    async def chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[tuple[BinaryIO, int, int]]:
         assert self._info is not None, "started() first"
         try:
-            fd = os.open(self._spool / self._info.part, os.O_RDONLY)
+            file = open(self._spool / self._info.part, "rb", buffering=0)  # noqa: SIM115, ASYNC230
         except OSError as e:
             raise FillFailed(f"cannot follow the fill of {self.digest}: {e.strerror}") from e
-        try:
+        with file:
             position = start
             while end is None or position < end:
-                limit = await self._readable_limit(fd, position)
+                limit = await self._readable_limit(file.fileno(), position)
                 if end is not None:
                     limit = min(limit, end)
                 if position >= limit:
                     return
-                data = await asyncio.to_thread(os.pread, fd, min(CHUNK, limit - position), position)
-                if not data:
-                    raise FillFailed("spool file ended early")
-                position += len(data)
-                yield data
-        finally:
-            os.close(fd)
+                yield file, position, limit - position
+                position = limit
 
     async def _readable_limit(self, fd: int, position: int) -> int:
         """How far reading may go: all of it once committed, else all but the last byte."""

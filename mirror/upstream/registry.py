@@ -73,6 +73,9 @@ def make_session(settings: UpstreamSettings, user_agent: str) -> aiohttp.ClientS
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.max_connections),
         timeout=timeout,
+        # A deeper read buffer lets a blob keep arriving while a thread writes and hashes
+        # the previous batch.
+        read_bufsize=4 << 20,
         auto_decompress=False,
         headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
         # Cookies from an upstream or a CDN must not follow us to other requests.

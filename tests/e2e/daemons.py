@@ -208,8 +208,19 @@ class MirrorServer:
         """A mark in the log; `entries(since=mark)` returns only what came after it."""
         return self.daemon.log.stat().st_size
 
+    def _settled(self) -> None:
+        """Wait until the mirror has written out its request lines (it batches them within
+        50 ms): the log stops growing for a little longer than that."""
+        size = self.log_size()
+        for _ in range(20):
+            time.sleep(0.12)
+            if (now := self.log_size()) == size:
+                return
+            size = now
+
     def entries(self, since: int = 0) -> list[dict[str, Any]]:
         """The structured (JSON) log lines written after byte offset `since`."""
+        self._settled()
         with self.daemon.log.open("rb") as f:
             f.seek(since)
             raw = f.read().decode(errors="replace")
@@ -225,6 +236,7 @@ class MirrorServer:
         return found
 
     def log_since(self, since: int) -> str:
+        self._settled()
         with self.daemon.log.open("rb") as f:
             f.seek(since)
             return f.read().decode(errors="replace")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.support.oci import assert_oci_error, cached_blob
+from tests.support.oci import assert_oci_error, cached_blob, wait_until
 from tests.support.registry import Registry
 
 
@@ -25,6 +25,7 @@ async def test_blob_get_returns_exact_bytes_with_digest_and_length(
             assert response.headers["Docker-Content-Digest"] == blob.digest
             assert response.headers["Content-Length"] == str(blob.size)
             assert "Content-Encoding" not in response.headers
+        assert await wait_until(lambda b=blob: cached_blob(cache_dir, b.digest).exists())
         assert cached_blob(cache_dir, blob.digest).read_bytes() == blob.data
 
 
@@ -39,6 +40,7 @@ async def test_multi_mib_layer_arrives_intact(
         response = await client.get(f"/v2/{repo}/blobs/{layer.digest}")
         assert response.status == 200, attempt
         assert await response.read() == layer.data, attempt
+    assert await wait_until(lambda: cached_blob(cache_dir, layer.digest).exists())
     assert cached_blob(cache_dir, layer.digest).stat().st_size == layer.size
 
 

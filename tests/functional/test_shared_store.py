@@ -59,7 +59,11 @@ def make_shared_mirror(
     async def make(redis_url: str | None, *, tag_ttl: float = 300.0) -> TestClient[Any, Any]:
         settings = Settings(
             cache_dir=cache_dir,
-            upstreams=(UpstreamSettings(url=registry.url, connect_timeout=2.0, read_timeout=5.0),),
+            upstreams=(
+                UpstreamSettings(
+                    default=True, url=registry.url, connect_timeout=2.0, read_timeout=5.0
+                ),
+            ),
             tag_ttl=tag_ttl,
             redis_url=redis_url,
         )

@@ -171,6 +171,7 @@ async def test_two_instances_on_one_cache_dir_make_one_upstream_get(
     for response in (leader, *followers):
         assert await response.read() == BLOB[1024:]
     assert len(fake.seen("GET", PATH)) == 1
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
     assert cached_blob(cache_dir, DIGEST).read_bytes() == BLOB
 
 

@@ -87,7 +87,8 @@ class Index:
 
 def _layer(size: int, rng: random.Random, name: str) -> tuple[bytes, str]:
     """A gzip'd tar holding one file of `size` incompressible bytes; returns (blob, diff_id)."""
-    content = rng.randbytes(size)
+    # Drawn in pieces: one randbytes call overflows a C int at 256 MiB.
+    content = b"".join(rng.randbytes(min(1 << 26, size - at)) for at in range(0, size, 1 << 26))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(name)

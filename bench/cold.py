@@ -1,0 +1,255 @@
+"""Cold pulls: N clients at once on one uncached blob (fresh cache each time), and a cold image
+pull through the mirror against the same pull straight from the upstream."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+
+from bench.context import Context, describe_problems
+from bench.curl import fetch_parallel
+from bench.plan import MIB
+from bench.report import PhaseReport, table
+from bench.rss import MemoryPeak, RssSampler
+from bench.stats import fmt, median, ratio
+from bench.upstream import ACCEPT_MANIFESTS, SeededImage
+from bench.warm_blob import cached_path, failures_of, wait_cached
+
+GOAL_BYTES = "1.00"
+GOAL_WALL = "≤1.2 at N=50"
+GOAL_RSS = "<150 MB flat (#5), ≤100 MB (#7)"
+
+
+@dataclass(frozen=True)
+class Variant:
+    clients: int
+    workers: int
+
+    @property
+    def name(self) -> str:
+        return f"N={self.clients} w{self.workers}"
+
+
+@dataclass(frozen=True)
+class ColdRun:
+    variant: str
+    run: int
+    wall_s: float
+    ttfb_median_ms: float | None
+    ttfb_max_ms: float | None
+    upstream_gets: int
+    upstream_bytes_ratio: float
+    peak: MemoryPeak
+    committed: bool
+    failures: list[str]  # clients that did not get the whole blob
+    log_problems: list[str]
+
+
+@dataclass(frozen=True)
+class PullRun:
+    """One cold image pull (manifest by tag, config, layer) by a single client."""
+
+    source: str  # "direct" or "mirror"
+    run: int
+    total_s: float
+    layer_ttfb_ms: float
+    upstream_bytes_ratio: float | None
+    failures: list[str]
+    log_problems: list[str] = field(default_factory=list)
+
+
+def _variants(ctx: Context) -> list[Variant]:
+    variants = [Variant(n, 1) for n in ctx.plan.cold_clients]
+    # Several processes on one cache dir must still share one fill.
+    variants.append(Variant(max(ctx.plan.cold_clients), 2))
+    return variants
+
+
+def _cold_run(ctx: Context, image: SeededImage, variant: Variant, run: int) -> ColdRun:
+    mirror = ctx.mirror(f"cold-{variant.clients}-w{variant.workers}", workers=variant.workers)
+    mirror.start()
+    try:
+        url = mirror.url + image.blob_path(image.layer_digest)
+        mark = ctx.upstream.mark()
+        with RssSampler(mirror.pid) as sampler:
+            result = fetch_parallel([[url]] * variant.clients, timeout=ctx.plan.transfer_timeout)
+            path = cached_path(mirror.cache_dir, image.layer_digest)
+            try:
+                wait_cached(path, image.layer_size, timeout=30)
+                committed = True
+            except RuntimeError:
+                committed = False
+            peak = sampler.stop()
+        traffic = ctx.upstream.since(mark)
+    finally:
+        mirror.stop()
+        # Fresh caches of a big blob add up over the runs; the logs are all we keep.
+        shutil.rmtree(mirror.cache_dir, ignore_errors=True)
+    ttfbs = [t.ttfb_s * 1000 for c in result.clients for t in c.transfers]
+    return ColdRun(
+        variant=variant.name,
+        run=run,
+        wall_s=result.wall_s,
+        ttfb_median_ms=median(ttfbs),
+        ttfb_max_ms=max(ttfbs) if ttfbs else None,
+        upstream_gets=traffic.gets,
+        upstream_bytes_ratio=traffic.get_bytes / image.layer_size,
+        peak=peak,
+        committed=committed,
+        failures=failures_of(result, image.layer_size, 1),
+        log_problems=describe_problems(f"cold {variant.name} run {run}", mirror.problems()),
+    )
+
+
+def _pull(ctx: Context, image: SeededImage, base: str, source: str, run: int) -> PullRun:
+    urls = [
+        base + image.manifest_path(image.tag),
+        base + image.blob_path(image.config_digest),
+        base + image.blob_path(image.layer_digest),
+    ]
+    sizes = [image.manifest_size, image.config_size, image.layer_size]
+    result = fetch_parallel([urls], headers=ACCEPT_MANIFESTS, timeout=ctx.plan.transfer_timeout)
+    client = result.clients[0]
+    got = [(t.status, t.bytes) for t in client.transfers]
+    failures = [] if got == [(200, s) for s in sizes] else [f"{source}: got {got} {client.error}"]
+    layer = client.transfers[-1] if client.transfers else None
+    return PullRun(
+        source=source,
+        run=run,
+        total_s=sum(t.total_s for t in client.transfers),
+        layer_ttfb_ms=layer.ttfb_s * 1000 if layer else 0.0,
+        upstream_bytes_ratio=None,
+        failures=failures,
+    )
+
+
+def _mirror_pull(ctx: Context, image: SeededImage, run: int) -> PullRun:
+    mirror = ctx.mirror("cold-pull")
+    mirror.start()
+    try:
+        mark = ctx.upstream.mark()
+        with RssSampler(mirror.pid) as sampler:
+            pulled = _pull(ctx, image, mirror.url, "mirror", run)
+            ctx.record_memory("cold", "mirror w1 image pull", sampler.stop())
+        traffic = ctx.upstream.since(mark)
+    finally:
+        mirror.stop()
+        shutil.rmtree(mirror.cache_dir, ignore_errors=True)
+    problems = describe_problems(f"cold image pull run {run}", mirror.problems())
+    return PullRun(
+        source="mirror",
+        run=run,
+        total_s=pulled.total_s,
+        layer_ttfb_ms=pulled.layer_ttfb_ms,
+        upstream_bytes_ratio=traffic.get_bytes / image.size,
+        failures=pulled.failures,
+        log_problems=problems,
+    )
+
+
+def run_cold_phase(ctx: Context) -> PhaseReport:
+    started = time.monotonic()
+    image = ctx.big()
+    report = PhaseReport(
+        "cold",
+        f"cold: one uncached {image.layer_size / MIB:.0f} MiB blob, N concurrent curl clients, "
+        "fresh cache dir per run",
+    )
+    runs: list[ColdRun] = []
+    pulls: list[PullRun] = []
+    for run in range(ctx.plan.runs):
+        for variant in _variants(ctx):
+            try:
+                cold = _cold_run(ctx, image, variant, run)
+            except Exception as e:
+                report.errors.append(f"{variant.name} run {run}: {type(e).__name__}: {e}")
+                continue
+            runs.append(cold)
+            ctx.record_memory("cold", f"mirror {variant.name}", cold.peak)
+        try:
+            pulls.append(_pull(ctx, image, ctx.upstream.url, "direct", run))
+            pulls.append(_mirror_pull(ctx, image, run))
+        except Exception as e:
+            report.errors.append(f"image pull run {run}: {type(e).__name__}: {e}")
+    _summarize_blob(report, runs, _variants(ctx))
+    _summarize_pull(report, pulls)
+    report.data.update({"runs": runs, "pulls": pulls})
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _summarize_blob(report: PhaseReport, runs: list[ColdRun], variants: list[Variant]) -> None:
+    single = median([r.wall_s for r in runs if r.variant == variants[0].name and not r.failures])
+    rows = []
+    summary = {}
+    for variant in variants:
+        ours = [r for r in runs if r.variant == variant.name]
+        wall = median([r.wall_s for r in ours])
+        rows.append(
+            [
+                variant.name,
+                fmt(wall, ".2f"),
+                fmt(ratio(wall, single), ".2f", "x"),
+                fmt(median([r.ttfb_median_ms for r in ours if r.ttfb_median_ms]), ".1f"),
+                fmt(median([r.ttfb_max_ms for r in ours if r.ttfb_max_ms]), ".1f"),
+                " ".join(f"{r.upstream_bytes_ratio:.2f}" for r in ours) or "-",
+                " ".join(str(r.upstream_gets) for r in ours) or "-",
+                fmt(max((r.peak.total_rss_mb for r in ours), default=None), ".1f"),
+                f"{sum(1 for r in ours if r.failures)}/{len(ours)}",
+                f"bytes {GOAL_BYTES}; " + (GOAL_WALL if variant.clients > 1 else "(base)"),
+            ]
+        )
+        summary[variant.name] = {"wall_s": wall, "wall_vs_single": ratio(wall, single)}
+        for r in ours:
+            if not r.committed:
+                report.errors.append(f"{variant.name} run {r.run}: blob not committed to cache")
+            report.errors += [f"{variant.name} run {r.run}: {f}" for f in r.failures[:4]]
+            report.errors += r.log_problems
+    headers = ["clients", "wall s", "xN=1", "TTFB med ms", "TTFB max ms", "upstream xsize"]
+    headers += ["upstream GETs", "peak RSS MB", "failed", "target"]
+    report.lines += table(headers, rows)
+    report.lines.append(f"peak RSS target: {GOAL_RSS}")
+    report.data["summary"] = summary
+
+
+def _summarize_pull(report: PhaseReport, pulls: list[PullRun]) -> None:
+    direct = [p for p in pulls if p.source == "direct"]
+    ours = [p for p in pulls if p.source == "mirror"]
+    direct_s = median([p.total_s for p in direct if not p.failures])
+    mirror_s = median([p.total_s for p in ours if not p.failures])
+    direct_ttfb = median([p.layer_ttfb_ms for p in direct if not p.failures])
+    mirror_ttfb = median([p.layer_ttfb_ms for p in ours if not p.failures])
+    upstream = [p.upstream_bytes_ratio for p in ours if p.upstream_bytes_ratio is not None]
+    report.lines += ["", "cold image pull (manifest by tag, config, layer), one client:"]
+    report.lines += table(
+        ["source", "total s", "xdirect", "layer TTFB ms", "upstream xsize", "target"],
+        [
+            [
+                "direct from upstream",
+                fmt(direct_s, ".3f"),
+                "1.00x",
+                fmt(direct_ttfb, ".2f"),
+                "-",
+                "(baseline)",
+            ],
+            [
+                "through mirror",
+                fmt(mirror_s, ".3f"),
+                fmt(ratio(mirror_s, direct_s), ".2f", "x"),
+                fmt(mirror_ttfb, ".2f"),
+                " ".join(f"{u:.2f}" for u in upstream) or "-",
+                "≤1.10x direct; TTFB ≤ direct+5 ms; bytes 1.00",
+            ],
+        ],
+    )
+    for p in pulls:
+        report.errors += [f"image pull {p.source} run {p.run}: {f}" for f in p.failures[:3]]
+        report.errors += p.log_problems
+    report.data["pull_summary"] = {
+        "direct_s": direct_s,
+        "mirror_s": mirror_s,
+        "ratio": ratio(mirror_s, direct_s),
+        "direct_layer_ttfb_ms": direct_ttfb,
+        "mirror_layer_ttfb_ms": mirror_ttfb,
+    }

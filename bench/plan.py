@@ -1,0 +1,41 @@
+"""How big and how long: the full run and the `--quick` one differ only in these numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes, durations and repetitions shared by every phase."""
+
+    quick: bool
+    runs: int  # each figure is the median of this many measurements
+    blob_bytes: int  # the big layer used by the warm-blob and cold phases
+    wrk_seconds: int
+    wrk_connections: int = 64
+    wrk_threads: int = 2
+    warm_clients: int = 8
+    cold_clients: tuple[int, ...] = (1, 10, 50)
+    tag_ttl: int = 3600
+    # Upper bound on any single client transfer, so a stuck server cannot hang the run.
+    transfer_timeout: float = 300.0
+
+
+def full_plan() -> Plan:
+    return Plan(quick=False, runs=3, blob_bytes=256 * MIB, wrk_seconds=10)
+
+
+def quick_plan() -> Plan:
+    return Plan(quick=True, runs=3, blob_bytes=64 * MIB, wrk_seconds=2, transfer_timeout=120.0)
+
+
+def with_overrides(plan: Plan, *, runs: int | None, blob_mib: int | None) -> Plan:
+    """The plan with the command line's explicit numbers applied."""
+    if runs is not None:
+        plan = replace(plan, runs=runs)
+    if blob_mib is not None:
+        plan = replace(plan, blob_bytes=blob_mib * MIB)
+    return plan

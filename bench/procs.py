@@ -1,0 +1,133 @@
+"""Child processes the benchmark starts itself, and stops by their PID and nothing else."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.rss import descendants
+
+_PR_SET_PDEATHSIG = 1
+# Loopback needs no proxy, whatever the environment says.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_running: set[subprocess.Popen[bytes]] = set()
+
+
+def _kill_leftovers() -> None:
+    """Last resort for an interrupted run: kill what this process started and did not stop."""
+    for process in list(_running):
+        process.kill()
+        process.wait()
+
+
+atexit.register(_kill_leftovers)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM the child if the benchmark dies, even by SIGKILL."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Service:
+    """One long-running server process with its output in a log file."""
+
+    def __init__(
+        self, name: str, argv: Sequence[str], log_path: Path, cwd: Path | None = None
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.cwd = cwd
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._process.pid
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                preexec_fn=_die_with_parent,
+            )
+        _running.add(self._process)
+
+    def exited(self) -> int | None:
+        """The exit status if the process has ended, else None."""
+        return None if self._process is None else self._process.poll()
+
+    def log_tail(self, lines: int = 2) -> str:
+        """The last lines of the log (a traceback's last line names the error)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+        return " | ".join(line[:300] for line in kept)
+
+    def wait_http(self, url: str, timeout: float = 20.0) -> None:
+        """Wait until `url` answers anything below 500; fail early if the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.exited()
+            if status is not None:
+                raise RuntimeError(f"{self.name} exited with {status}: {self.log_tail()}")
+            try:
+                _direct.open(url, timeout=2).close()
+                return
+            except urllib.error.HTTPError as e:
+                if e.code < 500:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM by PID, then SIGKILL if it does not exit in time.
+
+        Processes it forked (workers) are killed by PID too if they outlive it: a worker does
+        not inherit the parent-death signal, so nothing else would end it.
+        """
+        process, self._process = self._process, None
+        if process is None:
+            return
+        children = [(pid, _cmdline(pid)) for pid in descendants(process.pid)[1:]]
+        try:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        finally:
+            _running.discard(process)
+        for pid, cmdline in children:
+            # The command line must still match: the PID may have been reused meanwhile.
+            if cmdline and _cmdline(pid) == cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

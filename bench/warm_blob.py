@@ -1,0 +1,167 @@
+"""Warm blob: parallel full GETs of a cached blob through the mirror and from nginx (sendfile).
+
+nginx serves the mirror's own cache directory, so both send the very same file from the page
+cache; the ratio shows what the mirror's hit path costs above the kernel's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.context import Context, describe_problems
+from bench.curl import ParallelRun, fetch_parallel
+from bench.plan import MIB
+from bench.report import PhaseReport, table
+from bench.rss import RssSampler
+from bench.servers import MirrorServer, NginxServer
+from bench.stats import fmt, median, ratio
+from bench.upstream import SeededImage
+
+GOAL = "≥0.95x nginx"
+NGINX = "nginx sendfile"
+# Each client repeats its GET until it has read about this much, so one run lasts long enough
+# for process and connection set-up not to weigh on the figure.
+_BYTES_PER_CLIENT = 512 * MIB
+
+
+@dataclass(frozen=True)
+class BlobRun:
+    target: str
+    run: int
+    wall_s: float
+    mb_per_s: float | None  # None when any transfer failed
+    median_ttfb_ms: float | None
+    failures: list[str]
+
+
+def cached_path(cache_dir: Path, digest: str) -> Path:
+    algorithm, hexdigest = digest.split(":", 1)
+    return cache_dir / "blobs" / algorithm / hexdigest[:2] / hexdigest
+
+
+def wait_cached(path: Path, size: int, timeout: float = 60.0) -> None:
+    """The fill commits after the last byte is sent; wait for the file to be in place."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and path.stat().st_size == size:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{path} was not committed within {timeout:.0f}s of the pull")
+
+
+def failures_of(run: ParallelRun, size: int, expected_transfers: int) -> list[str]:
+    """Every client that did not receive each body whole with 200."""
+    found = []
+    for number, client in enumerate(run.clients):
+        good = [t for t in client.transfers if t.status == 200 and t.bytes == size]
+        if client.exit_code != 0 or len(good) != expected_transfers:
+            seen = [(t.status, t.bytes) for t in client.transfers]
+            found.append(f"client {number}: curl exit {client.exit_code}, {seen} {client.error}")
+    return found
+
+
+def _one_run(name: str, url: str, run: int, ctx: Context, image: SeededImage) -> BlobRun:
+    repeats = max(1, round(_BYTES_PER_CLIENT / image.layer_size))
+    clients = [[url] * repeats for _ in range(ctx.plan.warm_clients)]
+    result = fetch_parallel(clients, timeout=ctx.plan.transfer_timeout)
+    failures = failures_of(result, image.layer_size, repeats)
+    total = image.layer_size * repeats * ctx.plan.warm_clients
+    ttfb = median([t.ttfb_s * 1000 for c in result.clients for t in c.transfers])
+    rate = None if failures else total / result.wall_s / 1e6
+    return BlobRun(name, run, result.wall_s, rate, ttfb, failures)
+
+
+def run_warm_blob_phase(ctx: Context) -> PhaseReport:
+    started = time.monotonic()
+    plan = ctx.plan
+    image = ctx.big()
+    repeats = max(1, round(_BYTES_PER_CLIENT / image.layer_size))
+    report = PhaseReport(
+        "warm-blob",
+        f"warm blob: {plan.warm_clients} parallel curl clients, each {repeats}x a full GET "
+        f"of a cached {image.layer_size / MIB:.0f} MiB blob",
+    )
+    w1 = ctx.mirror("warm-w1")
+    cache_dir = w1.cache_dir
+    w2 = MirrorServer(
+        ctx.scratch("warm-w2"),
+        upstream_url=ctx.upstream.url,
+        cache_dir=cache_dir,  # the same cache: the blob is already there
+        tag_ttl=plan.tag_ttl,
+        workers=2,
+        source=ctx.mirror_source,
+    )
+    nginx = NginxServer(ctx.scratch("nginx"), cache_dir)
+    blob = cached_path(cache_dir, image.layer_digest)
+    servers: list[tuple[str, MirrorServer | NginxServer, str]] = [
+        (NGINX, nginx, f"{nginx.url}/{blob.relative_to(cache_dir)}"),
+        ("mirror w1", w1, w1.url + image.blob_path(image.layer_digest)),
+        ("mirror w2", w2, w2.url + image.blob_path(image.layer_digest)),
+    ]
+    samplers: dict[str, RssSampler] = {}
+    runs: list[BlobRun] = []
+    try:
+        w1.start()
+        fill = fetch_parallel([[servers[1][2]]], timeout=plan.transfer_timeout)
+        if failures_of(fill, image.layer_size, 1):
+            raise RuntimeError(
+                f"filling the cache failed: {failures_of(fill, image.layer_size, 1)}"
+            )
+        wait_cached(blob, image.layer_size)
+        live = []
+        for name, server, url in servers:
+            try:
+                if server is not w1:
+                    server.start()
+            except Exception as e:
+                report.errors.append(f"{name}: did not start: {e}")
+                continue
+            samplers[name] = RssSampler(server.pid).__enter__()
+            live.append((name, url))
+        for run in range(plan.runs):
+            for name, url in live:
+                runs.append(_one_run(name, url, run, ctx, image))
+    except Exception as e:
+        report.errors.append(f"{type(e).__name__}: {e}")
+    finally:
+        for name, sampler in samplers.items():
+            ctx.record_memory("warm-blob", name, sampler.stop())
+        for _name, server, _url in servers:
+            server.stop()
+    for mirror_name, mirror in (("mirror w1", w1), ("mirror w2", w2)):
+        problems = mirror.problems()
+        report.data.setdefault("mirror_logs", {})[mirror_name] = problems
+        report.errors += describe_problems(f"warm-blob, {mirror_name}", problems)
+    _summarize(report, runs)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _summarize(report: PhaseReport, runs: list[BlobRun]) -> None:
+    names = list(dict.fromkeys(r.target for r in runs))
+    baseline = median([r.mb_per_s for r in runs if r.target == NGINX and r.mb_per_s])
+    rows = []
+    summary = {}
+    for name in names:
+        ours = [r for r in runs if r.target == name]
+        rate = median([r.mb_per_s for r in ours if r.mb_per_s])
+        ttfb = median([r.median_ttfb_ms for r in ours if r.median_ttfb_ms is not None])
+        failed = sum(1 for r in ours if r.failures)
+        rows.append(
+            [
+                name,
+                fmt(rate),
+                " ".join(fmt(r.mb_per_s) for r in ours),
+                fmt(ratio(rate, baseline), ".2f", "x"),
+                fmt(ttfb, ".2f"),
+                str(failed),
+                "(baseline)" if name == NGINX else GOAL,
+            ]
+        )
+        summary[name] = {"mb_per_s": rate, "ratio_vs_nginx": ratio(rate, baseline)}
+        report.errors += [f"{name} run {r.run}: {f}" for r in ours for f in r.failures[:3]]
+    headers = ["server", "MB/s", "runs MB/s", "xnginx", "TTFB ms", "failed runs", "target"]
+    report.lines = table(headers, rows)
+    report.data.update({"summary": summary, "runs": runs})
