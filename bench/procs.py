@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -16,27 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.rss import descendants
-
-_PR_SET_PDEATHSIG = 1
-# Loopback needs no proxy, whatever the environment says.
-_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_running: set[subprocess.Popen[bytes]] = set()
-
-
-def _kill_leftovers() -> None:
-    """Last resort for an interrupted run: kill what this process started and did not stop."""
-    for process in list(_running):
-        process.kill()
-        process.wait()
-
-
-atexit.register(_kill_leftovers)
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child if the benchmark dies, even by SIGKILL."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+from tests.support.processes import die_with_parent, direct, running
 
 
 class Service:
@@ -65,9 +42,9 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
-        _running.add(self._process)
+        running.add(self._process)
 
     def exited(self) -> int | None:
         """The exit status if the process has ended, else None."""
@@ -90,7 +67,7 @@ class Service:
             if status is not None:
                 raise RuntimeError(f"{self.name} exited with {status}: {self.log_tail()}")
             try:
-                _direct.open(url, timeout=2).close()
+                direct.open(url, timeout=2).close()
                 return
             except urllib.error.HTTPError as e:
                 if e.code < 500:
@@ -118,7 +95,7 @@ class Service:
                 process.kill()
                 process.wait()
         finally:
-            _running.discard(process)
+            running.discard(process)
         for pid, cmdline in children:
             # The command line must still match: the PID may have been reused meanwhile.
             if cmdline and _cmdline(pid) == cmdline:

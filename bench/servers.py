@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bench.procs import Service
 from bench.tools import find_tool
-from tests.support.registry import Registry, free_port
+from tests.support.processes import free_port
+from tests.support.registry import Registry
 
 
 class MirrorServer(Service):

@@ -7,6 +7,7 @@ through `make_registry` or pushes to a repository no other test reads.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mirror.config import Settings, UpstreamSettings
 from tests.faults import FakeUpstream
 from tests.support.images import (
     Image,
@@ -185,18 +187,36 @@ class MirrorFactory(Protocol):
     ) -> Awaitable[TestClient[Any, Any]]: ...
 
 
+MirrorFromSettings = Callable[["Settings"], Awaitable[TestClient[Any, Any]]]
+
+
 @pytest.fixture
-async def make_mirror(
+def mirror_from(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
-    cache_dir: Path,
     metadata: tuple[str | None, str],
-) -> MirrorFactory:
+) -> MirrorFromSettings:
+    """Build a mirror app from ready settings, on this test's metadata backend.
+
+    Mirrors on one cache directory share Redis keys, as replicas do; others are independent.
+    """
+    from mirror.app import create_app
+
+    async def make(settings: Settings) -> TestClient[Any, Any]:
+        prefix = hashlib.sha1(str(settings.cache_dir).encode()).hexdigest()[:8]
+        settings = dataclasses.replace(
+            settings, redis_url=metadata[0], redis_prefix=f"{metadata[1]}{prefix}:"
+        )
+        return await aiohttp_client(create_app(settings))
+
+    return make
+
+
+@pytest.fixture
+async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> MirrorFactory:
     """Build a mirror app over `upstream` and return a test client for it.
 
     Restarting the mirror is closing its client and calling this again with the same cache_dir.
     """
-    from mirror.app import create_app
-    from mirror.config import Settings, UpstreamSettings
 
     async def make(
         upstream: str | Registry | FakeUpstream,
@@ -222,11 +242,8 @@ async def make_mirror(
                 ),
             ),
             tag_ttl=tag_ttl,
-            redis_url=metadata[0],
-            # Mirrors on one cache directory act as one (replicas); others are independent.
-            redis_prefix=f"{metadata[1]}{hashlib.sha1(str(cache_dir).encode()).hexdigest()[:8]}:",
         )
-        return await aiohttp_client(create_app(settings))
+        return await mirror_from(settings)
 
     return make
 

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -30,6 +30,7 @@ from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
 BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
+FIRST_BATCH = 64 << 10
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -140,12 +141,14 @@ class BlobFill:
     async def _copy(self, body: aiohttp.StreamReader, fd: int, hasher: hashlib._Hash) -> None:
         """Write and hash each batch in two threads at once, off the event loop; a batch is
         whatever arrived meanwhile, which the session's deep read buffer lets grow."""
+        limit = FIRST_BATCH  # small at first, so the first bytes reach clients at once
         async for first in body.iter_any():
             batch = [first]
             size = len(first)
-            while size < BATCH and (more := body.read_nowait(BATCH - size)):
+            while size < limit and (more := body.read_nowait(limit - size)):
                 batch.append(more)
                 size += len(more)
+            limit = min(limit * 2, BATCH)
             await asyncio.gather(
                 asyncio.to_thread(_write_all, fd, batch),
                 asyncio.to_thread(_hash_all, hasher, batch),
@@ -185,19 +188,34 @@ class BlobFill:
         except OSError as e:
             raise FillFailed(f"cannot read blob {self.digest}: {e.strerror}") from e
         with file:
-            position = start
-            while end is None or position < end:
-                while not self._readable(position):
-                    await self._changed.wait()
-                if self._error is not None:
-                    raise FillFailed(self._error.message)
-                limit = self._written if self._verified else self._written - 1
-                if end is not None:
-                    limit = min(limit, end)
-                if position >= limit:
-                    return
-                yield file, position, limit - position
-                position = limit
+            async for segment in spool_segments(file, start, end, self._readable_limit):
+                yield segment
+
+    async def _readable_limit(self, position: int) -> int:
+        """How far readers may go, once there is more than `position` (or nothing more)."""
+        while not self._readable(position):
+            await self._changed.wait()
+        if self._error is not None:
+            raise FillFailed(self._error.message)
+        return self._written if self._verified else self._written - 1
+
+
+async def spool_segments(
+    file: BinaryIO,
+    start: int,
+    end: int | None,
+    readable_limit: Callable[[int], Awaitable[int]],
+) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+    """(file, offset, count) runs of [start, end) as `readable_limit(position)` allows them."""
+    position = start
+    while end is None or position < end:
+        limit = await readable_limit(position)
+        if end is not None:
+            limit = min(limit, end)
+        if position >= limit:
+            return
+        yield file, position, limit - position
+        position = limit
 
 
 def _hash_all(hasher: hashlib._Hash, batch: list[bytes]) -> None:

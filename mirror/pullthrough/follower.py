@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
 from mirror.errors import UpstreamError
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import FillFailed
+from mirror.pullthrough.fills import FillFailed, spool_segments
 from mirror.storage.fill_lock import FillInfo, is_filling, read_fill_info
 
 POLL = 0.02
@@ -57,15 +58,9 @@ class FollowedFill:
         except OSError as e:
             raise FillFailed(f"cannot follow the fill of {self.digest}: {e.strerror}") from e
         with file:
-            position = start
-            while end is None or position < end:
-                limit = await self._readable_limit(file.fileno(), position)
-                if end is not None:
-                    limit = min(limit, end)
-                if position >= limit:
-                    return
-                yield file, position, limit - position
-                position = limit
+            limit = partial(self._readable_limit, file.fileno())
+            async for segment in spool_segments(file, start, end, limit):
+                yield segment
 
     async def _readable_limit(self, fd: int, position: int) -> int:
         """How far reading may go: all of it once committed, else all but the last byte."""

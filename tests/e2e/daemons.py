@@ -6,13 +6,10 @@ what the server said and the suite never depends on a pipe being drained.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +22,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import die_with_parent, free_port
+
 # CI sets this so a client that is missing or cannot start fails the run instead of skipping.
 REQUIRED_ENV = "MIRROR_E2E_REQUIRED"
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Have Linux SIGTERM the daemon if the test process dies without its teardown."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def clients_required() -> bool:
@@ -67,13 +57,6 @@ def require_root(what: str) -> None:
         unavailable(f"{what} needs root to start")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def tail(path: Path, lines: int = 30) -> str:
     """The last lines of a log file, for failure messages."""
     try:
@@ -103,7 +86,7 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     @property

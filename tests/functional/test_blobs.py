@@ -25,7 +25,7 @@ async def test_blob_get_returns_exact_bytes_with_digest_and_length(
             assert response.headers["Docker-Content-Digest"] == blob.digest
             assert response.headers["Content-Length"] == str(blob.size)
             assert "Content-Encoding" not in response.headers
-        assert await wait_until(lambda b=blob: cached_blob(cache_dir, b.digest).exists())
+        assert await wait_until(cached_blob(cache_dir, blob.digest).exists)
         assert cached_blob(cache_dir, blob.digest).read_bytes() == blob.data
 
 

@@ -12,8 +12,8 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
+from tests.conftest import MirrorFromSettings
 from tests.faults import FakeUpstream, api_root, content, hanging
 from tests.support.images import Image, make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
@@ -27,11 +27,7 @@ MISS_PATH = "/v2/lib/other/manifests/v1"
 
 
 @pytest.fixture
-def breaker_mirror(
-    aiohttp_client: Callable[..., Awaitable[Client]],
-    cache_dir: Path,
-    metadata: tuple[str | None, str],
-) -> BreakerMirror:
+def breaker_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> BreakerMirror:
     """A factory: a mirror over one upstream at `url`, short timeouts; tags always stale."""
 
     async def make(url: str, *others: UpstreamSettings, **options: Any) -> Client:
@@ -43,14 +39,9 @@ def breaker_mirror(
             read_timeout=READ_TIMEOUT,
             **options,
         )
-        settings = Settings(
-            cache_dir=cache_dir,
-            upstreams=(upstream, *others),
-            tag_ttl=0.0,
-            redis_url=metadata[0],
-            redis_prefix=metadata[1],
+        return await mirror_from(
+            Settings(cache_dir=cache_dir, upstreams=(upstream, *others), tag_ttl=0.0)
         )
-        return await aiohttp_client(create_app(settings))
 
     return make
 

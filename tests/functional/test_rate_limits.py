@@ -11,8 +11,8 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
+from tests.conftest import MirrorFromSettings
 from tests.faults import FakeUpstream, RateLimit, rate_limited
 from tests.support.images import Image, make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
@@ -24,11 +24,7 @@ TAG_PATH = "/v2/lib/app/manifests/v1"
 
 
 @pytest.fixture
-def hub_mirror(
-    aiohttp_client: Callable[..., Awaitable[Client]],
-    cache_dir: Path,
-    metadata: tuple[str | None, str],
-) -> HubMirror:
+def hub_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> HubMirror:
     """A factory: a mirror whose default upstream, named docker.io, is the given fake.
 
     Every tag is stale at once (tag_ttl 0), so each request is a revalidation decision.
@@ -38,14 +34,9 @@ def hub_mirror(
         upstream = UpstreamSettings(
             name="docker.io", url=fake.url, default=True, rate_limit_reserve=10, **options
         )
-        settings = Settings(
-            cache_dir=cache_dir,
-            upstreams=(upstream, *others),
-            tag_ttl=0.0,
-            redis_url=metadata[0],
-            redis_prefix=metadata[1],
+        return await mirror_from(
+            Settings(cache_dir=cache_dir, upstreams=(upstream, *others), tag_ttl=0.0)
         )
-        return await aiohttp_client(create_app(settings))
 
     return make
 

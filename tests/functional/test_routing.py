@@ -12,9 +12,8 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.app import create_app
 from mirror.config import Settings, TtlRule, UpstreamSettings
-from tests.conftest import RegistryFactory
+from tests.conftest import MirrorFromSettings, RegistryFactory
 from tests.faults import FakeUpstream, content, redirect, tags_pages
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, raw_request, wait_until
@@ -24,38 +23,19 @@ FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 
 
-class MultiMirror:
-    """Builds a mirror app over several upstreams (on the test's metadata backend)."""
-
-    def __init__(
-        self,
-        aiohttp_client: Callable[..., Awaitable[Client]],
-        cache_dir: Path,
-        metadata: tuple[str | None, str],
-    ) -> None:
-        self._client = aiohttp_client
-        self._cache_dir = cache_dir
-        self._metadata = metadata
-
-    async def __call__(self, *upstreams: UpstreamSettings, tag_ttl: float = 300.0) -> Client:
-        settings = Settings(
-            cache_dir=self._cache_dir,
-            upstreams=tuple(upstreams),
-            tag_ttl=tag_ttl,
-            redis_url=self._metadata[0],
-            redis_prefix=self._metadata[1],
-        )
-        return await self._client(create_app(settings))
+MultiMirror = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-def make_multi_mirror(
-    aiohttp_client: Callable[..., Awaitable[Client]],
-    cache_dir: Path,
-    metadata: tuple[str | None, str],
-) -> MultiMirror:
+def make_multi_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> MultiMirror:
     """A factory: a mirror over the given upstreams, returning its test client."""
-    return MultiMirror(aiohttp_client, cache_dir, metadata)
+
+    async def make(*upstreams: UpstreamSettings, tag_ttl: float = 300.0) -> Client:
+        return await mirror_from(
+            Settings(cache_dir=cache_dir, upstreams=tuple(upstreams), tag_ttl=tag_ttl)
+        )
+
+    return make
 
 
 @dataclass

@@ -24,8 +24,9 @@ from mirror.keys import META
 from mirror.meta.redis import RedisStore
 from tests.conftest import Seeded
 from tests.support.oci import ACCEPT_ALL
+from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
-from tests.support.registry import Registry, free_port
+from tests.support.registry import Registry
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -14,9 +13,8 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings, load_settings
-from tests.conftest import RegistryFactory
+from tests.conftest import MirrorFromSettings, RegistryFactory
 from tests.faults import (
     FakeUpstream,
     api_root,
@@ -54,18 +52,13 @@ def secrets_of(*pairs: tuple[str, str]) -> list[str]:
 
 
 @pytest.fixture
-def mirror_over(
-    aiohttp_client: Callable[..., Awaitable[Client]],
-    cache_dir: Path,
-    metadata: tuple[str | None, str],
-) -> MirrorOver:
+def mirror_over(mirror_from: MirrorFromSettings, cache_dir: Path) -> MirrorOver:
     """A factory: a mirror over the given upstreams (or ready settings), on this test's backend."""
 
     async def make(*upstreams: UpstreamSettings, settings: Settings | None = None) -> Client:
         if settings is None:
             settings = Settings(cache_dir=cache_dir, upstreams=tuple(upstreams))
-        settings = dataclasses.replace(settings, redis_url=metadata[0], redis_prefix=metadata[1])
-        return await aiohttp_client(create_app(settings))
+        return await mirror_from(settings)
 
     return make
 

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.support.registry import _die_with_parent, free_port
+from tests.support.processes import die_with_parent, free_port
 
 
 class RedisServer:
@@ -40,7 +40,7 @@ class RedisServer:
         ]
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=_die_with_parent
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=die_with_parent
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -6,12 +6,10 @@ parsed, so tests can count exactly which requests the mirror sent upstream.
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import ctypes.util
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -22,6 +20,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tests.support.processes import die_with_parent, direct, free_port, running
+
 if TYPE_CHECKING:
     from tests.support.tokens import TokenService
 
@@ -29,35 +29,6 @@ REGISTRY_BINARY = "docker-registry"
 _SENTINEL = "__requests_sentinel"
 # gorilla/handlers combined log format: `HOST - USER [DATE] "METHOD URI PROTO" STATUS SIZE ...`
 _ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
-_PR_SET_PDEATHSIG = 1
-# Loopback needs no proxy, whatever the environment says.
-_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-# Every registry this process started and has not stopped yet: killed at exit as a last resort
-# (an interrupted run may skip fixture teardown).
-_running: set[subprocess.Popen[bytes]] = set()
-
-
-def _kill_leftovers() -> None:
-    for process in list(_running):
-        process.kill()
-        process.wait()
-
-
-atexit.register(_kill_leftovers)
-
-
-def free_port() -> int:
-    """A loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child when the test process dies, even by SIGKILL."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def bcrypt_hash(password: str) -> str:
@@ -117,9 +88,9 @@ class Registry:
                 stdout=out,
                 stderr=err,
                 # The death signal follows the forking thread, so only ask for it from the main one.
-                preexec_fn=_die_with_parent if in_main_thread else None,
+                preexec_fn=die_with_parent if in_main_thread else None,
             )
-        _running.add(self._process)
+        running.add(self._process)
         try:
             self._wait_ready()
         except BaseException:
@@ -153,7 +124,7 @@ class Registry:
                 process.kill()
                 process.wait()
         finally:
-            _running.discard(process)
+            running.discard(process)
 
     def _flush(self) -> None:
         """Make sure every request answered so far is in the access log.
@@ -165,7 +136,7 @@ class Registry:
             return
         marker = f"{_SENTINEL}={uuid.uuid4().hex}"
         try:
-            _direct.open(f"{self.url}/v2/?{marker}", timeout=5).close()
+            direct.open(f"{self.url}/v2/?{marker}", timeout=5).close()
         except urllib.error.HTTPError:
             pass  # 401 from an authenticating registry is logged all the same
         except OSError:
