@@ -56,6 +56,7 @@ class RedisStore:
             maxsize=1000, ttu=lambda _k, ttl, now: now + ttl, timer=time.monotonic
         )
         self._fallback = EmbeddedStore()
+        self._lookups: dict[str, asyncio.Future[str | None]] = {}
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
         self._pending: Counter[str] = Counter()
         self._last_access: dict[str, float] = {}
@@ -81,6 +82,16 @@ class RedisStore:
             return remembered[0]
         if not self._up:
             return await self._fallback.fresh_digest(key)
+        # When the front cache lapses under load, every request in flight asks at once: one
+        # round trip answers them all.
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(key))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, key: str) -> str | None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.get(self._prefix + "fresh:" + key)
