@@ -13,6 +13,7 @@ from bench.plan import MIB
 from bench.report import PhaseReport, table
 from bench.rss import MemoryPeak, RssSampler
 from bench.stats import fmt, median, ratio
+from bench.throttle import ThrottledRelay
 from bench.upstream import ACCEPT_MANIFESTS, SeededImage
 from bench.warm_blob import cached_path, failures_of, wait_cached
 
@@ -25,10 +26,12 @@ GOAL_RSS = "<150 MB flat (#5), ≤100 MB (#7)"
 class Variant:
     clients: int
     workers: int
+    link: float | None = None  # upstream link speed in bytes/s; None: loopback, unpaced
 
     @property
     def name(self) -> str:
-        return f"N={self.clients} w{self.workers}"
+        link = f" @{self.link / MIB:.0f}MiB/s" if self.link else ""
+        return f"N={self.clients} w{self.workers}{link}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class PullRun:
     """One cold image pull (manifest by tag, config, layer) by a single client."""
 
     source: str  # "direct" or "mirror"
+    link: str  # "loopback", or the paced link's speed
     run: int
     total_s: float
     layer_ttfb_ms: float
@@ -63,11 +67,27 @@ def _variants(ctx: Context) -> list[Variant]:
     variants = [Variant(n, 1) for n in ctx.plan.cold_clients]
     # Several processes on one cache dir must still share one fill.
     variants.append(Variant(max(ctx.plan.cold_clients), 2))
+    # Behind a link slower than the mirror, the fill is what everyone waits for.
+    variants += [Variant(n, 1, ctx.plan.slow_link) for n in (1, max(ctx.plan.cold_clients))]
     return variants
 
 
 def _cold_run(ctx: Context, image: SeededImage, variant: Variant, run: int) -> ColdRun:
-    mirror = ctx.mirror(f"cold-{variant.clients}-w{variant.workers}", workers=variant.workers)
+    if variant.link is None:
+        return _cold_run_via(ctx, image, variant, run, None)
+    host, _, port = ctx.upstream.url.removeprefix("http://").partition(":")
+    with ThrottledRelay(host, int(port), variant.link) as relay:
+        return _cold_run_via(ctx, image, variant, run, relay.url)
+
+
+def _cold_run_via(
+    ctx: Context, image: SeededImage, variant: Variant, run: int, upstream_url: str | None
+) -> ColdRun:
+    mirror = ctx.mirror(
+        f"cold-{variant.clients}-w{variant.workers}",
+        workers=variant.workers,
+        upstream_url=upstream_url,
+    )
     mirror.start()
     try:
         url = mirror.url + image.blob_path(image.layer_digest)
@@ -102,7 +122,7 @@ def _cold_run(ctx: Context, image: SeededImage, variant: Variant, run: int) -> C
     )
 
 
-def _pull(ctx: Context, image: SeededImage, base: str, source: str, run: int) -> PullRun:
+def _pull(ctx: Context, image: SeededImage, base: str, source: str, link: str, run: int) -> PullRun:
     urls = [
         base + image.manifest_path(image.tag),
         base + image.blob_path(image.config_digest),
@@ -116,6 +136,7 @@ def _pull(ctx: Context, image: SeededImage, base: str, source: str, run: int) ->
     layer = client.transfers[-1] if client.transfers else None
     return PullRun(
         source=source,
+        link=link,
         run=run,
         total_s=sum(t.total_s for t in client.transfers),
         layer_ttfb_ms=layer.ttfb_s * 1000 if layer else 0.0,
@@ -124,13 +145,15 @@ def _pull(ctx: Context, image: SeededImage, base: str, source: str, run: int) ->
     )
 
 
-def _mirror_pull(ctx: Context, image: SeededImage, run: int) -> PullRun:
-    mirror = ctx.mirror("cold-pull")
+def _mirror_pull(
+    ctx: Context, image: SeededImage, link: str, run: int, upstream_url: str | None = None
+) -> PullRun:
+    mirror = ctx.mirror("cold-pull", upstream_url=upstream_url)
     mirror.start()
     try:
         mark = ctx.upstream.mark()
         with RssSampler(mirror.pid) as sampler:
-            pulled = _pull(ctx, image, mirror.url, "mirror", run)
+            pulled = _pull(ctx, image, mirror.url, "mirror", link, run)
             ctx.record_memory("cold", "mirror w1 image pull", sampler.stop())
         traffic = ctx.upstream.since(mark)
     finally:
@@ -139,6 +162,7 @@ def _mirror_pull(ctx: Context, image: SeededImage, run: int) -> PullRun:
     problems = describe_problems(f"cold image pull run {run}", mirror.problems())
     return PullRun(
         source="mirror",
+        link=link,
         run=run,
         total_s=pulled.total_s,
         layer_ttfb_ms=pulled.layer_ttfb_ms,
@@ -168,8 +192,13 @@ def run_cold_phase(ctx: Context) -> PhaseReport:
             runs.append(cold)
             ctx.record_memory("cold", f"mirror {variant.name}", cold.peak)
         try:
-            pulls.append(_pull(ctx, image, ctx.upstream.url, "direct", run))
-            pulls.append(_mirror_pull(ctx, image, run))
+            pulls.append(_pull(ctx, image, ctx.upstream.url, "direct", "loopback", run))
+            pulls.append(_mirror_pull(ctx, image, "loopback", run))
+            link = f"{ctx.plan.slow_link / MIB:.0f} MiB/s"
+            host, _, port = ctx.upstream.url.removeprefix("http://").partition(":")
+            with ThrottledRelay(host, int(port), ctx.plan.slow_link) as relay:
+                pulls.append(_pull(ctx, image, relay.url, "direct", link, run))
+                pulls.append(_mirror_pull(ctx, image, link, run, relay.url))
         except Exception as e:
             report.errors.append(f"image pull run {run}: {type(e).__name__}: {e}")
     _summarize_blob(report, runs, _variants(ctx))
@@ -180,10 +209,12 @@ def run_cold_phase(ctx: Context) -> PhaseReport:
 
 
 def _summarize_blob(report: PhaseReport, runs: list[ColdRun], variants: list[Variant]) -> None:
-    single = median([r.wall_s for r in runs if r.variant == variants[0].name and not r.failures])
     rows = []
     summary = {}
     for variant in variants:
+        # Relative to one client over the same kind of upstream link.
+        base = next(v for v in variants if v.clients == 1 and v.link == variant.link)
+        single = median([r.wall_s for r in runs if r.variant == base.name and not r.failures])
         ours = [r for r in runs if r.variant == variant.name]
         wall = median([r.wall_s for r in ours])
         rows.append(
@@ -214,42 +245,40 @@ def _summarize_blob(report: PhaseReport, runs: list[ColdRun], variants: list[Var
 
 
 def _summarize_pull(report: PhaseReport, pulls: list[PullRun]) -> None:
-    direct = [p for p in pulls if p.source == "direct"]
-    ours = [p for p in pulls if p.source == "mirror"]
-    direct_s = median([p.total_s for p in direct if not p.failures])
-    mirror_s = median([p.total_s for p in ours if not p.failures])
-    direct_ttfb = median([p.layer_ttfb_ms for p in direct if not p.failures])
-    mirror_ttfb = median([p.layer_ttfb_ms for p in ours if not p.failures])
-    upstream = [p.upstream_bytes_ratio for p in ours if p.upstream_bytes_ratio is not None]
     report.lines += ["", "cold image pull (manifest by tag, config, layer), one client:"]
-    report.lines += table(
-        ["source", "total s", "xdirect", "layer TTFB ms", "upstream xsize", "target"],
-        [
+    rows = []
+    for link in dict.fromkeys(p.link for p in pulls):
+        direct = [p for p in pulls if p.link == link and p.source == "direct" and not p.failures]
+        ours = [p for p in pulls if p.link == link and p.source == "mirror"]
+        direct_s = median([p.total_s for p in direct])
+        mirror_s = median([p.total_s for p in ours if not p.failures])
+        mirror_ttfb = median([p.layer_ttfb_ms for p in ours if not p.failures])
+        upstream = [p.upstream_bytes_ratio for p in ours if p.upstream_bytes_ratio is not None]
+        direct_ttfb = median([p.layer_ttfb_ms for p in direct])
+        rows.append(
+            [f"direct, {link}", fmt(direct_s, ".3f"), "1.00x", fmt(direct_ttfb, ".2f"), "-", "-"]
+        )
+        rows.append(
             [
-                "direct from upstream",
-                fmt(direct_s, ".3f"),
-                "1.00x",
-                fmt(direct_ttfb, ".2f"),
-                "-",
-                "(baseline)",
-            ],
-            [
-                "through mirror",
+                f"through mirror, {link}",
                 fmt(mirror_s, ".3f"),
                 fmt(ratio(mirror_s, direct_s), ".2f", "x"),
                 fmt(mirror_ttfb, ".2f"),
                 " ".join(f"{u:.2f}" for u in upstream) or "-",
                 "≤1.10x direct; TTFB ≤ direct+5 ms; bytes 1.00",
-            ],
-        ],
+            ]
+        )
+        report.data.setdefault("pull_summary", {})[link] = {
+            "direct_s": direct_s,
+            "mirror_s": mirror_s,
+            "ratio": ratio(mirror_s, direct_s),
+            "mirror_layer_ttfb_ms": mirror_ttfb,
+        }
+    report.lines += table(
+        ["source", "total s", "xdirect", "layer TTFB ms", "upstream xsize", "target"], rows
     )
     for p in pulls:
-        report.errors += [f"image pull {p.source} run {p.run}: {f}" for f in p.failures[:3]]
+        report.errors += [
+            f"image pull {p.source} {p.link} run {p.run}: {f}" for f in p.failures[:3]
+        ]
         report.errors += p.log_problems
-    report.data["pull_summary"] = {
-        "direct_s": direct_s,
-        "mirror_s": mirror_s,
-        "ratio": ratio(mirror_s, direct_s),
-        "direct_layer_ttfb_ms": direct_ttfb,
-        "mirror_layer_ttfb_ms": mirror_ttfb,
-    }

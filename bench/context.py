@@ -38,12 +38,19 @@ class Context:
         path.mkdir(parents=True)
         return path
 
-    def mirror(self, name: str, *, workers: int = 1, redis_url: str | None = None) -> MirrorServer:
+    def mirror(
+        self,
+        name: str,
+        *,
+        workers: int = 1,
+        redis_url: str | None = None,
+        upstream_url: str | None = None,
+    ) -> MirrorServer:
         """A mirror (not yet started) with a fresh cache directory."""
         directory = self.scratch(name)
         return MirrorServer(
             directory,
-            upstream_url=self.upstream.url,
+            upstream_url=upstream_url or self.upstream.url,
             cache_dir=directory / "cache",
             tag_ttl=self.plan.tag_ttl,
             workers=workers,

@@ -19,6 +19,8 @@ class Plan:
     wrk_threads: int = 2
     warm_clients: int = 8
     cold_clients: tuple[int, ...] = (1, 10, 50)
+    # The cold phase repeats N=1 and N=max behind an upstream link of this speed (bytes/s).
+    slow_link: float = 64 * MIB
     tag_ttl: int = 3600
     # Upper bound on any single client transfer, so a stuck server cannot hang the run.
     transfer_timeout: float = 300.0
