@@ -195,7 +195,8 @@ class BlobFill:
         """How far readers may go, once there is more than `position` (or nothing more)."""
         while not self._readable(position):
             await self._changed.wait()
-        if self._error is not None:
+        # Once verified, a failed commit (a full disk at fsync) is no reason to cut readers off.
+        if self._error is not None and not self._verified:
             raise FillFailed(self._error.message)
         return self._written if self._verified else self._written - 1
 
