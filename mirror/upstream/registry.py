@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
+from cachetools import LRUCache
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -94,7 +95,18 @@ class UpstreamRegistry:
         self._session = session
         self._base = URL(settings.url)
         self._auth = Authenticator(settings, session)
+        self._foreign: LRUCache[URL, Authenticator] = LRUCache(maxsize=32)
         self.health = UpstreamHealth(settings, meta, self.ping)
+
+    def _authenticator(self, origin: URL) -> Authenticator:
+        """The upstream's own (with its credentials), or an anonymous one for another origin
+        (registry.k8s.io redirects to regional registries that challenge on their own)."""
+        if origin == self._base.origin():
+            return self._auth
+        if (found := self._foreign.get(origin)) is None:
+            anonymous = replace(self.settings, url=str(origin), username=None, password=None)
+            found = self._foreign[origin] = Authenticator(anonymous, self._session)
+        return found
 
     async def ping(self) -> bool:
         """Whether the upstream answers HTTP at all (any status will do)."""
@@ -173,12 +185,15 @@ class UpstreamRegistry:
         url = self._base.with_path(f"{self._base.path.rstrip('/')}/v2/{repo}/{path}", encoded=False)
         if query:
             url = url.with_query(query)
-        authorization = await self._auth.authorization(scope)
-        retried_auth = False
+        # What to send to each origin on the way: only the upstream's own origin ever gets
+        # its credentials; a redirect target that challenges gets an anonymous token of its own.
+        authorizations = {self._base.origin(): await self._auth.authorization(scope)}
+        challenged: set[URL] = set()
         try:
             for _ in range(MAX_REDIRECTS + 2):
+                origin = url.origin()
                 send = CIMultiDict(headers)
-                if authorization and url.origin() == self._base.origin():
+                if authorization := authorizations.get(origin):
                     send["Authorization"] = authorization
                 resp = await self._session.request(method, url, headers=send, allow_redirects=False)
                 log.note_upstream(resp.status)
@@ -187,15 +202,20 @@ class UpstreamRegistry:
                 if resp.status in _REDIRECTS and "Location" in resp.headers:
                     resp.release()
                     url = _redirect_target(resp.url, resp.headers["Location"], self.name)
+                    if url.origin() not in authorizations and url.origin() in self._foreign:
+                        authorizations[url.origin()] = await self._foreign[
+                            url.origin()
+                        ].authorization(scope)
                     continue
-                # Only the upstream's own challenges are answered: a redirect target's 401 must
-                # not make us fetch tokens from (or send credentials to) another site.
-                if resp.status == 401 and not retried_auth and url.origin() == self._base.origin():
-                    retried_auth = True
+                if resp.status == 401 and origin not in challenged:
+                    challenged.add(origin)
                     resp.release()
                     header = resp.headers.get("WWW-Authenticate")
-                    authorization = await self._auth.answer(header, scope, authorization)
-                    if authorization is not None:
+                    answer = await self._authenticator(origin).answer(
+                        header, scope, authorizations.get(origin)
+                    )
+                    if answer is not None:
+                        authorizations[origin] = answer
                         continue
                     raise Denied(f"{self.name} denied access to {repo}")
                 try:
