@@ -10,7 +10,7 @@ Keys (all under a configurable prefix, `mirror:` by default):
 - `<p>flag:breaker:<upstream>`: string, TTL = how long the circuit stays open.
 - `<p>flag:spare:<upstream>`: string, TTL = until the upstream's rate-limit window resets.
 - `<p>upstream:<upstream>`: hash, no TTL; what was last seen of it (`ratelimit_remaining`,
-  `ratelimit_limit`, `seen_at`, `failures`).
+  `ratelimit_limit`, `seen_at`).
 
 Expiry is Redis's own (`PX`), so replicas whose clocks disagree still agree on freshness. A small
 in-process front cache remembers a fresh answer for at most `front_ttl` seconds (and never past
