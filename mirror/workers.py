@@ -7,9 +7,12 @@ files are locked, renames are atomic) and, with `--redis-url`, the metadata stor
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -17,6 +20,17 @@ from mirror import log
 from mirror.config import Settings
 
 RESTART_DELAY = 1.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with(supervisor: int) -> None:
+    """A worker must not outlive its supervisor: one killed outright cannot pass SIGTERM on,
+    so Linux is asked to send it (PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request above was made
+        os._exit(0)
 
 
 def listening_socket(settings: Settings) -> socket.socket:
@@ -29,9 +43,11 @@ def listening_socket(settings: Settings) -> socket.socket:
     return sock
 
 
-def supervise(settings: Settings, serve: Callable[[Settings, socket.socket], None]) -> int:
+def supervise(
+    settings: Settings, sock: socket.socket, serve: Callable[[Settings, socket.socket], None]
+) -> int:
     """Fork the workers and keep them running until SIGTERM or SIGINT."""
-    sock = listening_socket(settings)
+    supervisor = os.getpid()
     workers: dict[int, int] = {}  # pid -> worker number
     stopping = False
 
@@ -40,6 +56,7 @@ def supervise(settings: Settings, serve: Callable[[Settings, socket.socket], Non
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _end_with(supervisor)
             try:
                 serve(settings, sock)
             finally:

@@ -24,7 +24,7 @@ from mirror.keys import META
 from mirror.meta.redis import RedisStore
 from tests.conftest import Seeded
 from tests.support.oci import ACCEPT_ALL
-from tests.support.processes import free_port
+from tests.support.processes import direct, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
 
@@ -201,42 +201,69 @@ async def test_access_counts_reach_redis_in_batches(
     assert abs(float(stats[b"last"]) - time.time()) < 60
 
 
+def _start_workers(
+    tmp_path: Path, upstream: str, redis_url: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`mirror serve --workers 2` through the CLI, once it answers: (process, port)."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mirror", "serve", "--workers", "2",
+        "--listen", f"127.0.0.1:{port}", "--upstream", upstream,
+        "--cache-dir", str(tmp_path / "cache"), "--redis-url", redis_url,
+    ]  # fmt: skip
+    with (tmp_path / "mirror.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            direct.open(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+            return process, port
+        except OSError:
+            if time.monotonic() > deadline:
+                process.kill()
+                process.wait()
+                raise AssertionError((tmp_path / "mirror.log").read_text()) from None
+            time.sleep(0.1)
+
+
 def test_workers_share_one_port_and_stop_together(
     tmp_path: Path, registry: Registry, redis_server: RedisServer, seeded: Seeded
 ) -> None:
     """`mirror serve --workers 2` runs two processes on one port; SIGTERM stops them all."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mirror", "serve", "--workers", "2",
-        "--listen", f"127.0.0.1:{port}", "--upstream", registry.url,
-        "--cache-dir", str(tmp_path / "cache"), "--redis-url", redis_server.url,
-    ]  # fmt: skip
-    with (tmp_path / "mirror.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    process, port = _start_workers(tmp_path, registry.url, redis_server.url)
     repo, tag = seeded.schema2_ref
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                opener.open(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, (tmp_path / "mirror.log").read_text()
-                time.sleep(0.1)
         children = _children(process.pid)
         assert len(children) == 2
         for _ in range(6):
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL}
             )
-            with opener.open(request, timeout=10) as response:
+            with direct.open(request, timeout=10) as response:
                 assert response.read() == seeded.schema2.manifest
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0
     assert all(not _alive(pid) for pid in children)
     assert "Traceback" not in (tmp_path / "mirror.log").read_text()
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(
+    tmp_path: Path, registry: Registry, redis_server: RedisServer
+) -> None:
+    """A supervisor killed outright (SIGKILL) takes its workers with it: no orphans."""
+    process, _ = _start_workers(tmp_path, registry.url, redis_server.url)
+    children = _children(process.pid)
+    assert len(children) == 2
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in children if _alive(pid)]
+    for pid in orphans:  # never leave them behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans
 
 
 def _children(pid: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mirror.config import DOCKER_HUB, ConfigError, load_settings
+from tests.support.processes import free_port
 
 
 def test_defaults_proxy_docker_hub_on_port_5000() -> None:
@@ -92,3 +94,33 @@ def test_example_config_loads() -> None:
     settings = load_settings(str(example), {}, environ={})
     assert settings.cache_dir == Path("/var/cache/mirror")
     assert settings.upstream.url == DOCKER_HUB
+
+
+def test_cli_refuses_a_taken_port_with_one_line(tmp_path: Path) -> None:
+    """A port another process holds stops start-up with one line naming --listen."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "mirror", "serve", "--listen", f"127.0.0.1:{port}",
+             "--cache-dir", str(tmp_path / "cache")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirror: --listen: cannot listen on"), lines
+
+
+def test_cli_refuses_an_unusable_cache_dir_with_one_line(tmp_path: Path) -> None:
+    """A cache directory that cannot be created is one line naming --cache-dir."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = subprocess.run(
+        [sys.executable, "-m", "mirror", "serve", "--listen", f"127.0.0.1:{free_port()}",
+         "--cache-dir", str(blocker / "cache")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirror: --cache-dir: cannot create"), lines
