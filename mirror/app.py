@@ -12,14 +12,14 @@ from mirror.api.hot import HotAnswers
 from mirror.api.middlewares import request_middleware
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.keys import BLOBS, HOT_ANSWERS, MANIFESTS, META, ROUTER, SETTINGS, TAG_LISTS
+from mirror.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.fills import Fills
+from mirror.pullthrough.listings import ListingService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
-from mirror.pullthrough.tags import TagListService
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -59,7 +59,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         ManifestStore(layout), TagStore(layout), meta, settings.tag_ttl, layout.spool
     )
     app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
-    app[TAG_LISTS] = TagListService()
+    app[LISTINGS] = ListingService()
     app[META] = meta
     app[HOT_ANSWERS] = HotAnswers()
     try:

@@ -8,14 +8,14 @@ from mirror.api.hot import HotAnswers
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
+from mirror.pullthrough.listings import ListingService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
-from mirror.pullthrough.tags import TagListService
 
 SETTINGS = web.AppKey("settings", Settings)
 ROUTER = web.AppKey("router", Router)
 MANIFESTS = web.AppKey("manifests", ManifestService)
 BLOBS = web.AppKey("blobs", BlobService)
-TAG_LISTS = web.AppKey("tag_lists", TagListService)
+LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)

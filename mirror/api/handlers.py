@@ -9,9 +9,9 @@ from mirror import log
 from mirror.api.hot import HotAnswer
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
-from mirror.keys import BLOBS, HOT_ANSWERS, MANIFESTS, META, ROUTER, SETTINGS, TAG_LISTS
+from mirror.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.oci.digest import Digest, looks_like_digest
-from mirror.oci.mediatypes import accepted_types, is_acceptable
+from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
 from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.routing import Route
@@ -103,8 +103,9 @@ def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:
 async def tags_list(request: web.Request) -> web.StreamResponse:
     route = _route(request)
     query = {k: request.query[k] for k in ("n", "last") if k in request.query}
-    body, link = await request.app[TAG_LISTS].page(route.upstream, route.repo, query)
+    listing = await request.app[LISTINGS].tags(route.upstream, route.repo, query)
     headers = {"Content-Type": "application/json"}
+    link = listing.headers.get("Link")
     if link and (next_query := _next_page_query(link)) is not None:
         # The upstream's Link names its own path; point the client at ours instead.
         if route.namespace is not None:
@@ -112,7 +113,16 @@ async def tags_list(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         next_url = URL.build(path=f"/v2/{name}/tags/list", query=next_query)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return _namespaced(web.Response(body=body, headers=headers), route)
+    return _namespaced(web.Response(body=listing.body, headers=headers), route)
+
+
+async def referrers(request: web.Request) -> web.StreamResponse:
+    route = _route(request)
+    digest = Digest.parse(request.match_info["digest"])
+    query = {k: request.query[k] for k in ("artifactType",) if k in request.query}
+    listing = await request.app[LISTINGS].referrers(route.upstream, route.repo, digest, query)
+    headers = {"Content-Type": OCI_INDEX, **listing.headers}
+    return _namespaced(web.Response(body=listing.body, headers=headers), route)
 
 
 def _next_page_query(link: str) -> dict[str, str] | None:

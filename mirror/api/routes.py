@@ -14,5 +14,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v2/{name:.+}/manifests/{reference:[^/]+}", handlers.manifest)
     app.router.add_get("/v2/{name:.+}/blobs/{digest:[^/]+}", handlers.blob)
     app.router.add_get("/v2/{name:.+}/tags/list", handlers.tags_list)
+    app.router.add_get("/v2/{name:.+}/referrers/{digest:[^/]+}", handlers.referrers)
     app.router.add_route("*", "/v2", handlers.unsupported)
     app.router.add_route("*", "/v2/{tail:.*}", handlers.unsupported)

@@ -32,7 +32,7 @@ from mirror.errors import (
 )
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
-from mirror.oci.mediatypes import UPSTREAM_ACCEPT
+from mirror.oci.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT
 from mirror.upstream.auth import Authenticator
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstreams_config import UpstreamSettings
@@ -55,6 +55,18 @@ class ManifestHead:
     digest: Digest | None
     media_type: str
     size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A listing's body and the upstream headers that belong with it."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def _kept(resp: aiohttp.ClientResponse, name: str) -> dict[str, str]:
+    return {name: resp.headers[name]} if name in resp.headers else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +174,23 @@ class UpstreamRegistry:
         async with self._request("GET", repo, f"blobs/{digest}", headers, BlobUnknown) as resp:
             yield resp
 
-    async def get_tags(self, repo: str, query: Mapping[str, str]) -> tuple[bytes, str | None]:
+    async def get_tags(self, repo: str, query: Mapping[str, str]) -> Listing:
         """A tag list page and its `Link` header, as the upstream sent them."""
         async with self._request("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
-            return await _read_limited(resp, 16 << 20, self.name), resp.headers.get("Link")
+            return Listing(await _read_limited(resp, 16 << 20, self.name), _kept(resp, "Link"))
+
+    async def get_referrers(
+        self, repo: str, digest: Digest, query: Mapping[str, str]
+    ) -> Listing | None:
+        """The referrers index (OCI 1.1), or None when the upstream lacks the API."""
+        try:
+            async with self._request(
+                "GET", repo, f"referrers/{digest}", {"Accept": OCI_INDEX}, NameUnknown, query
+            ) as resp:
+                body = await _read_limited(resp, MAX_MANIFEST_SIZE, self.name)
+                return Listing(body, _kept(resp, "OCI-Filters-Applied"))
+        except (NameUnknown, ManifestUnknown):
+            return None
 
     @asynccontextmanager
     async def _request(
