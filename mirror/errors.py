@@ -55,10 +55,6 @@ class ManifestInvalid(MirrorError):
     code, status = "MANIFEST_INVALID", 400
 
 
-class Unauthorized(MirrorError):
-    code, status = "UNAUTHORIZED", 401
-
-
 class Denied(MirrorError):
     code, status = "DENIED", 403
 

@@ -63,7 +63,7 @@ def supervise(
                 os._exit(0)
         workers[pid] = number
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for pid in workers:

@@ -8,7 +8,6 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
 DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
@@ -16,7 +15,6 @@ INDEX_TYPES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 UPSTREAM_ACCEPT = ", ".join(
     (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_SCHEMA1_SIGNED)
 )
-BLOB = "application/octet-stream"
 
 
 def accepted_types(header_lines: Iterable[str]) -> frozenset[str] | None:
