@@ -250,9 +250,8 @@ class Fills:
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
-        self._fills: dict[Digest, BlobFill] = {}
-        self._task_by_digest: dict[Digest, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._fills: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
+        self._tasks: dict[asyncio.Task[None], BlobFill] = {}  # every fill still running
 
     def running(self, digest: Digest) -> BlobFill | None:
         fill = self._fills.get(digest)
@@ -264,21 +263,19 @@ class Fills:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
         task = asyncio.create_task(fill.run(upstream, repo, self._store, lock))
-        self._tasks.add(task)
-        self._task_by_digest[digest] = task
+        self._tasks[task] = fill
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill
 
     def _done(self, task: asyncio.Task[None], digest: Digest, fill: BlobFill) -> None:
-        self._tasks.discard(task)
+        del self._tasks[task]
         if self._fills.get(digest) is fill:
             del self._fills[digest]
-            del self._task_by_digest[digest]
 
     async def close(self) -> None:
         """Stop downloading at shutdown, but let verified blobs finish their commit (an fsync
         and a rename): their clients already have every byte, so the cache should too."""
-        committing = [t for d, t in self._task_by_digest.items() if self._fills[d].finished]
+        committing = [task for task, fill in self._tasks.items() if fill.finished]
         if committing:
             await asyncio.wait(committing, timeout=COMMIT_GRACE)
         for task in self._tasks:

@@ -32,10 +32,6 @@ class Router:
         self._by_name = {u.name: u for u in upstreams}
         self._default = next(u for u in self._by_name.values() if u.settings.default)
 
-    @property
-    def upstreams(self) -> list[UpstreamRegistry]:
-        return list(self._by_name.values())
-
     def route(self, name: str, namespace: str | None) -> Route:
         if namespace is not None:
             upstream = self._known(namespace)
