@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,15 @@ def daemon_json(mirror_url: str, mirror_host: str) -> dict[str, object]:
     return {"registry-mirrors": [mirror_url], "insecure-registries": [mirror_host]}
 
 
+def start_daemon(daemon: Daemon, answers: Callable[[], bool], *, timeout: float) -> None:
+    """Start a daemon and wait until its client gets answers; skip (or fail) if it never does."""
+    daemon.start()
+    if not daemon.wait_until(answers, timeout=timeout):
+        failure = daemon.describe_failure()
+        daemon.stop()
+        unavailable(failure)
+
+
 class Containerd:
     """A containerd daemon with its own root, state and socket, driven by `ctr`."""
 
@@ -144,11 +154,7 @@ class Containerd:
         )
 
     def start(self) -> None:
-        self.daemon.start()
-        if not self.daemon.wait_until(lambda: self.run("version", timeout=5).ok, timeout=30):
-            failure = self.daemon.describe_failure()
-            self.daemon.stop()
-            unavailable(failure)
+        start_daemon(self.daemon, lambda: self.run("version", timeout=5).ok, timeout=30)
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -231,11 +237,7 @@ class Docker:
         self.env = {**os.environ, "DOCKER_CONFIG": str(workdir / "cli")}
 
     def start(self) -> None:
-        self.daemon.start()
-        if not self.daemon.wait_until(lambda: self.run("version", timeout=10).ok, timeout=60):
-            failure = self.daemon.describe_failure()
-            self.daemon.stop()
-            unavailable(failure)
+        start_daemon(self.daemon, lambda: self.run("version", timeout=10).ok, timeout=60)
 
     def stop(self) -> None:
         self.daemon.stop()
