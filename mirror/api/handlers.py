@@ -76,7 +76,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     cached = service.cached(digest)
     headers = _blob_headers(digest, route)
     if cached is None and request.method == "HEAD":
-        size = await service.upstream_size(route.upstream, route.repo, digest)
+        size = await service.uncached_size(route.upstream, route.repo, digest)
         response = web.StreamResponse(headers=headers)
         if size is not None:
             response.content_length = size

@@ -41,10 +41,17 @@ class BlobService:
         self._meta.record_access(str(digest))
         return CachedBlob(*found)
 
-    async def upstream_size(
+    async def uncached_size(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> int | None:
-        """For HEAD of an uncached blob: chained caches and probing clients need a real answer."""
+        """For HEAD of an uncached blob: chained caches and probing clients need a real answer.
+
+        A blob this process is downloading (or committing) is answered from its fill; any
+        other from an upstream HEAD."""
+        running = self._fills.running(digest)
+        if running is not None and running.size is not None:
+            log.note_cache("hit" if running.finished else "coalesced")
+            return running.size
         log.note_cache("miss")
         return await upstream.head_blob(repo, digest)
 

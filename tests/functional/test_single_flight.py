@@ -227,3 +227,21 @@ async def test_instances_on_one_cache_dir_share_a_manifest_miss(
             assert await response.read() == body
         gate.clear()
         assert len(fake.seen("GET", path)) == 1, path
+
+
+async def test_head_of_a_blob_in_flight_is_answered_from_the_fill(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
+) -> None:
+    """A probe of a blob being downloaded needs no upstream HEAD: the fill knows its size."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    client = await make_mirror(fake)
+    full = await _first_bytes(client)
+    head = await client.head(PATH)
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(BLOB))
+    assert head.headers["Docker-Content-Digest"] == DIGEST
+    assert fake.seen("HEAD", PATH) == []
+    stall.resume.set()
+    assert await full.read() == BLOB[1024:]
