@@ -9,10 +9,10 @@ from aiohttp import web
 
 from mirror import __version__
 from mirror.api.hot import HotAnswers
+from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.api.middlewares import request_middleware
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
 from mirror.pullthrough.blobs import BlobService
@@ -55,9 +55,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     blob_store = BlobStore(layout)
     fills = Fills(blob_store)
     app[ROUTER] = Router(upstreams)
-    app[MANIFESTS] = ManifestService(
-        ManifestStore(layout), TagStore(layout), meta, settings.tag_ttl, layout.spool
-    )
+    app[MANIFESTS] = ManifestService(ManifestStore(layout), TagStore(layout), meta, layout.spool)
     app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
     app[LISTINGS] = ListingService()
     app[META] = meta

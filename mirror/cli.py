@@ -12,6 +12,7 @@ from aiohttp import web
 
 from mirror import __version__, log
 from mirror.config import ConfigError, Settings, load_settings
+from mirror.config.options import add_flags
 from mirror.workers import listening_socket, supervise
 
 
@@ -21,20 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the mirror")
     serve.add_argument("--config", metavar="FILE.toml", help="TOML settings file (MIRROR_CONFIG)")
-    serve.add_argument("--listen", metavar="HOST:PORT", help="default 0.0.0.0:5000 (MIRROR_LISTEN)")
-    serve.add_argument(
-        "--upstream", metavar="URL", help="default https://registry-1.docker.io (MIRROR_UPSTREAM)"
-    )
-    serve.add_argument("--cache-dir", metavar="DIR", help="default ./cache (MIRROR_CACHE_DIR)")
-    serve.add_argument(
-        "--tag-ttl", metavar="SECONDS", help="tag freshness, default 300 (MIRROR_TAG_TTL)"
-    )
-    serve.add_argument(
-        "--redis-url", metavar="URL", help="share freshness via Redis (MIRROR_REDIS_URL)"
-    )
-    serve.add_argument(
-        "--workers", metavar="N", help="processes serving one port, default 1 (MIRROR_WORKERS)"
-    )
+    add_flags(serve)
     return parser
 
 

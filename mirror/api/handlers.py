@@ -7,9 +7,9 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
+from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
-from mirror.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
@@ -58,9 +58,8 @@ async def manifest(request: web.Request) -> web.StreamResponse:
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
     response = _namespaced(manifest_response(answer), route)
-    tag_ttl = request.app[SETTINGS].tag_ttl
     if answer.data is not None and (
-        by_digest or route.upstream.settings.ttl_for(reference, tag_ttl) >= hot.ttl
+        by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl
     ):
         ready = HotAnswer(
             route.upstream.name, str(answer.digest), answer.data, dict(response.headers)

@@ -41,14 +41,12 @@ class ManifestService:
         manifests: ManifestStore,
         tags: TagStore,
         meta: MetadataStore,
-        tag_ttl: float,
         spool: Path,
     ) -> None:
         self._spool = spool
         self._manifests = manifests
         self._tags = tags
         self._meta = meta
-        self._tag_ttl = tag_ttl
         self._flights: SingleFlight[ManifestAnswer] = SingleFlight()
 
     async def by_digest(
@@ -136,7 +134,7 @@ class ManifestService:
         finally:
             if stored is not None:
                 await self._meta.release_lease(key)
-        ttl = upstream.settings.ttl_for(tag, self._tag_ttl)
+        ttl = upstream.settings.ttl_for(tag)
         await self._meta.mark_fresh(key, str(answer.digest), ttl)
         self._meta.record_access(str(answer.digest))
         return answer

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
+from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import Denied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
-from mirror.upstreams_config import UpstreamSettings
 
 # auth-param = token "=" ( token / quoted-string ), RFC 9110 §11.2; quoted values may hold commas.
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from multidict import CIMultiDictProxy
 
 from mirror import log
+from mirror.config.upstreams import UpstreamSettings
 from mirror.meta.store import MetadataStore
-from mirror.upstreams_config import UpstreamSettings
 
 MAX_OPEN = 300.0
 _RATE = re.compile(r"^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?")

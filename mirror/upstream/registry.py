@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror import log
+from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
     Denied,
@@ -35,7 +36,6 @@ from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT
 from mirror.upstream.auth import Authenticator
 from mirror.upstream.health import UpstreamHealth
-from mirror.upstreams_config import UpstreamSettings
 
 # containerd's limit (remotes/docker MaxManifestSize); a bigger "manifest" is not one.
 MAX_MANIFEST_SIZE = 4 << 20

@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp.test_utils import TestClient
 
+from mirror.api.keys import META
 from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
-from mirror.keys import META
 from mirror.meta.redis import RedisStore
 from tests.conftest import Seeded
 from tests.support.oci import ACCEPT_ALL

@@ -148,7 +148,7 @@ def test_an_upstream_without_options_gets_the_documented_defaults(tmp_path: Path
     """Only a URL: 10 s connect, 30 s read, 100 connections, global TTL, no rules, no creds."""
     ghcr = load(tmp_path, '[upstreams."ghcr.io"]\nurl = "https://ghcr.io"\n').upstream
     assert (ghcr.connect_timeout, ghcr.read_timeout, ghcr.max_connections) == (10.0, 30.0, 100)
-    assert ghcr.tag_ttl is None and ghcr.ttl_rules == ()
+    assert ghcr.tag_ttl == 300.0 and ghcr.ttl_rules == ()  # the global TTL, resolved once
     assert ghcr.allow == () and ghcr.deny == ()
     assert (ghcr.rate_limit_reserve, ghcr.breaker_failures, ghcr.breaker_reset) == (10, 3, 5.0)
     assert ghcr.username is None and ghcr.password is None

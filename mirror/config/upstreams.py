@@ -9,15 +9,24 @@ import base64
 import fnmatch
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from yarl import URL
 
-from mirror.config_values import ConfigError, count, patterns, seconds, upstream_url
+from mirror.config.values import (
+    ConfigError,
+    counter,
+    patterns,
+    seconds,
+    seconds_or_zero,
+    upstream_url,
+)
 
+DEFAULT_TAG_TTL = 300.0
 # What Docker's config.json calls Docker Hub.
 _DOCKER_HUB_AUTH_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
 
@@ -43,7 +52,7 @@ class UpstreamSettings:
     # Time allowed between two reads from the upstream; a hung upstream fails after this.
     read_timeout: float = 30.0
     max_connections: int = 100
-    tag_ttl: float | None = None
+    tag_ttl: float | None = None  # None: the global --tag-ttl (Settings fills it in)
     ttl_rules: tuple[TtlRule, ...] = ()
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
@@ -51,11 +60,12 @@ class UpstreamSettings:
     breaker_failures: int = 3
     breaker_reset: float = 5.0
 
-    def ttl_for(self, tag: str, fallback: float) -> float:
+    def ttl_for(self, tag: str) -> float:
+        """How long `tag` stays fresh: the first matching rule, else the registry's TTL."""
         for rule in self.ttl_rules:
             if fnmatch.fnmatchcase(tag, rule.pattern):
                 return rule.seconds
-        return self.tag_ttl if self.tag_ttl is not None else fallback
+        return self.tag_ttl if self.tag_ttl is not None else DEFAULT_TAG_TTL
 
     def allows(self, repo: str) -> bool:
         if any(fnmatch.fnmatchcase(repo, p) for p in self.deny):
@@ -71,12 +81,25 @@ BUILTIN_UPSTREAMS = (
     UpstreamSettings(name="gcr.io", url="https://gcr.io"),
 )
 
-_NUMBERS = {"connect_timeout", "read_timeout", "breaker_reset"}
-_KEYS = {f.name for f in fields(UpstreamSettings)} - {"name", "ttl_rules"} | {
-    "password_env",
-    "credentials_file",
-    "ttl",
+# Registry host names as clients write them: DNS labels, an optional port.
+_HOST = re.compile(
+    r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::\d{1,5})?$"
+)
+
+# Each key of an `[upstreams."<host>"]` table and its validator; credentials are read apart.
+_VALUES: dict[str, Callable[[str, Any], Any]] = {
+    "connect_timeout": seconds,
+    "read_timeout": seconds,
+    "breaker_reset": seconds,
+    "tag_ttl": seconds_or_zero,
+    "max_connections": counter(1, 10_000),
+    "rate_limit_reserve": counter(0, 1_000_000),
+    "breaker_failures": counter(1, 1000),
+    "allow": patterns,
+    "deny": patterns,
 }
+_CREDENTIALS = {"username", "password", "password_env", "credentials_file"}
+_KEYS = _VALUES.keys() | _CREDENTIALS | {"url", "default", "ttl"}
 
 
 def parse_upstreams(
@@ -100,7 +123,7 @@ def _parse_one(
     where = f"upstreams.{name}"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    if not name or any(c in name for c in "/ \t@?#") or name != name.lower():
+    if len(name) > 255 or not _HOST.match(name):
         raise ConfigError(f"{where}: the key must be a registry host like ghcr.io")
     for key in table:
         if key not in _KEYS:
@@ -116,25 +139,8 @@ def _parse_one(
     if not isinstance(default, bool):
         raise ConfigError(f"{where}.default: must be true or false")
     values["default"] = default
-    for key in _NUMBERS & table.keys():
-        values[key] = seconds(f"{where}.{key}", table[key])
-    if "tag_ttl" in table:
-        values["tag_ttl"] = seconds(f"{where}.tag_ttl", table["tag_ttl"], allow_zero=True)
-    if "max_connections" in table:
-        values["max_connections"] = count(
-            f"{where}.max_connections", table["max_connections"], 1, 10_000
-        )
-    if "rate_limit_reserve" in table:
-        values["rate_limit_reserve"] = count(
-            f"{where}.rate_limit_reserve", table["rate_limit_reserve"], 0, 1_000_000
-        )
-    if "breaker_failures" in table:
-        values["breaker_failures"] = count(
-            f"{where}.breaker_failures", table["breaker_failures"], 1, 1000
-        )
-    for key in ("allow", "deny"):
-        if key in table:
-            values[key] = patterns(f"{where}.{key}", table[key])
+    for key in _VALUES.keys() & table.keys():
+        values[key] = _VALUES[key](f"{where}.{key}", table[key])
     if "ttl" in table:
         values["ttl_rules"] = _ttl_rules(f"{where}.ttl", table["ttl"])
     values.update(_credentials(where, name, table, env))

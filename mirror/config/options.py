@@ -1,0 +1,121 @@
+"""The option table: every top-level setting once, with its validator and help.
+
+From this table come the file's top-level keys, the `MIRROR_*` environment variables and the
+command-line flags, so an option is added in one place. An option's `target` says where its
+value goes: a `Settings` field, every upstream (a default their tables may override), or the
+default upstream only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from mirror.config import values as v
+
+
+class Target(Enum):
+    SETTINGS = "settings"
+    EVERY_UPSTREAM = "every upstream"
+    DEFAULT_UPSTREAM = "default upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: str  # the file's key; MIRROR_<KEY>; --<key with dashes>
+    parse: Callable[[str, Any], Any]  # (name for messages, raw value) -> value
+    help: str
+    flag: bool = True  # whether there is a command-line flag
+    env: bool = True  # whether there is an environment variable
+    metavar: str | None = None
+    target: Target = Target.SETTINGS
+    field: str | None = None  # the field it sets, when not named like the key
+
+    @property
+    def env_var(self) -> str:
+        return f"MIRROR_{self.key.upper()}"
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def label(self) -> str:
+        """How error messages name it: as a flag when it has one, else by its file key."""
+        return self.flag_name if self.flag else self.key
+
+    @property
+    def into(self) -> str:
+        return self.field or self.key
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("listen", v.listen_address, "where to serve, default 0.0.0.0:5000", metavar="HOST:PORT"),
+    Option(
+        "upstream",
+        v.upstream_url,
+        "URL of the default upstream, default https://registry-1.docker.io",
+        metavar="URL",
+        target=Target.DEFAULT_UPSTREAM,
+        field="url",
+    ),
+    Option("cache_dir", v.directory, "where content is kept, default ./cache", metavar="DIR"),
+    Option("tag_ttl", v.seconds_or_zero, "tag freshness, default 300", metavar="SECONDS"),
+    Option("redis_url", v.redis_url, "share freshness via Redis", metavar="URL"),
+    Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),
+    Option("workers", v.counter(1, 64), "processes serving one port, default 1", metavar="N"),
+    Option(
+        "upstream_username",
+        v.text,
+        "account for the default upstream",
+        flag=False,
+        target=Target.DEFAULT_UPSTREAM,
+        field="username",
+    ),
+    Option(
+        "upstream_password",
+        v.text,
+        "its password or token",
+        flag=False,
+        target=Target.DEFAULT_UPSTREAM,
+        field="password",
+    ),
+    Option(
+        "connect_timeout",
+        v.seconds,
+        "seconds to connect to an upstream",
+        flag=False,
+        target=Target.EVERY_UPSTREAM,
+    ),
+    Option(
+        "read_timeout",
+        v.seconds,
+        "seconds an upstream read may stall",
+        flag=False,
+        target=Target.EVERY_UPSTREAM,
+    ),
+)
+
+BY_KEY = {option.key: option for option in OPTIONS}
+# The file's own keys for the default upstream's secrets would invite committing them: the
+# environment and the `[upstreams]` tables (with password_env) are where they belong.
+NOT_IN_FILE = frozenset({"upstream_username", "upstream_password"})
+
+
+def add_flags(parser: argparse.ArgumentParser, options: Iterable[Option] = OPTIONS) -> None:
+    """One flag per option that has one; the help names its environment variable too."""
+    for option in options:
+        if not option.flag:
+            continue
+        help_text = f"{option.help} ({option.env_var})" if option.env else option.help
+        if option.parse is v.boolean:  # a switch: present means true
+            parser.add_argument(
+                option.flag_name, dest=option.key, action="store_const", const=True, help=help_text
+            )
+        else:
+            parser.add_argument(
+                option.flag_name, dest=option.key, metavar=option.metavar, help=help_text
+            )

@@ -1,0 +1,109 @@
+"""Validators shared by the settings parsers; each takes the option's name (for the message) and
+the raw value (a TOML value, or the text of a flag or an environment variable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+
+class ConfigError(Exception):
+    """A setting has a bad value; the message names the option."""
+
+
+def seconds(option: str, value: Any, *, allow_zero: bool = False) -> float:
+    try:
+        parsed = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: {value!r} is not a number of seconds") from None
+    if parsed != parsed or parsed < 0 or (parsed == 0 and not allow_zero) or parsed > 1e9:
+        raise ConfigError(f"{option}: {value!r} is out of range")
+    return parsed
+
+
+def seconds_or_zero(option: str, value: Any) -> float:
+    return seconds(option, value, allow_zero=True)
+
+
+def count(option: str, value: Any, low: int, high: int) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigError(f"{option}: {value!r} is not a whole number from {low} to {high}")
+    return int(text)
+
+
+def counter(low: int, high: int) -> Any:
+    """A `count` validator with its bounds fixed, for the option tables."""
+    return lambda option, value: count(option, value, low, high)
+
+
+def boolean(option: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{option}: {value!r} is not true or false")
+
+
+def text(option: str, value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{option}: must be a string")
+    return str(value)
+
+
+def directory(option: str, value: Any) -> Path:
+    path = str(value)
+    if not path or "\0" in path:
+        raise ConfigError(f"{option}: must be a directory path")
+    return Path(path)
+
+
+def patterns(option: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
+        raise ConfigError(f"{option}: must be a list of patterns")
+    return tuple(value)
+
+
+def upstream_url(option: str, value: Any) -> str:
+    """An http(s) registry URL with no credentials, query or fragment in it."""
+    text = str(value).rstrip("/")
+    try:
+        url = URL(text)
+    except ValueError:
+        raise ConfigError(f"{option}: {text!r} is not an http(s):// registry URL") from None
+    if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
+        raise ConfigError(f"{option}: {text!r} is not an http(s):// registry URL")
+    if url.user is not None or url.password is not None:
+        # Credentials in a URL end up in logs and process listings; they have their own options.
+        raise ConfigError(f"{option}: put credentials in username/password options, not in the URL")
+    return text
+
+
+def listen_address(option: str, value: Any) -> tuple[str, int]:
+    """`HOST:PORT` (or `[v6]:PORT`, or `:PORT` for all interfaces)."""
+    text = str(value)
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{option}: {text!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+def redis_url(option: str, value: Any) -> str | None:
+    url = str(value)
+    if not url:
+        return None
+    if URL(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{option}: {url!r} is not a redis:// URL")
+    return url
+
+
+def key_prefix(option: str, value: Any) -> str:
+    prefix = str(value)
+    if not prefix or len(prefix) > 100 or any(c.isspace() for c in prefix):
+        raise ConfigError(f"{option}: {prefix!r} is not a usable key prefix")
+    return prefix
