@@ -15,11 +15,13 @@ from mirror.api.routes import setup_routes
 from mirror.config import Settings
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
+from mirror.oci.manifest import BlobSizes
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.fills import Fills
 from mirror.pullthrough.listings import ListingService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
+from mirror.pullthrough.slots import FillSlots
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -53,10 +55,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         for upstream in settings.upstreams
     ]
     blob_store = BlobStore(layout)
-    fills = Fills(blob_store)
+    own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
+    slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
+    fills = Fills(blob_store, layout.spool, slots)
+    sizes = BlobSizes()
     app[ROUTER] = Router(upstreams)
-    app[MANIFESTS] = ManifestService(ManifestStore(layout), TagStore(layout), meta, layout.spool)
-    app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
+    app[MANIFESTS] = ManifestService(
+        ManifestStore(layout, sizes), TagStore(layout), meta, layout.spool
+    )
+    app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool, sizes)
     app[LISTINGS] = ListingService()
     app[META] = meta
     app[HOT_ANSWERS] = HotAnswers()

@@ -93,3 +93,12 @@ class UpstreamThrottled(UpstreamError, TooManyRequests):
 
 def error_body(errors: list[MirrorError]) -> dict[str, object]:
     return {"errors": [{"code": e.code, "message": e.message, "detail": e.detail} for e in errors]}
+
+
+class Busy(MirrorError):
+    """The mirror is at one of its limits (concurrent downloads, descriptors, disk): try later."""
+
+    code, status = "UNAVAILABLE", 503
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

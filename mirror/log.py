@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -63,6 +64,25 @@ def note_upstream(status: int) -> None:
 
 def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("mirror", **bound)
+
+
+# When each warning given with `warn_once` was last written; bounded by the events' variety.
+_warned: dict[tuple[str, str], float] = {}
+WARN_INTERVAL = 60.0
+
+
+def warn_once(event: str, **facts: Any) -> None:
+    """A warning about a condition that may recur on every request (a full disk, no free
+    descriptors): written once a minute at most."""
+    key = (event, str(facts.get("error", "")))
+    now = time.monotonic()
+    last = _warned.get(key)
+    if last is not None and now - last < WARN_INTERVAL:
+        return
+    if len(_warned) >= 1000:
+        _warned.clear()
+    _warned[key] = now
+    get_logger().warning(event, **facts)
 
 
 class BufferedLineLogger:

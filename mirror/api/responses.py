@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 from typing import BinaryIO
@@ -81,9 +82,11 @@ async def stream_fill(
     await response.prepare(request)
     sent = 0
     try:
-        async for file, offset, count in fill.segments(start, end):
-            await _send(request, response, file, offset, count, zero_copy=end is not None)
-            sent += count
+        # Closed at once when the client goes away, so the fill stops counting it as a reader.
+        async with contextlib.aclosing(fill.segments(start, end)) as segments:
+            async for file, offset, count in segments:
+                await _send(request, response, file, offset, count, zero_copy=end is not None)
+                sent += count
     except FillFailed:
         abort(request)
         return response

@@ -45,6 +45,8 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    max_fills: int = 32
+    fill_wait: float = 20.0
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]

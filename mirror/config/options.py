@@ -68,6 +68,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),
     Option("workers", v.counter(1, 64), "processes serving one port, default 1", metavar="N"),
     Option(
+        "max_fills",
+        v.counter(1, 10_000),
+        "blob downloads one process runs at once, default 32; more wait their turn",
+        metavar="N",
+    ),
+    Option(
+        "fill_wait",
+        v.seconds,
+        "seconds a download may wait for its turn before the client gets 503, default 20",
+        metavar="SECONDS",
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

@@ -52,6 +52,7 @@ class UpstreamSettings:
     # Time allowed between two reads from the upstream; a hung upstream fails after this.
     read_timeout: float = 30.0
     max_connections: int = 100
+    max_fills: int | None = None  # blob downloads at once from this registry; None: no own cap
     tag_ttl: float | None = None  # None: the global --tag-ttl (Settings fills it in)
     ttl_rules: tuple[TtlRule, ...] = ()
     allow: tuple[str, ...] = ()
@@ -93,6 +94,7 @@ _VALUES: dict[str, Callable[[str, Any], Any]] = {
     "breaker_reset": seconds,
     "tag_ttl": seconds_or_zero,
     "max_connections": counter(1, 10_000),
+    "max_fills": counter(1, 10_000),
     "rate_limit_reserve": counter(0, 1_000_000),
     "breaker_failures": counter(1, 1000),
     "allow": patterns,

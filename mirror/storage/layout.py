@@ -11,9 +11,9 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from mirror.oci.digest import Digest
+from mirror.storage.spool import open_spool
 
 
 class CacheLayout:
@@ -58,13 +58,6 @@ class CacheLayout:
     def spool_file(self, label: str) -> Path:
         # Unique per writer, so two writers never share a spool file.
         return self.spool / f"{label}.{uuid.uuid4().hex}.part"
-
-
-def open_spool(path: Path) -> BinaryIO:
-    """Create a spool file and hold its lock for as long as it is open."""
-    f = open(path, "xb")  # noqa: SIM115 -- the caller owns and closes it
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return f
 
 
 def write_atomically(layout: CacheLayout, final: Path, data: bytes) -> None:
