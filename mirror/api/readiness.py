@@ -1,9 +1,5 @@
-"""Whether this process can take traffic: a writable cache, and Redis when one is configured.
-
-Only an unwritable cache makes a process not ready: every miss would fail. A Redis that cannot
-be reached makes it degraded but ready, since the mirror then serves from disk with an
-in-process store (see `mirror.api.health` for what the probes answer).
-"""
+"""Whether this process can take traffic: a writable cache, and Redis when one is configured
+(`mirror.api.health` says why only the cache decides)."""
 
 from __future__ import annotations
 
