@@ -68,9 +68,9 @@ def test_kubernetes_validate_as_run_here_rejects_a_misspelt_field(tmp_path: Path
 
 
 def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
-    """The Service selects the mirror's pods and targets its port; the cache is a claim template
-    mounted where the image keeps its cache; liveness asks /healthz, readiness /readyz; no
-    pod gets service-link variables, which would land among the mirror's MIRROR_* settings."""
+    """The Service selects the mirror's pods and targets its port; liveness asks /healthz,
+    readiness /readyz; no pod gets service-link variables, which would land among the mirror's
+    MIRROR_* settings."""
     statefulset = objects["StatefulSet", "mirror"]
     service = objects["Service", statefulset["spec"]["serviceName"]]
     labels = statefulset["spec"]["template"]["metadata"]["labels"]
@@ -78,10 +78,6 @@ def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
     mirror = container(objects, "StatefulSet", "mirror")
     port_names = {p["name"] for p in mirror["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
-
-    claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
-    mounts = {m["mountPath"]: m["name"] for m in mirror["volumeMounts"]}
-    assert mounts[Dockerfile().env["MIRROR_CACHE_DIR"]] in claims
 
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert mirror[probe]["httpGet"]["path"] == path
@@ -95,7 +91,8 @@ def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
 
 def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_path: Path) -> None:
     """With the image's environment, the pod's and the ConfigMap's file where the pod mounts it,
-    the settings load: the cache on its volume, the container port, Redis at its Service."""
+    the settings load: the cache on the claim of each replica, the container port, Redis at its
+    Service."""
     mirror = container(objects, "StatefulSet", "mirror")
     env = {**Dockerfile().env, **{e["name"]: e["value"] for e in mirror["env"]}}
     config_dir = Path(env["MIRROR_CONFIG"]).parent
@@ -109,7 +106,9 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
 
     settings = settings_in(env, {env["MIRROR_CONFIG"]: config_file})
     assert [p["containerPort"] for p in mirror["ports"]] == [settings.port]
-    assert str(settings.cache_dir) in {m["mountPath"] for m in mirror["volumeMounts"]}
+    mounts = {m["mountPath"]: m["name"] for m in mirror["volumeMounts"]}
+    claims = objects["StatefulSet", "mirror"]["spec"]["volumeClaimTemplates"]
+    assert mounts[str(settings.cache_dir)] in {c["metadata"]["name"] for c in claims}
     assert settings.redis_url is not None
     redis_url = URL(settings.redis_url)
     redis_service = objects["Service", redis_url.host or ""]
