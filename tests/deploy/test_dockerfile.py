@@ -37,7 +37,8 @@ def test_hadolint_as_run_here_fails_an_image_that_runs_as_root(tmp_path: Path) -
 
 def test_image_is_slim_non_root_with_the_cache_as_a_volume() -> None:
     """Slim Python base; a numeric non-root USER created in the image; the cache directory of
-    its settings is the VOLUME and the listen port is the EXPOSEd one; every COPY source exists."""
+    its settings is the VOLUME and the listen port is the EXPOSEd one; every COPY source exists
+    and is sent with the build context."""
     dockerfile = Dockerfile()
     base = dockerfile.parser.baseimage
     assert base.startswith("python:") and base.endswith("-slim"), base
@@ -52,10 +53,13 @@ def test_image_is_slim_non_root_with_the_cache_as_a_volume() -> None:
     assert dockerfile.all("EXPOSE") == [str(settings.port)]
     assert settings.host == "0.0.0.0"  # reachable through the published port
 
+    # The build context is the repository root, cut down by Dockerfile.dockerignore.
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     for copy in dockerfile.all("COPY"):
         *sources, _destination = copy.split()
         for source in sources:
-            assert (REPOSITORY / source).exists(), f"COPY {source}: not in the build context"
+            assert (REPOSITORY / source).exists(), f"COPY {source}: not in the repository"
+            assert f"!{source.rstrip('/')}" in {line.rstrip("/") for line in ignore}, source
 
 
 def test_entrypoint_serves_and_healthcheck_tells_healthy_from_not(
