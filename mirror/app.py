@@ -9,8 +9,18 @@ from aiohttp import web
 
 from mirror import __version__
 from mirror.api.hot import HotAnswers
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
+from mirror.api.keys import (
+    BLOBS,
+    HOT_ANSWERS,
+    LISTINGS,
+    MANIFESTS,
+    META,
+    READINESS,
+    ROUTER,
+    SETTINGS,
+)
 from mirror.api.middlewares import request_middleware
+from mirror.api.readiness import Readiness
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
 from mirror.meta.redis import RedisStore
@@ -67,6 +77,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[LISTINGS] = ListingService()
     app[META] = meta
     app[HOT_ANSWERS] = HotAnswers()
+    app[READINESS] = readiness = Readiness(layout, settings.redis_url)
     try:
         yield
     finally:
@@ -74,3 +85,4 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         for upstream in upstreams:
             await upstream.close()
         await meta.close()
+        await readiness.close()
