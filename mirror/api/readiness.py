@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mirror import log
-from mirror.storage.layout import CacheLayout, open_spool
+from mirror.storage.layout import CacheLayout
+from mirror.storage.spool import open_spool
 
 READY, DEGRADED, NOT_READY = "ready", "degraded", "not ready"
 
