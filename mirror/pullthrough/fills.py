@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -26,6 +25,7 @@ from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.fill_lock import FillLock
 from mirror.storage.layout import open_spool
+from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
@@ -33,7 +33,6 @@ BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
 FIRST_BATCH = 64 << 10
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
 class FillFailed(Exception):
@@ -238,10 +237,10 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
     """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
-    match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
-    if resp.status != 206 or not match or int(match.group(1)) != offset:
+    answered = content_range(resp.headers.get("Content-Range"))
+    if resp.status != 206 or answered is None or answered.first != offset:
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")
-    if match.group(3) != "*" and int(match.group(3)) != size:
+    if answered.size is not None and answered.size != size:
         raise UpstreamError("upstream changed the blob's size while resuming")
 
 
