@@ -255,13 +255,14 @@ async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> Mirro
 @pytest.fixture
 async def make_fake_upstream(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> AsyncIterator[Callable[[], Awaitable[FakeUpstream]]]:
-    """Start an in-process fake upstream (see tests/faults.py) on a free loopback port."""
+) -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
+    """Start an in-process fake upstream (see tests/faults.py) on a free loopback port (of
+    127.0.0.1, unless another loopback address is given)."""
     fakes: list[FakeUpstream] = []
 
-    async def make() -> FakeUpstream:
+    async def make(host: str = "127.0.0.1") -> FakeUpstream:
         fake = FakeUpstream()
-        server = await aiohttp_server(fake.app())
+        server = await aiohttp_server(fake.app(), host=host)
         fake.url = str(server.make_url("")).rstrip("/")
         fake.host = f"{server.host}:{server.port}"
         fakes.append(fake)

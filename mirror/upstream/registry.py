@@ -197,7 +197,7 @@ def _tag_names(body: bytes, what: str) -> list[str]:
         document = json.loads(body)
     except ValueError:
         raise UpstreamError(f"{what} is not JSON") from None
-    tags = document.get("tags") if isinstance(document, dict) else None
+    tags = document.get("tags", ()) if isinstance(document, dict) else ()
     if tags is None:
         return []
     if not isinstance(tags, list):
