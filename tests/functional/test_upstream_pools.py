@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from mirror.config import Settings, UpstreamSettings
 from mirror.errors import UpstreamError
@@ -15,11 +16,21 @@ from mirror.meta.store import EmbeddedStore
 from mirror.oci.digest import Digest
 from mirror.upstream.registry import UpstreamRegistry
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, Stall, content, dying_content, slow_content
+from tests.faults import (
+    FakeUpstream,
+    Stall,
+    bearer_auth,
+    content,
+    dying_content,
+    error,
+    redirect,
+    slow_content,
+    token_endpoint,
+)
 from tests.support.images import make_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
+FakeFactory = Callable[..., Awaitable[FakeUpstream]]
 # Generous: these waits only tell "answered" from "hangs forever", never measure speed.
 HANG = 30.0
 
@@ -110,3 +121,38 @@ async def test_a_body_that_breaks_off_is_still_the_upstreams_failure(
                 await resp.read()
     finally:
         await upstream.close()
+
+
+async def test_the_auth_layer_hands_back_any_final_answer_after_redirects_and_a_challenge(
+    registry: tuple[UpstreamRegistry, FakeUpstream], make_fake_upstream: FakeFactory
+) -> None:
+    """`authorized` alone: a redirect to an origin that challenges, answered anonymously; the
+    final 404 comes back as it is, for the bookkeeping layer to judge."""
+    upstream, fake = registry
+    region = await make_fake_upstream()
+    path = "/v2/lib/app/manifests/v1"
+    fake.route(path, redirect(f"{region.url}{path}"))
+    region.route("/token", token_endpoint("regional"))
+    scope = "repository:lib/app:pull"
+    region.route(path, bearer_auth(f"{region.url}/token", "r", "regional", scope, missing))
+    client = upstream.client
+    try:
+        exchange = await client.authorized(
+            client.api, "GET", client.url("lib/app", "manifests/v1"), {}, "lib/app"
+        )
+        try:
+            assert exchange.response.status == 404
+            assert str(exchange.response.url) == f"{region.url}{path}"
+        finally:
+            exchange.close()
+        assert [r.headers.get("Authorization") for r in region.seen("GET", path)] == [
+            None,
+            "Bearer regional",
+        ]
+        assert not await upstream.health.is_open()
+    finally:
+        await upstream.close()
+
+
+async def missing(request: web.Request) -> web.StreamResponse:
+    return error(404, "MANIFEST_UNKNOWN")

@@ -39,7 +39,10 @@ text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sample
 numbers = st.one_of(
     st.integers(-10, 10**6).map(str),
     st.integers(10**18, 10**500).map(str),
-    st.sampled_from(["²", "٣", "", " 5 ", "1.5", "-0", "Wed, 21 Oct 2015 07:28:00 GMT"]),
+    # Past Python's int() digit limit; digits int() refuses or reads in another script; dates.
+    st.sampled_from(
+        ["9" * 5000, "²", "٣", "", " 5 ", "1.5", "-0", "Wed, 21 Oct 2015 07:28:00 GMT"]
+    ),
     text,
 )
 # Hosts that cannot leave this machine: loopback (refused for a public upstream) or unknown names.
