@@ -44,6 +44,8 @@ from mirror.upstream.pool import MAX_ERROR_SIZE, Exchange, Pool, make_pool, read
 from mirror.upstream.targets import Network, RefusedAddress, TargetGuard
 
 MAX_REDIRECTS = 5
+# Origins of one request that may challenge: the upstream, a redirect target, one more.
+MAX_CHALLENGES = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _NOT_FOUND = {
     "NAME_UNKNOWN": NameUnknown,
@@ -168,7 +170,7 @@ class UpstreamClient:
         """`follow`, answering each origin's 401 challenge once; the final answer, any status."""
         authorizations = _Authorizations(self, f"repository:{repo}:pull")
         challenged: set[URL] = set()
-        while True:
+        for _ in range(MAX_CHALLENGES + 1):
             exchange = await self.follow(pool, method, url, headers, authorizations)
             resp = exchange.response
             origin = resp.url.origin()
@@ -180,6 +182,7 @@ class UpstreamClient:
             if await authorizations.answer(origin, challenge) is None:
                 raise _unauthorized(self.name, repo, challenge, None)
             url = resp.url
+        raise UpstreamError(f"{self.name} sent the mirror through too many challenges")
 
     async def follow(
         self,
