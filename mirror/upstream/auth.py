@@ -177,9 +177,9 @@ class Authenticator:
         name = self._settings.name
         try:
             url = URL(realm)
-        except (ValueError, TypeError):
+            self._guard.check(self._origin, url, "token realm")
+        except ValueError:  # yarl could not make a URL (or a host) of it
             raise UpstreamError(f"{name} sent an unusable token realm") from None
-        self._guard.check(self._origin, url, "token realm")
         headers = {}
         if self._basic and may_receive_credentials(self._origin, url):
             headers["Authorization"] = self._basic

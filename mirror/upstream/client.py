@@ -244,10 +244,9 @@ class UpstreamClient:
         try:
             # Signed CDN URLs must be kept byte-exact (encoded=True): re-quoting breaks them.
             target = current.join(URL(location, encoded=True))
-            target.host  # noqa: B018 -- parsing the host is what may fail
-        except ValueError:
+            self._guard.check(current, target, "redirect")
+        except ValueError:  # yarl could not make a URL (or a host) of it
             raise UpstreamError(f"{self.name} redirected to an unusable location") from None
-        self._guard.check(current, target, "redirect")
         return target
 
     async def _check_status(

@@ -59,7 +59,7 @@ targets = st.one_of(
     st.text(
         st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters=":[0123456789")
     ),
-    st.sampled_from(["http://[::1", "//", "///x", "http://", "?x", "#y", "%zz"]),
+    st.sampled_from(["http://[::1", "//", "///x", "http://", "?x", "#y", "%zz", "http://xn--zz/"]),
 )
 challenges = st.one_of(
     st.builds(
