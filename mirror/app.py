@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -36,19 +37,22 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
 from mirror.storage.tags import TagStore
-from mirror.upstream.registry import UpstreamRegistry, make_session
+from mirror.upstream.registry import UpstreamRegistry
+from mirror.upstream.targets import Network
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, network: Network | None = None) -> web.Application:
+    """The mirror; `network` (how upstream names resolve, which addresses are public) is the
+    system's unless a test substitutes its own."""
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
     app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
     return app
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
+async def _services(app: web.Application, *, network: Network) -> AsyncIterator[None]:
     """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
     settings = app[SETTINGS]
     layout = CacheLayout(settings.cache_dir)
@@ -61,7 +65,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await meta.start()
     user_agent = f"mirror/{__version__}"
     upstreams = [
-        UpstreamRegistry(upstream, make_session(upstream, user_agent), meta)
+        UpstreamRegistry(upstream, meta, user_agent=user_agent, network=network)
         for upstream in settings.upstreams
     ]
     blob_store = BlobStore(layout)
@@ -70,11 +74,10 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     fills = Fills(blob_store, layout.spool, slots)
     sizes = BlobSizes()
     app[ROUTER] = Router(upstreams)
-    app[MANIFESTS] = ManifestService(
-        ManifestStore(layout, sizes), TagStore(layout), meta, layout.spool
-    )
+    tags = TagStore(layout)
+    app[MANIFESTS] = ManifestService(ManifestStore(layout, sizes), tags, meta, layout.spool)
     app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool, sizes)
-    app[LISTINGS] = ListingService()
+    app[LISTINGS] = ListingService(tags)
     app[META] = meta
     app[HOT_ANSWERS] = HotAnswers()
     app[READINESS] = readiness = Readiness(layout, settings.redis_url)

@@ -39,6 +39,10 @@ class RangeInvalid(MirrorError):
     code, status = "RANGE_INVALID", 416
 
 
+class PaginationNumberInvalid(MirrorError):
+    code, status = "PAGINATION_NUMBER_INVALID", 400
+
+
 class NameUnknown(MirrorError):
     code, status = "NAME_UNKNOWN", 404
 

@@ -19,6 +19,7 @@ from yarl import URL
 
 from mirror.config.values import (
     ConfigError,
+    boolean,
     counter,
     patterns,
     seconds,
@@ -60,6 +61,9 @@ class UpstreamSettings:
     rate_limit_reserve: int = 10
     breaker_failures: int = 3
     breaker_reset: float = 5.0
+    # Let a public upstream redirect, or name a token realm, to loopback, link-local or
+    # private addresses (upstream/targets.py).
+    allow_private_targets: bool = False
 
     def ttl_for(self, tag: str) -> float:
         """How long `tag` stays fresh: the first matching rule, else the registry's TTL."""
@@ -99,6 +103,7 @@ _VALUES: dict[str, Callable[[str, Any], Any]] = {
     "breaker_failures": counter(1, 1000),
     "allow": patterns,
     "deny": patterns,
+    "allow_private_targets": boolean,
 }
 _CREDENTIALS = {"username", "password", "password_env", "credentials_file"}
 _KEYS = _VALUES.keys() | _CREDENTIALS | {"url", "default", "ttl"}

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
@@ -36,6 +35,7 @@ from mirror.pullthrough.slots import FillSlots
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, has_readers
 from mirror.storage.spool import mark_verified, open_spool, readable_end, spool_segments
+from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
@@ -47,7 +47,6 @@ COMMIT_GRACE = 30.0
 # another that waits for a slot.
 ABANDON_AFTER = 2.0
 NEAR_END = 0.75
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
 class FillFailed(Exception):
@@ -297,10 +296,10 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
     """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
-    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-    if resp.status != 206 or not match or int(match.group(1)) != offset:
+    answered = content_range(resp.headers.get("Content-Range"))
+    if resp.status != 206 or answered is None or answered.first != offset:
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")
-    if match.group(3) != "*" and int(match.group(3)) != size:
+    if answered.size is not None and answered.size != size:
         raise UpstreamError("upstream changed the blob's size while resuming")
 
 
