@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mirror import __version__
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.api.middlewares import request_middleware
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.meta.redis import RedisStore
-from mirror.meta.store import EmbeddedStore, MetadataStore
-from mirror.pullthrough.blobs import BlobService
-from mirror.pullthrough.fills import Fills
-from mirror.pullthrough.listings import ListingService
-from mirror.pullthrough.manifests import ManifestService
-from mirror.pullthrough.routing import Router
-from mirror.storage.blobs import BlobStore
-from mirror.storage.layout import CacheLayout
-from mirror.storage.manifests import ManifestStore
-from mirror.storage.tags import TagStore
-from mirror.upstream.registry import UpstreamRegistry, make_session
+from mirror.pullthrough.offline import CachedListings
+from mirror.services import open_services
 
 
 def create_app(settings: Settings) -> web.Application:
+    """The mirror as an aiohttp application, ready for `web.run_app` or a test client."""
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
     app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
     app[SETTINGS] = settings
@@ -37,33 +26,12 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
-    """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
-    settings = app[SETTINGS]
-    layout = CacheLayout(settings.cache_dir)
-    await asyncio.to_thread(layout.prepare)
-    meta: MetadataStore = (
-        RedisStore(settings.redis_url, settings.redis_prefix)
-        if settings.redis_url
-        else EmbeddedStore()
-    )
-    await meta.start()
-    user_agent = f"mirror/{__version__}"
-    upstreams = [
-        UpstreamRegistry(upstream, make_session(upstream, user_agent), meta)
-        for upstream in settings.upstreams
-    ]
-    blob_store = BlobStore(layout)
-    fills = Fills(blob_store)
-    app[ROUTER] = Router(upstreams)
-    app[MANIFESTS] = ManifestService(ManifestStore(layout), TagStore(layout), meta, layout.spool)
-    app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
-    app[LISTINGS] = ListingService()
-    app[META] = meta
-    app[HOT_ANSWERS] = HotAnswers()
-    try:
+    """Everything long-lived: created at start-up, closed at shutdown."""
+    async with open_services(app[SETTINGS]) as services:
+        app[ROUTER] = services.router
+        app[MANIFESTS] = services.manifests
+        app[BLOBS] = services.blobs
+        app[LISTINGS] = CachedListings(services.tag_store)
+        app[META] = services.meta
+        app[HOT_ANSWERS] = HotAnswers()
         yield
-    finally:
-        await fills.close()
-        for upstream in upstreams:
-            await upstream.close()
-        await meta.close()

@@ -68,6 +68,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),
     Option("workers", v.counter(1, 64), "processes serving one port, default 1", metavar="N"),
     Option(
+        "offline",
+        v.boolean,
+        "never contact an upstream: answer from the cache only",
+        target=Target.EVERY_UPSTREAM,
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

@@ -59,6 +59,7 @@ class UpstreamSettings:
     rate_limit_reserve: int = 10
     breaker_failures: int = 3
     breaker_reset: float = 5.0
+    offline: bool = False  # --offline: never contacted; misses are 404 at once
 
     def ttl_for(self, tag: str) -> float:
         """How long `tag` stays fresh: the first matching rule, else the registry's TTL."""

@@ -38,6 +38,16 @@ class TagStore:
         path = self._layout.tag(upstream, repo, tag)
         await asyncio.to_thread(write_atomically, self._layout, path, data)
 
+    async def names(self, upstream: str, repo: str) -> list[str]:
+        """The tags of a repository that have a record, sorted."""
+        return await asyncio.to_thread(self._names, upstream, repo)
+
+    def _names(self, upstream: str, repo: str) -> list[str]:
+        try:
+            return sorted(p.name for p in self._layout.tag(upstream, repo, "_").parent.iterdir())
+        except OSError:
+            return []
+
     def _read(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
         try:
             raw = json.loads(self._layout.tag(upstream, repo, tag).read_bytes())

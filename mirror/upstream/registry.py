@@ -30,6 +30,7 @@ from mirror.errors import (
     UpstreamThrottled,
     UpstreamTimeout,
     UpstreamUnavailable,
+    offline_miss,
 )
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
@@ -204,6 +205,12 @@ class UpstreamRegistry:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One logical request: auth challenge answered once, redirects followed by hand so
         that `Authorization` never leaves the upstream's origin; yields a 2xx response."""
+        if self.settings.offline:
+            raise offline_miss(
+                not_found,
+                f"{self.name}/{repo}/{path} is not in the cache, and the mirror is offline "
+                "(--offline): no upstream is contacted",
+            )
         if await self.health.is_open():
             raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
         scope = f"repository:{repo}:pull"
