@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.config.options import BY_KEY, NOT_IN_FILE, OPTIONS, Target
+from mirror.config.prefetch import PrefetchSettings, parse_prefetch
 from mirror.config.upstreams import (
     BUILTIN_UPSTREAMS,
     DEFAULT_TAG_TTL,
@@ -45,6 +46,7 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    prefetch: PrefetchSettings | None = None  # the `[prefetch]` table
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]
@@ -77,10 +79,12 @@ def load_settings(
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     tables: Any = None
+    prefetch: Any = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
         data = _read_toml(config_file)
         tables = data.pop("upstreams", None)
+        prefetch = data.pop("prefetch", None)
         for key in data:
             if key not in BY_KEY or key in NOT_IN_FILE:
                 raise ConfigError(f"{key}: unknown option in {config_file}")
@@ -89,7 +93,7 @@ def load_settings(
         if option.env and option.env_var in env:
             raw[option.key] = env[option.env_var]
     raw.update({k: v for k, v in flags.items() if v is not None and k in BY_KEY})
-    return _build(raw, tables, env)
+    return _build(raw, tables, prefetch, env)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -102,7 +106,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
 
 
-def _build(raw: Mapping[str, Any], tables: Any, env: Mapping[str, str]) -> Settings:
+def _build(raw: Mapping[str, Any], tables: Any, prefetch: Any, env: Mapping[str, str]) -> Settings:
     fields: dict[str, Any] = {}
     every: dict[str, Any] = {}  # applied to every upstream, under its own table's values
     default: dict[str, Any] = {}  # applied to the default upstream over everything
@@ -122,4 +126,6 @@ def _build(raw: Mapping[str, Any], tables: Any, env: Mapping[str, str]) -> Setti
     for upstream in upstreams:
         if upstream.password and not upstream.username:
             raise ConfigError(f"upstreams.{upstream.name}.username: required with a password")
+    if prefetch is not None:
+        fields["prefetch"] = parse_prefetch(prefetch, {u.name for u in upstreams})
     return Settings(upstreams=upstreams, **fields)
