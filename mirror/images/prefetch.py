@@ -5,8 +5,9 @@ shared with fills of the same blobs in other processes on the cache directory)."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar, cast
 
 from mirror import log
 from mirror.errors import MirrorError
@@ -24,6 +25,18 @@ BLOBS_AT_ONCE = 6
 # An index inside an index is allowed by the spec; deeper nesting is not an image.
 MAX_DEPTH = 3
 COMMIT_POLL = 0.02
+
+
+T = TypeVar("T")
+
+
+async def _all(work: Iterable[Awaitable[T]]) -> list[T]:
+    """Every result, or the first error once all have ended (none is left running unheard)."""
+    done = await asyncio.gather(*work, return_exceptions=True)
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[T], done)
 
 
 class PrefetchFailed(Exception):
@@ -88,7 +101,7 @@ class Prefetcher:
                 top = await manifests.by_tag(target.upstream, target.repo, reference.tag)
             stale = facts.cache == "stale"
             blobs = await self._walk(target, top, progress, depth=0)
-            done = await asyncio.gather(*(self._blob(target, blob, progress) for blob in blobs))
+            done = await _all(self._blob(target, blob, progress) for blob in blobs)
         except (MirrorError, FillFailed, InvalidManifest, OSError) as e:
             raise PrefetchFailed(getattr(e, "message", None) or str(e)) from e
         fetched = sum(blob.size for blob, new in zip(blobs, done, strict=True) if new)
@@ -114,17 +127,11 @@ class Prefetcher:
         if not children and contents.manifests:
             found = ", ".join(sorted({describe(c.platform) for c in contents.manifests}))
             raise PrefetchFailed(f"the index has no {self._platform} image (it has {found})")
-        answers = await asyncio.gather(
-            *(
-                self._services.manifests.by_digest(
-                    target.upstream, target.repo, child.digest, head=False
-                )
-                for child in children
-            )
+        answers = await _all(
+            self._services.manifests.by_digest(target.upstream, target.repo, c.digest, head=False)
+            for c in children
         )
-        nested = await asyncio.gather(
-            *(self._walk(target, answer, progress, depth + 1) for answer in answers)
-        )
+        nested = await _all(self._walk(target, answer, progress, depth + 1) for answer in answers)
         unique = {blob.digest: blob for blobs in nested for blob in blobs}
         return list(unique.values())
 

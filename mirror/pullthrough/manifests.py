@@ -93,8 +93,8 @@ class ManifestService:
     ) -> ManifestAnswer:
         record = await self._tags.get(upstream.name, repo, tag)
         stored = await self._manifests.get(record.parsed_digest) if record else None
-        if stored is not None and await upstream.health.is_sparing():
-            # Near the upstream's pull limit (or after a 429), what we have will do.
+        if stored is not None and (upstream.settings.offline or await upstream.health.is_sparing()):
+            # Offline, or near the upstream's pull limit (or after a 429): what we have will do.
             log.note_cache("stale")
             return _answer(stored)
         if stored is not None and not await self._meta.try_lease(key, REVALIDATION_LEASE):
