@@ -4,6 +4,7 @@ archive, served byte for byte on the far side with no upstream at all."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import json
@@ -344,3 +345,20 @@ async def test_skopeo_reads_images_from_the_bundle_by_their_full_names(
         assert (copied / blob(image.digest)).read_bytes() == image.manifest
         for layer in image.blobs:
             assert (copied / blob(layer.digest)).read_bytes() == layer.data
+
+
+async def test_a_compressed_bundle_imports_too(
+    export_bundle: Callable[..., Awaitable[Path]],
+    mirror_from: MirrorFromSettings,
+    seeded: Seeded,
+    tmp_path: Path,
+) -> None:
+    """A gzip'd archive (as bundles are often carried) imports like the plain one."""
+    bundle = await export_bundle(name(seeded.oci_ref))
+    compressed = tmp_path / "bundle.tar.gz"
+    compressed.write_bytes(gzip.compress(bundle.read_bytes()))
+    cache = tmp_path / "far-cache"
+    result = await mirror_cli("import", "--upstream", NOWHERE, "--cache-dir", cache, compressed)
+    assert result.returncode == 0, result.explain()
+    client = await mirror_from(offline_settings(cache))
+    await assert_serves_image(client, seeded.oci_ref[0], seeded.oci)
