@@ -26,10 +26,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--file", metavar="LIST", help="more references, one a line (- for standard input)"
     )
-    add_platform_flag(parser)
-
-
-def add_platform_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--platform",
         default="all",
@@ -38,7 +34,7 @@ def add_platform_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def platform_of(text: str) -> Platform | None:
+def _platform(text: str) -> Platform | None:
     """None means every platform."""
     if text.strip().lower() == "all":
         return None
@@ -50,7 +46,7 @@ def platform_of(text: str) -> Platform | None:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     references = read_references(args.refs, args.file)
-    platform = platform_of(args.platform)
+    platform = _platform(args.platform)
     log.configure(level=logging.WARNING)
     return asyncio.run(_prefetch_all(settings, references, platform))
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mirror.images.archive import CONTAINERD_NAME, REF_NAME, blob_path
-from mirror.images.prefetch import MAX_DEPTH
-from mirror.oci.contents import Descriptor, InvalidManifest, read_contents
+from mirror.oci.contents import MAX_INDEX_DEPTH, Descriptor, InvalidManifest, read_contents
 from mirror.oci.digest import Digest
 from mirror.oci.reference import ImageReference, InvalidReference, parse_reference
 from mirror.upstream.registry import MAX_MANIFEST_SIZE
@@ -58,11 +57,14 @@ class Bundle:
             raise BadBundle(f"cannot be read: {e.strerror}") from None
         try:
             members = self._tar.getmembers()
+            self._check_complete(members)
         except (tarfile.TarError, EOFError, OSError) as e:
             self._tar.close()
             raise BadBundle(f"the archive is truncated or damaged ({e})") from None
+        except BadBundle:
+            self._tar.close()
+            raise
         self._members = {os.path.normpath(m.name).lstrip("/"): m for m in members if m.isreg()}
-        self._check_complete(members)
 
     def close(self) -> None:
         self._tar.close()
@@ -140,8 +142,10 @@ class Bundle:
             contents = read_contents(data)
         except InvalidManifest as e:
             raise BadBundle(f"manifest {entry.digest}: {e}") from None
-        if contents.is_index and depth >= MAX_DEPTH:
-            raise BadBundle(f"manifest {entry.digest}: indexes nested more than {MAX_DEPTH} deep")
+        if contents.is_index and depth >= MAX_INDEX_DEPTH:
+            raise BadBundle(
+                f"manifest {entry.digest}: indexes nested more than {MAX_INDEX_DEPTH} deep"
+            )
         for child in contents.manifests:
             self._plan_manifest(plan, child, f"manifest {entry.digest}", depth + 1)
         for blob in contents.blobs:

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirror.errors import MirrorError
-from mirror.images.prefetch import MAX_DEPTH
 from mirror.images.targets import resolve
-from mirror.oci.contents import InvalidManifest, read_contents
+from mirror.oci.contents import MAX_INDEX_DEPTH, InvalidManifest, read_contents
 from mirror.oci.digest import Digest
 from mirror.oci.platform import describe
 from mirror.oci.reference import ImageReference
@@ -64,8 +63,8 @@ async def _collect(
         contents = read_contents(manifest.data)
     except InvalidManifest as e:
         raise NotCached(f"manifest {manifest.digest}: {e}") from None
-    if contents.is_index and depth >= MAX_DEPTH:
-        raise NotCached(f"indexes nested more than {MAX_DEPTH} deep")
+    if contents.is_index and depth >= MAX_INDEX_DEPTH:
+        raise NotCached(f"indexes nested more than {MAX_INDEX_DEPTH} deep")
     for child in contents.manifests:
         stored = await services.manifest_store.get(child.digest)
         if stored is None:

@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar, cast
 from mirror import log
 from mirror.errors import MirrorError
 from mirror.images.targets import Target, resolve
-from mirror.oci.contents import Descriptor, InvalidManifest, read_contents
+from mirror.oci.contents import MAX_INDEX_DEPTH, Descriptor, InvalidManifest, read_contents
 from mirror.oci.digest import Digest
 from mirror.oci.platform import Platform, describe
 from mirror.oci.reference import ImageReference
@@ -22,8 +22,6 @@ from mirror.pullthrough.manifests import ManifestAnswer
 from mirror.services import Services
 
 BLOBS_AT_ONCE = 6
-# An index inside an index is allowed by the spec; deeper nesting is not an image.
-MAX_DEPTH = 3
 COMMIT_POLL = 0.02
 
 
@@ -117,8 +115,8 @@ class Prefetcher:
         if not contents.is_index:
             progress.expect(sum(blob.size for blob in contents.blobs))
             return list(contents.blobs)
-        if depth >= MAX_DEPTH:
-            raise InvalidManifest(f"indexes nested more than {MAX_DEPTH} deep")
+        if depth >= MAX_INDEX_DEPTH:
+            raise InvalidManifest(f"indexes nested more than {MAX_INDEX_DEPTH} deep")
         children = [
             child
             for child in contents.manifests

@@ -13,6 +13,9 @@ from typing import Any
 from mirror.errors import MirrorError
 from mirror.oci.digest import Digest
 
+# An index inside an index is allowed by the spec; deeper nesting is not an image.
+MAX_INDEX_DEPTH = 3
+
 
 class InvalidManifest(ValueError):
     """A manifest whose references cannot be read."""

@@ -103,6 +103,25 @@ async def test_prefetch_reports_each_failure_in_one_line_and_exits_1(
     assert all(cached_blob(cache_dir, blob.digest).exists() for blob in image.blobs)
 
 
+async def test_references_come_from_a_list_file_too(
+    registry: Registry, seeded: Seeded, tmp_path: Path
+) -> None:
+    """--file adds one reference a line, skipping blanks and comments; repeats count once."""
+    listing = tmp_path / "images.txt"
+    repo, tag = seeded.oci_ref
+    listing.write_text(
+        f"# images for the build farm\n\n{repo}:{tag}  # the OCI one\n{repo}:{tag}\n"
+    )
+    cache = tmp_path / "cache"
+    result = await mirror_cli(
+        "prefetch", "--upstream", registry.url, "--cache-dir", cache, "--file", listing,
+        f"docker.io/{repo}:{tag}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.startswith("prefetched 1 of 1 images:")
+    assert all(cached_blob(cache, blob.digest).exists() for blob in seeded.oci.blobs)
+
+
 async def test_a_reference_that_does_not_parse_is_one_line_and_nothing_is_fetched(
     make_registry: RegistryFactory, cache_dir: Path
 ) -> None:
