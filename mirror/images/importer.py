@@ -38,7 +38,6 @@ class Imported:
     blobs_added: int = 0
     bytes_added: int = 0
     bytes_cached: int = 0
-    manifests_added: int = 0
 
 
 async def import_bundle(services: Services, path: Path) -> Imported:
@@ -54,7 +53,6 @@ async def import_bundle(services: Services, path: Path) -> Imported:
     for digest, (media_type, data) in plan.manifests.items():
         if await services.manifest_store.get(digest) is None:
             await services.manifest_store.put(digest, media_type, data)
-            result.manifests_added += 1
     for image, target in zip(plan.images, targets, strict=True):
         if target is None:
             result.unnamed.append(image.digest)
