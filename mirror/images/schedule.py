@@ -111,7 +111,11 @@ class PrefetchSchedule:
 
     async def _run(self) -> None:
         while True:
-            begun = await asyncio.to_thread(self._lock.try_begin)
+            try:
+                begun = await asyncio.to_thread(self._lock.try_begin)
+            except OSError as e:
+                log.get_logger().error("prefetch schedule: cannot use its lock file", error=str(e))
+                begun = self._settings.interval
             if not isinstance(begun, Round):
                 await asyncio.sleep(begun)
                 continue
