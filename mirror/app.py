@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mirror import __version__
+from mirror import log
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     BLOBS,
@@ -24,26 +23,16 @@ from mirror.api.middlewares import request_middleware
 from mirror.api.readiness import Readiness
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.meta.redis import RedisStore
-from mirror.meta.store import EmbeddedStore, MetadataStore
-from mirror.oci.manifest import BlobSizes
-from mirror.pullthrough.blobs import BlobService
-from mirror.pullthrough.fills import Fills
+from mirror.images.schedule import PrefetchSchedule
 from mirror.pullthrough.listings import ListingService
-from mirror.pullthrough.manifests import ManifestService
-from mirror.pullthrough.routing import Router
-from mirror.pullthrough.slots import FillSlots
-from mirror.storage.blobs import BlobStore
-from mirror.storage.layout import CacheLayout
-from mirror.storage.manifests import ManifestStore
-from mirror.storage.tags import TagStore
-from mirror.upstream.registry import UpstreamRegistry
+from mirror.services import open_services
 from mirror.upstream.targets import Network
 
 
 def create_app(settings: Settings, network: Network | None = None) -> web.Application:
-    """The mirror; `network` (how upstream names resolve, which addresses are public) is the
-    system's unless a test substitutes its own."""
+    """The mirror as an aiohttp application, ready for `web.run_app` or a test client;
+    `network` (how upstream names resolve, which addresses are public) is the system's unless a
+    test substitutes its own."""
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
     app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
     app[SETTINGS] = settings
@@ -55,37 +44,23 @@ def create_app(settings: Settings, network: Network | None = None) -> web.Applic
 async def _services(app: web.Application, *, network: Network) -> AsyncIterator[None]:
     """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
     settings = app[SETTINGS]
-    layout = CacheLayout(settings.cache_dir)
-    await asyncio.to_thread(layout.prepare)
-    meta: MetadataStore = (
-        RedisStore(settings.redis_url, settings.redis_prefix)
-        if settings.redis_url
-        else EmbeddedStore()
-    )
-    await meta.start()
-    user_agent = f"mirror/{__version__}"
-    upstreams = [
-        UpstreamRegistry(upstream, meta, user_agent=user_agent, network=network)
-        for upstream in settings.upstreams
-    ]
-    blob_store = BlobStore(layout)
-    own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
-    slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
-    fills = Fills(blob_store, layout.spool, slots)
-    sizes = BlobSizes()
-    app[ROUTER] = Router(upstreams)
-    tags = TagStore(layout)
-    app[MANIFESTS] = ManifestService(ManifestStore(layout, sizes), tags, meta, layout.spool)
-    app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool, sizes)
-    app[LISTINGS] = ListingService(tags)
-    app[META] = meta
-    app[HOT_ANSWERS] = HotAnswers()
-    app[READINESS] = readiness = Readiness(layout, settings.redis_url)
-    try:
-        yield
-    finally:
-        await fills.close()
-        for upstream in upstreams:
-            await upstream.close()
-        await meta.close()
-        await readiness.close()
+    async with open_services(settings, network) as services:
+        app[ROUTER] = services.router
+        app[MANIFESTS] = services.manifests
+        app[BLOBS] = services.blobs
+        app[LISTINGS] = ListingService(services.tag_store)
+        app[META] = services.meta
+        app[HOT_ANSWERS] = HotAnswers()
+        app[READINESS] = readiness = Readiness(services.layout, settings.redis_url)
+        schedule = None
+        if settings.prefetch is not None and settings.upstream.offline:
+            log.get_logger().warning("offline: the [prefetch] table is not refreshed")
+        elif settings.prefetch is not None:
+            schedule = PrefetchSchedule(services, settings.prefetch)
+            schedule.start()
+        try:
+            yield
+        finally:
+            if schedule is not None:
+                await schedule.close()
+            await readiness.close()

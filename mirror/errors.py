@@ -95,6 +95,36 @@ class UpstreamThrottled(UpstreamError, TooManyRequests):
     code, status = "TOOMANYREQUESTS", 429
 
 
+class OfflineMiss(UpstreamError):
+    """`--offline` and not cached: the upstream is never asked.
+
+    An `UpstreamError`, so a cached tag is served stale as when the upstream is down; without one
+    the client gets the 404 of the kind it asked for (the subclasses below), at once."""
+
+    code, status = "NAME_UNKNOWN", 404
+
+
+class OfflineManifestUnknown(OfflineMiss, ManifestUnknown):
+    code, status = "MANIFEST_UNKNOWN", 404
+
+
+class OfflineBlobUnknown(OfflineMiss, BlobUnknown):
+    code, status = "BLOB_UNKNOWN", 404
+
+
+class OfflineNameUnknown(OfflineMiss, NameUnknown):
+    code, status = "NAME_UNKNOWN", 404
+
+
+def offline_miss(not_found: type[MirrorError], message: str) -> OfflineMiss:
+    """The offline form of an upstream's "not found" of this kind."""
+    offline: dict[type[MirrorError], type[OfflineMiss]] = {
+        ManifestUnknown: OfflineManifestUnknown,
+        BlobUnknown: OfflineBlobUnknown,
+    }
+    return offline.get(not_found, OfflineNameUnknown)(message)
+
+
 def error_body(errors: list[MirrorError]) -> dict[str, object]:
     return {"errors": [{"code": e.code, "message": e.message, "detail": e.detail} for e in errors]}
 

@@ -80,6 +80,12 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "offline",
+        v.boolean,
+        "never contact an upstream: answer from the cache only",
+        target=Target.EVERY_UPSTREAM,
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

@@ -64,6 +64,7 @@ class UpstreamSettings:
     # Let a public upstream redirect, or name a token realm, to loopback, link-local or
     # private addresses (upstream/targets.py).
     allow_private_targets: bool = False
+    offline: bool = False  # --offline: never contacted; misses are 404 at once
 
     def ttl_for(self, tag: str) -> float:
         """How long `tag` stays fresh: the first matching rule, else the registry's TTL."""

@@ -10,8 +10,8 @@ from pathlib import Path
 from mirror import log
 from mirror.errors import Busy, UpstreamError
 from mirror.meta.store import MetadataStore
+from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
-from mirror.oci.manifest import BlobSizes
 from mirror.pullthrough.fills import Fills, FillTaken, FillView
 from mirror.pullthrough.flight import SingleFlight
 from mirror.pullthrough.follower import FollowedFill

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -34,7 +33,13 @@ from mirror.oci.digest import Digest
 from mirror.pullthrough.slots import FillSlots
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, has_readers
-from mirror.storage.spool import mark_verified, open_spool, readable_end, spool_segments
+from mirror.storage.spool import (
+    fill_record,
+    mark_verified,
+    open_spool,
+    readable_end,
+    spool_segments,
+)
 from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
@@ -138,7 +143,7 @@ class BlobFill:
                     raise FillTaken(f"{self.digest} is being fetched through another route")
                 with claim, open_spool(self._part) as spool:
                     self.size = size
-                    claim.publish(json.dumps({"part": self._part.name, "size": size}).encode())
+                    claim.publish(fill_record(self._part, size))
                     self._started.set_result(None)
                     self._announce(self)
                     await self._receive(upstream, repo, first, spool.fileno())

@@ -11,7 +11,6 @@ sent are the verified blob, whatever other fills of the same digest do meanwhile
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncGenerator
 from functools import partial
@@ -29,7 +28,7 @@ from mirror.storage.claims import (
     poll,
     read_record,
 )
-from mirror.storage.spool import is_verified, readable_end, spool_segments
+from mirror.storage.spool import is_verified, read_fill_record, readable_end, spool_segments
 
 # A filler publishes right after taking its claim; this is how long that may take.
 PUBLISH_WAIT = 5.0
@@ -112,14 +111,10 @@ class FollowedFill:
 def _live_fill(spool: Path, digest: Digest, final: Path) -> FollowedFill | None:
     """The fill the claim's record names, if its spool file is live; None while the holder has
     not published yet (or what is there is a dead filler's record)."""
-    try:
-        record = json.loads(read_record(spool, digest.hex) or b"")
-        part = spool / str(record["part"])
-        size = None if record["size"] is None else int(record["size"])
-    except (ValueError, KeyError, TypeError):
+    found = read_fill_record(spool, read_record(spool, digest.hex))
+    if found is None or not found[0].name.startswith(f"{digest.hex}."):
         return None
-    if part.parent != spool or not part.name.startswith(f"{digest.hex}."):
-        return None
+    part, size = found
     try:
         fd = os.open(part, os.O_RDONLY)
     except OSError:

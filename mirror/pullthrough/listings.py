@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from cachetools import LRUCache
 
 from mirror import log
-from mirror.errors import PaginationNumberInvalid, UpstreamError
+from mirror.errors import OfflineMiss, PaginationNumberInvalid, UpstreamError
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX
 from mirror.storage.tags import TagStore
@@ -96,6 +96,10 @@ class ListingService:
         key = ("referrers", upstream.name, repo, str(digest), _canonical(query))
         try:
             answer = await upstream.get_referrers(repo, digest, query)
+        except OfflineMiss:
+            # The cache keeps no referrers index: offline, there are none to tell of.
+            log.note_cache("hit")
+            return self._referrers.get(key, EMPTY_REFERRERS)
         except UpstreamError:
             if (last := self._referrers.get(key)) is None:
                 raise

@@ -10,8 +10,8 @@ from pathlib import Path
 from mirror import log
 from mirror.errors import UpstreamError
 from mirror.meta.store import MetadataStore
+from mirror.oci.contents import media_type_of
 from mirror.oci.digest import Digest
-from mirror.oci.manifest import media_type_of
 from mirror.pullthrough.flight import SingleFlight
 from mirror.storage.claims import once
 from mirror.storage.manifests import ManifestStore, StoredManifest
@@ -100,8 +100,8 @@ class ManifestService:
     ) -> ManifestAnswer:
         record = await self._tags.get(upstream.name, repo, tag)
         stored = await self._manifests.get(record.parsed_digest) if record else None
-        if stored is not None and await upstream.health.is_sparing():
-            # Near the upstream's pull limit (or after a 429), what we have will do.
+        if stored is not None and (upstream.settings.offline or await upstream.health.is_sparing()):
+            # Offline, or near the upstream's pull limit (or after a 429): what we have will do.
             log.note_cache("stale")
             return _answer(stored)
         if stored is not None and not await self._meta.try_lease(key, REVALIDATION_LEASE):

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
-from mirror.oci.manifest import BlobSizes
 from mirror.storage.layout import CacheLayout, write_atomically
 
 

@@ -13,6 +13,7 @@ cleanly at a client.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,3 +67,19 @@ async def spool_segments(
             return
         yield file, position, limit - position
         position = limit
+
+
+def fill_record(part: Path, size: int | None) -> bytes:
+    """What a blob's claim publishes for followers: the spool file written, the size expected."""
+    return json.dumps({"part": part.name, "size": size}).encode()
+
+
+def read_fill_record(spool: Path, record: bytes | None) -> tuple[Path, int | None] | None:
+    """The spool file and size a claim's record names, or None for anything else."""
+    try:
+        parsed = json.loads(record or b"")
+        part = spool / str(parsed["part"])
+        size = None if parsed["size"] is None else int(parsed["size"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return (part, size) if part.parent == spool else None

@@ -35,6 +35,7 @@ from mirror.errors import (
     UpstreamThrottled,
     UpstreamTimeout,
     UpstreamUnavailable,
+    offline_miss,
 )
 from mirror.meta.store import MetadataStore
 from mirror.upstream import headers as parse
@@ -149,6 +150,12 @@ class UpstreamClient:
         not_found: type[MirrorError],
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """One logical request, handed to the caller as a 2xx response."""
+        if self.settings.offline:
+            raise offline_miss(
+                not_found,
+                f"{self.name}/{repo} has no such content in the cache, and the mirror is "
+                "offline (--offline): no upstream is contacted",
+            )
         if await self.health.is_open():
             raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
         exchange = await self.authorized(pool, method, url, headers, repo)

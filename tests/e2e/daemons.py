@@ -143,6 +143,7 @@ class MirrorServer:
 
     daemon: Daemon
     port: int
+    cache_dir: Path
 
     @property
     def url(self) -> str:
@@ -160,7 +161,7 @@ class MirrorServer:
         *,
         tag_ttl: float,
         cache_dir: Path | None = None,
-        args: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
     ) -> MirrorServer:
         """Start `python -m mirror serve` against `upstream_url` and wait until /v2/ answers;
         the cache is `workdir/cache` unless another directory (shared with another) is given."""
@@ -179,11 +180,11 @@ class MirrorServer:
             str(cache_dir or workdir / "cache"),
             "--tag-ttl",
             str(tag_ttl),
-            *args,
+            *extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
         daemon = Daemon("mirror", argv, workdir / "mirror.log", env=env)
-        server = cls(daemon, port)
+        server = cls(daemon, port, workdir / "cache")
         daemon.start()
         if not daemon.wait_until(lambda: http_ok(f"{server.url}/v2/"), timeout=30):
             failure = daemon.describe_failure()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import FillFailed
 from mirror.pullthrough.follower import FollowedFill
 from mirror.storage.claims import Claim
-from mirror.storage.spool import mark_verified, open_spool
+from mirror.storage.spool import fill_record, mark_verified, open_spool
 
 BLOB = b"the blob's verified bytes " * 4000
 DIGEST = Digest("sha256", hashlib.sha256(BLOB).hexdigest())
@@ -25,7 +24,7 @@ def _final(spool: Path) -> Path:
 
 
 def _publish(claim: Claim, part: Path) -> None:
-    claim.publish(json.dumps({"part": part.name, "size": len(BLOB)}).encode())
+    claim.publish(fill_record(part, len(BLOB)))
 
 
 async def _read_all(fill: FollowedFill) -> bytes:
@@ -87,9 +86,7 @@ async def test_a_dead_fillers_record_is_never_followed(spool: Path) -> None:
     the new holder's record instead of tailing the dead file."""
     dead_part = spool / f"{DIGEST.hex}.dead.part"
     dead_part.write_bytes(b"X" * 100)  # unlocked: its writer is gone
-    (spool / f"{DIGEST.hex}.claim").write_bytes(
-        json.dumps({"part": dead_part.name, "size": len(BLOB)}).encode()
-    )
+    (spool / f"{DIGEST.hex}.claim").write_bytes(fill_record(dead_part, len(BLOB)))
     claim = Claim.try_take(spool, DIGEST.hex)  # the new holder, not yet published
     assert claim is not None
     live_part = spool / f"{DIGEST.hex}.live.part"
