@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from mirror import log
+from mirror.api.admin import add_admin_routes, admin_listener
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     BLOBS,
+    EXPOSITION,
     HOT_ANSWERS,
     LISTINGS,
     MANIFESTS,
     META,
+    METRICS,
     READINESS,
     ROUTER,
     SETTINGS,
 )
 from mirror.api.middlewares import request_middleware
 from mirror.api.readiness import Readiness
-from mirror.api.routes import setup_routes
+from mirror.api.routes import REQUEST_KINDS, setup_routes
 from mirror.config import Settings
 from mirror.images.schedule import PrefetchSchedule
+from mirror.metrics.exposition import Exposition, Publisher
+from mirror.metrics.hooks import unobserved
+from mirror.metrics.recorder import Metrics
+from mirror.metrics.serving import shared_directory
 from mirror.pullthrough.listings import ListingService
 from mirror.services import open_services
 from mirror.upstream.targets import Network
@@ -33,18 +41,31 @@ def create_app(settings: Settings, network: Network | None = None) -> web.Applic
     """The mirror as an aiohttp application, ready for `web.run_app` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
     test substitutes its own."""
+    metrics = None
+    if settings.metrics:
+        metrics = Metrics(
+            REQUEST_KINDS, redis=settings.redis_url is not None, directory=shared_directory()
+        )
+    observe = metrics.observe if metrics is not None else None
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
-    app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
+    app = web.Application(middlewares=[request_middleware(observe)], client_max_size=64 << 10)
     app[SETTINGS] = settings
+    if metrics is not None:
+        app[METRICS] = metrics
+        app[EXPOSITION] = Exposition(metrics, settings.cache_dir)
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
+    if metrics is not None and settings.admin_listen is None:
+        add_admin_routes(app)
     return app
 
 
 async def _services(app: web.Application, *, network: Network) -> AsyncIterator[None]:
     """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
     settings = app[SETTINGS]
-    async with open_services(settings, network) as services:
+    metrics = app.get(METRICS)
+    stats = metrics.upstream if metrics is not None else unobserved
+    async with open_services(settings, network, stats) as services:
         app[ROUTER] = services.router
         app[MANIFESTS] = services.manifests
         app[BLOBS] = services.blobs
@@ -59,7 +80,16 @@ async def _services(app: web.Application, *, network: Network) -> AsyncIterator[
             schedule = PrefetchSchedule(services, settings.prefetch)
             schedule.start()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if metrics is not None:
+                    metrics.watch(services.fills, services.slots, services.meta)
+                    publisher = Publisher(metrics)
+                    publisher.start()
+                    stack.push_async_callback(publisher.close)
+                    if settings.admin_listen is not None:
+                        listener = admin_listener(app, settings, settings.admin_listen)
+                        await stack.enter_async_context(listener)
+                yield
         finally:
             if schedule is not None:
                 await schedule.close()

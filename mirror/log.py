@@ -25,6 +25,7 @@ class RequestFacts:
     request_id: str
     cache: str | None = None  # hit | miss | stale | coalesced
     upstream: str | None = None
+    repo: str | None = None  # the repository at that upstream
     upstream_status: int | None = None
     streamed: int | None = None  # body bytes written by a streaming handler
 
@@ -44,10 +45,11 @@ def note_cache(state: str) -> None:
         facts.cache = state
 
 
-def note_route(upstream: str) -> None:
+def note_route(upstream: str, repo: str | None = None) -> None:
     facts = _current.get()
     if facts is not None:
         facts.upstream = upstream
+        facts.repo = repo
 
 
 def note_streamed(count: int) -> None:

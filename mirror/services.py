@@ -4,7 +4,7 @@ work on the cache (prefetch, export, import) use the very same services."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,6 +12,7 @@ from mirror import __version__
 from mirror.config import Settings
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
+from mirror.metrics.hooks import UpstreamStats, unobserved
 from mirror.oci.contents import BlobSizes
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.fills import Fills
@@ -37,6 +38,7 @@ class Services:
     manifests: ManifestService
     blobs: BlobService
     fills: Fills
+    slots: FillSlots
     manifest_store: ManifestStore
     tag_store: TagStore
     blob_store: BlobStore
@@ -44,9 +46,12 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, network: Network | None = None
+    settings: Settings,
+    network: Network | None = None,
+    upstream_stats: Callable[[str], UpstreamStats] = unobserved,
 ) -> AsyncIterator[Services]:
-    """Everything long-lived: created on entry, closed on exit, in reverse order."""
+    """Everything long-lived: created on entry, closed on exit, in reverse order;
+    `upstream_stats` gives what each upstream reports to."""
     layout = CacheLayout(settings.cache_dir)
     await asyncio.to_thread(layout.prepare)
     meta: MetadataStore = (
@@ -57,7 +62,13 @@ async def open_services(
     await meta.start()
     user_agent = f"mirror/{__version__}"
     upstreams = [
-        UpstreamRegistry(upstream, meta, user_agent=user_agent, network=network or Network())
+        UpstreamRegistry(
+            upstream,
+            meta,
+            user_agent=user_agent,
+            network=network or Network(),
+            stats=upstream_stats(upstream.name),
+        )
         for upstream in settings.upstreams
     ]
     sizes = BlobSizes()
@@ -75,6 +86,7 @@ async def open_services(
             manifests=ManifestService(manifest_store, tag_store, meta, layout.spool),
             blobs=BlobService(blob_store, fills, meta, layout.spool, sizes),
             fills=fills,
+            slots=slots,
             manifest_store=manifest_store,
             tag_store=tag_store,
             blob_store=blob_store,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from mirror import log
 from mirror.config import Settings
+from mirror.metrics.serving import forget_worker
 
 RESTART_DELAY = 1.0
 _PR_SET_PDEATHSIG = 1
@@ -80,6 +81,7 @@ def supervise(
         except ChildProcessError:
             break
         number = workers.pop(pid, -1)
+        forget_worker(pid)
         if number < 0 or stopping:
             continue
         log.get_logger().error("worker died; restarting", pid=pid, status=status)

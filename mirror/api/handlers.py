@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from aiohttp import web
@@ -9,7 +10,7 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER
+from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, METRICS, ROUTER
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
@@ -22,7 +23,7 @@ from mirror.pullthrough.routing import Route
 
 def _route(request: web.Request) -> Route:
     route = request.app[ROUTER].route(request.match_info["name"], request.query.get("ns"))
-    log.note_route(route.upstream.name)
+    log.note_route(route.upstream.name, route.repo)
     return route
 
 
@@ -41,7 +42,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     hot = request.app[HOT_ANSWERS]
     key = hot.key(request)
     if (ready := hot.get(key)) is not None:
-        log.note_route(ready.upstream)
+        log.note_route(ready.upstream, ready.repo)
         log.note_cache("hit")
         request.app[META].record_access(ready.digest)
         return ready.response()
@@ -65,7 +66,11 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl
     ):
         ready = HotAnswer(
-            route.upstream.name, str(answer.digest), answer.data, dict(response.headers)
+            route.upstream.name,
+            route.repo,
+            str(answer.digest),
+            answer.data,
+            dict(response.headers),
         )
         hot.put(key, ready)
     return response
@@ -86,7 +91,9 @@ async def blob(request: web.Request) -> web.StreamResponse:
     if cached is None:
         source = await service.fetch(route.upstream, route.repo, digest)
         if not isinstance(source, CachedBlob):
-            return await stream_fill(request, source, headers)
+            metrics = request.app.get(METRICS)
+            with metrics.streaming() if metrics else contextlib.nullcontext():
+                return await stream_fill(request, source, headers)
         cached = source
     return await blob_file_response(request, cached.path, headers)
 

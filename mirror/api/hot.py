@@ -20,6 +20,7 @@ HOT_TTL = 1.0
 @dataclass(frozen=True, slots=True)
 class HotAnswer:
     upstream: str
+    repo: str
     digest: str
     body: bytes
     headers: dict[str, str]

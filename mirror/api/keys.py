@@ -8,6 +8,8 @@ from mirror.api.hot import HotAnswers
 from mirror.api.readiness import Readiness
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
+from mirror.metrics.exposition import Exposition
+from mirror.metrics.recorder import Metrics
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.listings import ListingService
 from mirror.pullthrough.manifests import ManifestService
@@ -21,3 +23,6 @@ LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
 READINESS = web.AppKey("readiness", Readiness)
+# Only with metrics on (`metrics = false` leaves them out).
+METRICS = web.AppKey("metrics", Metrics)
+EXPOSITION = web.AppKey("exposition", Exposition)

@@ -13,8 +13,11 @@ from aiohttp.typedefs import Middleware
 
 from mirror import log
 from mirror.errors import MirrorError, NameUnknown, Unsupported, error_body
+from mirror.log import RequestFacts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Told of each answered request as it is logged: (request, status, facts, body bytes sent).
+Observer = Callable[[web.Request, int, RequestFacts, int], None]
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 
@@ -40,20 +43,23 @@ def abort(request: web.Request) -> None:
         request.transport.abort()
 
 
-def request_middleware() -> Middleware:
+def request_middleware(observe: Observer | None = None) -> Middleware:
     """The middleware of one app (one process): its request ids are a process prefix and a
-    counter, unique across the workers and restarts of a host and free to make."""
+    counter, unique across the workers and restarts of a host and free to make; `observe`
+    (the metrics) counts what each line logs."""
     prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
     ids = itertools.count(1)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await _handle(request, handler, f"{prefix}-{next(ids):x}")
+        return await _handle(request, handler, f"{prefix}-{next(ids):x}", observe)
 
     return middleware
 
 
-async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
+async def _handle(
+    request: web.Request, handler: Handler, request_id: str, observe: Observer | None
+) -> web.StreamResponse:
     """Renders errors, finishes the response and logs one line with what it cost."""
     facts = log.begin_request(request_id)
     started = time.perf_counter()
@@ -88,6 +94,8 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         sent = facts.streamed
     else:
         sent = (response.content_length or 0) if complete else 0
+    if observe is not None:
+        observe(request, response.status, facts, sent)
     log.get_logger().info(
         "request",
         method=request.method,

@@ -3,9 +3,22 @@ health probes beside them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from aiohttp import web
 
 from mirror.api import handlers, health
+
+# What each /v2/ handler answers, as `mirror_requests_total` labels it.
+REQUEST_KINDS: dict[Callable[..., Any], str] = {
+    handlers.manifest: "manifest",
+    handlers.blob: "blob",
+    handlers.tags_list: "tags",
+    handlers.referrers: "referrers",
+    handlers.ping: "other",
+    handlers.unsupported: "other",
+}
 
 
 def setup_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
+from mirror.metrics.serving import check_admin_address, workers_metrics
 from mirror.workers import listening_socket, supervise
 
 
@@ -28,7 +29,8 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         workers=settings.workers,
     )
     if settings.workers > 1:
-        return supervise(settings, sock, serve)
+        with workers_metrics(settings):
+            return supervise(settings, sock, serve)
     serve(settings, sock)
     return 0
 
@@ -42,6 +44,7 @@ def _claim_resources(settings: Settings) -> socket.socket:
         raise ConfigError(f"--cache-dir: cannot create {settings.cache_dir}: {e.strerror}") from e
     if not os.access(settings.cache_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--cache-dir: {settings.cache_dir} is not writable")
+    check_admin_address(settings)
     try:
         return listening_socket(settings)
     except OSError as e:

@@ -7,6 +7,7 @@ failing on the first request that happens to need it. The top-level options are 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from mirror.config.upstreams import (
     UpstreamSettings,
     parse_upstreams,
 )
-from mirror.config.values import ConfigError
+from mirror.config.values import AddressRange, ConfigError
 
 __all__ = ["DOCKER_HUB", "ConfigError", "Settings", "TtlRule", "UpstreamSettings", "load_settings"]
 
@@ -49,6 +50,13 @@ class Settings:
     max_fills: int = 32
     fill_wait: float = 20.0
     prefetch: PrefetchSettings | None = None  # the `[prefetch]` table
+    metrics: bool = True
+    # Who may reach /metrics and the status page (health probes are open to all).
+    admin_allow: tuple[AddressRange, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    admin_listen: tuple[str, int] | None = None  # (host, port): admin endpoints only there
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]
@@ -61,6 +69,8 @@ class Settings:
             u if u.tag_ttl is not None else replace(u, tag_ttl=self.tag_ttl) for u in self.upstreams
         )
         object.__setattr__(self, "upstreams", resolved)
+        if self.admin_listen == (self.host, self.port):
+            raise ConfigError("--admin-listen: must differ from --listen")
 
     @property
     def listen(self) -> str:

@@ -80,6 +80,24 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "metrics",
+        v.boolean,
+        "count requests for /metrics and the status page, default true",
+        flag=False,
+    ),
+    Option(
+        "admin_allow",
+        v.address_ranges,
+        "address ranges that may reach /metrics and the status page, default loopback",
+        metavar="CIDR,...",
+    ),
+    Option(
+        "admin_listen",
+        v.optional_listen_address,
+        "serve /metrics and the status page only on this address",
+        metavar="HOST:PORT",
+    ),
+    Option(
         "offline",
         v.boolean,
         "never contact an upstream: answer from the cache only",

@@ -3,6 +3,7 @@ the raw value (a TOML value, or the text of a flag or an environment variable)."
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,27 @@ def listen_address(option: str, value: Any) -> tuple[str, int]:
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"{option}: {text!r} is not HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+def optional_listen_address(option: str, value: Any) -> tuple[str, int] | None:
+    """`HOST:PORT`, or nothing (an empty value) for none."""
+    return listen_address(option, value) if str(value).strip() else None
+
+
+AddressRange = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def address_ranges(option: str, value: Any) -> tuple[AddressRange, ...]:
+    """Address ranges in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is one host):
+    a list in the file, comma-separated in a flag or variable; empty means none."""
+    if isinstance(value, list):
+        items = [str(item).strip() for item in value]
+    else:
+        items = [item.strip() for item in str(value).split(",") if item.strip()]
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}; write address ranges like 10.0.0.0/8") from None
 
 
 def redis_url(option: str, value: Any) -> str | None:

@@ -171,15 +171,16 @@ class BlobFill:
         self, upstream: UpstreamRegistry, repo: str, first: aiohttp.ClientResponse, fd: int
     ) -> None:
         hasher = self.digest.hasher()
+        received = upstream.stats.received
         for attempt in range(1, MAX_ATTEMPTS + 1):
             offset = self._written
             try:
                 if attempt == 1:
-                    await self._copy(first, fd, hasher)
+                    await self._copy(first, fd, hasher, received)
                 else:
                     async with upstream.open_blob(repo, self.digest, offset) as resp:
                         _check_resumed(resp, offset, self.size)
-                        await self._copy(resp, fd, hasher)
+                        await self._copy(resp, fd, hasher, received)
                 break
             except UpstreamError as e:
                 if self.size is None or self._written == offset or attempt == MAX_ATTEMPTS:
@@ -195,7 +196,13 @@ class BlobFill:
         if hasher.hexdigest() != self.digest.hex:
             raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
 
-    async def _copy(self, resp: aiohttp.ClientResponse, fd: int, hasher: hashlib._Hash) -> None:
+    async def _copy(
+        self,
+        resp: aiohttp.ClientResponse,
+        fd: int,
+        hasher: hashlib._Hash,
+        received: Callable[[int], None],
+    ) -> None:
         """Write and hash each batch in two threads at once, off the event loop; a batch is
         whatever arrived meanwhile, which the session's deep read buffer lets grow."""
         limit = FIRST_BATCH  # small at first, so the first bytes reach clients at once
@@ -208,6 +215,7 @@ class BlobFill:
                     batch.append(more)
                     size += len(more)
                 limit = min(limit * 2, BATCH)
+                received(size)
                 if self.size is not None and self._written + size > self.size:
                     # A chunked body longer than the blob: never write past its size.
                     raise UpstreamError(
@@ -340,6 +348,11 @@ class Fills:
         self._tasks[task] = (upstream.name, fill)
         task.add_done_callback(lambda t: self._done(t, fill))
         return fill
+
+    @property
+    def in_flight(self) -> int:
+        """Downloads running now (streaming, waiting for a slot, or committing)."""
+        return len(self._tasks)
 
     def _announced(self, fill: BlobFill) -> None:
         self._streaming[fill.digest] = fill

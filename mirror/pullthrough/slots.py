@@ -29,6 +29,10 @@ class FillSlots:
         self._queue: deque[tuple[str, asyncio.Future[None]]] = deque()
 
     @property
+    def in_use(self) -> int:
+        return self._used.total()
+
+    @property
     def waiting(self) -> int:
         return sum(1 for _, future in self._queue if not future.done())
 

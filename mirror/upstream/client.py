@@ -14,6 +14,7 @@ anything else the caller raises passes through untouched and counts for nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -38,6 +39,7 @@ from mirror.errors import (
     offline_miss,
 )
 from mirror.meta.store import MetadataStore
+from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
 from mirror.upstream import headers as parse
 from mirror.upstream.auth import Authenticator, is_insufficient_scope
 from mirror.upstream.health import UpstreamHealth
@@ -91,8 +93,10 @@ class UpstreamClient:
         *,
         user_agent: str,
         network: Network,
+        stats: UpstreamStats = UNOBSERVED,
     ) -> None:
         self.settings = settings
+        self.stats = stats
         self.name = settings.name
         self.base = URL(settings.url)
         self._guard = TargetGuard(
@@ -104,7 +108,7 @@ class UpstreamClient:
         )
         self.auth = Authenticator(settings, self.base.origin(), self.api, self._guard)
         self._foreign: LRUCache[URL, Authenticator] = LRUCache(maxsize=16)
-        self.health = UpstreamHealth(settings, meta, self.ping)
+        self.health = UpstreamHealth(settings, meta, self.ping, stats)
 
     def known_authenticator(self, origin: URL) -> Authenticator | None:
         """The authenticator of an origin that has challenged before (or the upstream's own)."""
@@ -221,16 +225,20 @@ class UpstreamClient:
     async def _send(
         self, pool: Pool, method: str, url: URL, headers: Mapping[str, str]
     ) -> Exchange:
+        started = time.perf_counter()
         try:
-            return await pool.send(method, url, headers)
+            exchange = await pool.send(method, url, headers)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise await self._failure(e) from e
         except ValueError as e:  # a URL or header value aiohttp refuses to send
             raise UpstreamError(f"{self.name}: cannot send a request to {url.host}") from e
+        self.stats.answered(method, exchange.response.status, time.perf_counter() - started)
+        return exchange
 
     async def _failure(self, e: Exception) -> UpstreamError:
         """The error a failed exchange is for the client; connection failures and timeouts
         count towards the circuit breaker."""
+        self.stats.failed(e)
         if isinstance(e, aiohttp.ClientConnectorError) and isinstance(e.os_error, RefusedAddress):
             return UpstreamError(str(e.os_error))
         if isinstance(e, TimeoutError):

@@ -23,6 +23,7 @@ from multidict import CIMultiDictProxy
 from mirror import log
 from mirror.config.upstreams import UpstreamSettings
 from mirror.meta.store import MetadataStore
+from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
 from mirror.upstream import headers as parse
 
 MAX_OPEN = 300.0
@@ -36,8 +37,10 @@ class UpstreamHealth:
         settings: UpstreamSettings,
         meta: MetadataStore,
         probe: Callable[[], Awaitable[bool]],
+        stats: UpstreamStats = UNOBSERVED,
     ) -> None:
         self._settings = settings
+        self._stats = stats
         self._meta = meta
         self._probe = probe
         self._failures = 0
@@ -66,6 +69,7 @@ class UpstreamHealth:
             retry_in=interval,
         )
         await self._meta.set_flag(self._breaker_key, interval)
+        self._stats.breaker(True)
         self._prober = asyncio.create_task(self._probe_until_healthy(interval))
 
     def answered(self) -> None:
@@ -87,6 +91,7 @@ class UpstreamHealth:
             )
         finally:
             self._prober = None
+            self._stats.breaker(False)
 
     async def saw_headers(self, headers: CIMultiDictProxy[str]) -> None:
         """Read Docker Hub's rate-limit headers and spare the limit when it runs low."""
@@ -94,6 +99,7 @@ class UpstreamHealth:
         if remaining is None:
             return
         limit = parse.rate_limit(headers.get("RateLimit-Limit"))
+        self._stats.rate_limit(remaining.count, limit.count if limit else None)
         window = remaining.window or (limit.window if limit else None) or 3600.0
         await self._meta.note_upstream(
             self._settings.name,

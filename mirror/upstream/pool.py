@@ -126,14 +126,21 @@ def make_pool(
     return Pool(session, resolver, settings.max_connections, settings.connect_timeout, what)
 
 
-async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+async def read_limited(
+    resp: aiohttp.ClientResponse,
+    limit: int,
+    what: str,
+    received: Callable[[int], None] | None = None,
+) -> bytes:
     """The whole body, refused once it passes `limit` bytes (before reading, if the upstream
-    announces more)."""
+    announces more); `received` is told each chunk's size."""
     if (resp.content_length or 0) > limit:
         raise UpstreamError(f"{what} is larger than {limit} bytes")
     data = bytearray()
     async for chunk in resp.content.iter_chunked(64 << 10):
         data += chunk
+        if received is not None:
+            received(len(chunk))
         if len(data) > limit:
             raise UpstreamError(f"{what} is larger than {limit} bytes")
     return bytes(data)

@@ -25,6 +25,7 @@ from mirror.errors import (
     UpstreamError,
 )
 from mirror.meta.store import MetadataStore
+from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT
 from mirror.oci.names import validate_tag
@@ -75,13 +76,15 @@ class UpstreamRegistry:
         *,
         user_agent: str,
         network: Network | None = None,
+        stats: UpstreamStats = UNOBSERVED,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.client = UpstreamClient(
-            settings, meta, user_agent=user_agent, network=network or Network()
+            settings, meta, user_agent=user_agent, network=network or Network(), stats=stats
         )
         self.health = self.client.health
+        self.stats = stats
 
     async def close(self) -> None:
         await self.client.close()
@@ -116,7 +119,10 @@ class UpstreamRegistry:
             "GET", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
         ) as resp:
             data = await read_limited(
-                resp, MAX_MANIFEST_SIZE, f"manifest {reference} from {self.name}"
+                resp,
+                MAX_MANIFEST_SIZE,
+                f"manifest {reference} from {self.name}",
+                self.stats.received,
             )
             claimed = _digest_header(resp.headers)
             media_type = _media_type(resp.headers)
@@ -151,7 +157,7 @@ class UpstreamRegistry:
         what = f"the tag list of {repo} from {self.name}"
         for _ in range(MAX_TAG_PAGES):
             async with self._api("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
-                body = await read_limited(resp, budget, what)
+                body = await read_limited(resp, budget, what, self.stats.received)
                 following = _next_page(resp)
             budget -= len(body)
             before = len(tags)
@@ -170,7 +176,10 @@ class UpstreamRegistry:
                 "GET", repo, f"referrers/{digest}", {"Accept": OCI_INDEX}, NameUnknown, query
             ) as resp:
                 body = await read_limited(
-                    resp, MAX_REFERRERS_SIZE, f"the referrers of {digest} from {self.name}"
+                    resp,
+                    MAX_REFERRERS_SIZE,
+                    f"the referrers of {digest} from {self.name}",
+                    self.stats.received,
                 )
                 filters = resp.headers.get("OCI-Filters-Applied")
         except (NameUnknown, ManifestUnknown):
