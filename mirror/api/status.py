@@ -43,7 +43,7 @@ th { font-weight: 600; color: #59616b; } td.n, th.n { text-align: right;
 .card .label { color: #59616b; font-size: .85rem; } .card .value { font-size: 1.4rem; }
 .bad { color: #b3261e; font-weight: 600; } .good { color: #1e7b34; }
 .empty { color: #59616b; font-style: italic; }
-code { font-size: .85rem; word-break: break-all; }
+code { font-size: .85rem; word-break: break-all; } td.image code { word-break: normal; }
 """
 
 
@@ -188,8 +188,9 @@ def _images(pulls: list[tuple[str, int]]) -> str:
 
 def _misses(misses: Iterable[Miss]) -> str:
     rows = [
-        f"<tr><td>{_when(m.at)}</td><td>{escape(m.kind)}</td><td><code>{escape(m.image)}</code>"
-        f"</td><td><code>{escape(m.reference)}</code></td><td class=n>{m.status}</td>"
+        f"<tr><td>{_when(m.at)}</td><td>{escape(m.kind)}</td>"
+        f'<td class="image"><code>{escape(m.image)}</code></td>'
+        f"<td><code>{escape(m.reference)}</code></td><td class=n>{m.status}</td>"
         f'<td class="n" data-value="{m.size}">{_bytes(m.size)}</td></tr>'
         for m in misses
     ]
