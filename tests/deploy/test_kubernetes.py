@@ -91,8 +91,8 @@ def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
 
 def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_path: Path) -> None:
     """With the image's environment, the pod's and the ConfigMap's file where the pod mounts it,
-    the settings load: the cache on the claim of each replica, the container port, Redis at its
-    Service."""
+    the settings load: the cache on the claim of each replica, the container ports (the admin
+    port where the scrape annotation says), Redis at its Service."""
     mirror = container(objects, "StatefulSet", "mirror")
     env = {**Dockerfile().env, **{e["name"]: e["value"] for e in mirror["env"]}}
     config_dir = Path(env["MIRROR_CONFIG"]).parent
@@ -105,7 +105,11 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
     config_file.write_text(config_map["data"][Path(env["MIRROR_CONFIG"]).name])
 
     settings = settings_in(env, {env["MIRROR_CONFIG"]: config_file})
-    assert [p["containerPort"] for p in mirror["ports"]] == [settings.port]
+    assert settings.admin_listen is not None
+    admin_port = settings.admin_listen[1]
+    assert [p["containerPort"] for p in mirror["ports"]] == [settings.port, admin_port]
+    template = objects["StatefulSet", "mirror"]["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(admin_port)
     mounts = {m["mountPath"]: m["name"] for m in mirror["volumeMounts"]}
     claims = objects["StatefulSet", "mirror"]["spec"]["volumeClaimTemplates"]
     assert mounts[str(settings.cache_dir)] in {c["metadata"]["name"] for c in claims}
