@@ -37,7 +37,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix mirror tests bench
 
 bench: install system-deps
-	bash tests/system-deps.sh wrk:wrk nginx:nginx
+	bash tests/system-deps.sh wrk:wrk nginx:nginx strace:strace
 	$(PY) -m bench $(BENCH_ARGS)
 
 check: lint test

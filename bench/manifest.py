@@ -1,5 +1,7 @@
 """Manifest hits: wrk on a fresh tag and on a digest, the mirror in four set-ups and the CNCF
-registry's proxy mode as the reference, interleaved round by round so drift hits all alike."""
+registry's proxy mode as the reference, interleaved round by round so drift hits all alike.
+Two set-ups run again with `metrics = false`, so what counting costs a hit is a ratio measured
+in the same rounds."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from tests.support.redis_server import RedisServer
 REFERENCE = "docker-registry proxy"
 GOAL = "≥10x proxy, 0 upstream"
 GOAL_W2 = "≥10x proxy, ≥15000/s, 0 upstream"
+GOAL_METRICS = "≥0.90x"
+OFF = " metrics off"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Setup:
     workers: int
     redis: bool
     goal: str
+    metrics: bool = True
 
 
 SETUPS = (
@@ -37,6 +42,9 @@ SETUPS = (
     Setup("mirror redis w1", 1, True, GOAL),
     Setup("mirror redis w2", 2, True, GOAL_W2),
     Setup("mirror embedded w2", 2, False, GOAL_W2),
+    # The same as two of the above, without metrics: the figure to compare them with.
+    Setup(f"mirror embedded w1{OFF}", 1, False, GOAL, metrics=False),
+    Setup(f"mirror embedded w2{OFF}", 2, False, GOAL_W2, metrics=False),
 )
 
 
@@ -75,8 +83,16 @@ def _start_mirror(ctx: Context, setup: Setup) -> Target:
     if setup.redis:
         redis = RedisServer(ctx.scratch(f"redis-{setup.name.replace(' ', '-')}"))
         redis.start()
+    extra_args: list[str] = []
+    if not setup.metrics:
+        config = ctx.scratch(f"config-{setup.name.replace(' ', '-')}") / "mirror.toml"
+        config.write_text("metrics = false\n")
+        extra_args = ["--config", str(config)]
     mirror = ctx.mirror(
-        setup.name.replace(" ", "-"), workers=setup.workers, redis_url=redis.url if redis else None
+        setup.name.replace(" ", "-"),
+        workers=setup.workers,
+        redis_url=redis.url if redis else None,
+        extra_args=extra_args,
     )
     try:
         mirror.start()
@@ -243,4 +259,38 @@ def _summarize(report: PhaseReport, state: _State, paths: dict[str, str]) -> Non
     headers = ["server", "ref", "req/s", "p50 ms", "p99 ms", "upstream/run", "xproxy"]
     headers += ["redis cmd/hit", "non-2xx+err", "target"]
     report.lines = table(headers, rows)
-    report.data.update({"summary": summary, "runs": state.measurements, "paths": paths})
+    cost_lines, cost = _metrics_cost(state, paths)
+    report.lines += ["", *cost_lines] if cost_lines else []
+    report.data.update(
+        {"summary": summary, "runs": state.measurements, "paths": paths, "metrics_on_off": cost}
+    )
+
+
+def _metrics_cost(state: _State, paths: dict[str, str]) -> tuple[list[str], dict[str, object]]:
+    """Each set-up with metrics against the same without, measured in the same rounds: the
+    median req/s with metrics over the median without."""
+
+    def rps(target: str, kind: str) -> float | None:
+        return median(
+            [
+                m.wrk.requests_per_s
+                for m in state.measurements
+                if m.target == target and m.reference == kind and m.wrk
+            ]
+        )
+
+    rows, data = [], {}
+    names = {t.name for t in state.targets}
+    for off in sorted(name for name in names if name.endswith(OFF)):
+        on = off.removesuffix(OFF)
+        if on not in names:
+            continue
+        for kind in paths:
+            cost = ratio(rps(on, kind), rps(off, kind))
+            data[f"{on} {kind}"] = cost
+            row = [on, kind, fmt(rps(on, kind)), fmt(rps(off, kind)), fmt(cost, ".3f", "x")]
+            rows.append([*row, GOAL_METRICS])
+    if not rows:
+        return [], data
+    headers = ["metrics on/off", "ref", "on req/s", "off req/s", "on/off", "target"]
+    return table(headers, rows), data

@@ -1,7 +1,9 @@
 """Warm blob: parallel full GETs of a cached blob through the mirror and from nginx (sendfile).
 
 nginx serves the mirror's own cache directory, so both send the very same file from the page
-cache; the ratio shows what the mirror's hit path costs above the kernel's.
+cache; the ratio shows what the mirror's hit path costs above the kernel's. With its metrics on
+(the default), the mirror must still send the blob with sendfile (strace counts the bytes its
+sendfile calls carry) and count every byte the clients received as served from the cache.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.context import Context, describe_problems
 from bench.curl import ParallelRun, fetch_parallel
 from bench.plan import MIB
 from bench.report import PhaseReport, table
-from bench.rss import RssSampler
+from bench.rss import RssSampler, descendants
+from bench.sendfile import sendfile_bytes
 from bench.servers import MirrorServer, NginxServer
 from bench.stats import fmt, median, ratio
 from bench.upstream import SeededImage
+from tests.support.processes import direct
 
 GOAL = "≥0.95x nginx"
 NGINX = "nginx sendfile"
@@ -34,6 +40,7 @@ class BlobRun:
     mb_per_s: float | None  # None when any transfer failed
     median_ttfb_ms: float | None
     failures: list[str]
+    received: int  # body bytes, every client's transfers together
 
 
 def cached_path(cache_dir: Path, digest: str) -> Path:
@@ -70,7 +77,41 @@ def _one_run(name: str, url: str, run: int, ctx: Context, image: SeededImage) ->
     total = image.layer_size * repeats * ctx.plan.warm_clients
     ttfb = median([t.ttfb_s * 1000 for c in result.clients for t in c.transfers])
     rate = None if failures else total / result.wall_s / 1e6
-    return BlobRun(name, run, result.wall_s, rate, ttfb, failures)
+    received = sum(t.bytes for c in result.clients for t in c.transfers)
+    return BlobRun(name, run, result.wall_s, rate, ttfb, failures, received)
+
+
+def served_from_cache(mirror: MirrorServer) -> float:
+    """What the mirror's /metrics counts as sent from its cache (every worker's)."""
+    with direct.open(f"{mirror.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mirror_served_bytes_total" and sample.labels.get("cache") == "hit"
+    )
+
+
+def sendfile_check(
+    ctx: Context, name: str, mirror: MirrorServer, url: str, image: SeededImage
+) -> tuple[str, dict[str, float]]:
+    """Two GETs of the blob with strace on the mirror's serving processes: the share of their
+    bytes that sendfile carried."""
+    pids = descendants(mirror.pid)
+    pids = pids[1:] or pids  # the workers, when a supervisor forked them
+    trace = ctx.scratch(f"strace-{name.replace(' ', '-')}") / "sendfile.trace"
+    result: list[ParallelRun] = []
+    carried = sendfile_bytes(
+        pids, trace, lambda: result.append(fetch_parallel([[url, url]], timeout=120.0))
+    )
+    received = sum(t.bytes for c in result[0].clients for t in c.transfers)
+    share = carried / received if received else 0.0
+    line = (
+        f"{name}: sendfile carried {share:.1%} of the {received / MIB:.0f} MiB of two GETs "
+        "(strace), target 100%"
+    )
+    return line, {"sendfile_bytes": carried, "received": received, "share": share}
 
 
 def run_warm_blob_phase(ctx: Context) -> PhaseReport:
@@ -102,6 +143,7 @@ def run_warm_blob_phase(ctx: Context) -> PhaseReport:
     ]
     samplers: dict[str, RssSampler] = {}
     runs: list[BlobRun] = []
+    checks: list[str] = []
     try:
         w1.start()
         fill = fetch_parallel([[servers[1][2]]], timeout=plan.transfer_timeout)
@@ -120,9 +162,27 @@ def run_warm_blob_phase(ctx: Context) -> PhaseReport:
                 continue
             samplers[name] = RssSampler(server.pid).__enter__()
             live.append((name, url))
+        mirrors = {name: server for name, server, _ in servers if isinstance(server, MirrorServer)}
+        counted_before = {name: served_from_cache(m) for name, m in mirrors.items()}
         for run in range(plan.runs):
             for name, url in live:
                 runs.append(_one_run(name, url, run, ctx, image))
+        for name, url in live:
+            if name not in mirrors:
+                continue
+            counted = served_from_cache(mirrors[name]) - counted_before[name]
+            received = sum(r.received for r in runs if r.target == name)
+            checks.append(
+                f"{name}: /metrics counted {counted / MIB:.0f} MiB served from the cache, "
+                f"the clients received {received / MIB:.0f} MiB"
+            )
+            if counted != received:
+                report.errors.append(f"{name}: served bytes counted {counted}, sent {received}")
+            line, data = sendfile_check(ctx, name, mirrors[name], url, image)
+            checks.append(line)
+            report.data.setdefault("sendfile", {})[name] = data
+            if data["share"] < 0.99:
+                report.errors.append(f"{name}: blob hits are not sent with sendfile ({line})")
     except Exception as e:
         report.errors.append(f"{type(e).__name__}: {e}")
     finally:
@@ -135,6 +195,7 @@ def run_warm_blob_phase(ctx: Context) -> PhaseReport:
         report.data.setdefault("mirror_logs", {})[mirror_name] = problems
         report.errors += describe_problems(f"warm-blob, {mirror_name}", problems)
     _summarize(report, runs)
+    report.lines += ["", *checks] if checks else []
     report.seconds = time.monotonic() - started
     return report
 
