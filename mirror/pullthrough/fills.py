@@ -33,7 +33,7 @@ BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
 FIRST_BATCH = 64 << 10
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
 
 
 class FillFailed(Exception):
@@ -238,7 +238,7 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
     """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
-    match = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
     if resp.status != 206 or not match or int(match.group(1)) != offset:
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")
     if match.group(3) != "*" and int(match.group(3)) != size:
