@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror import __version__
+from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
 from mirror.api.middlewares import request_middleware
@@ -27,9 +28,11 @@ from mirror.storage.tags import TagStore
 from mirror.upstream.registry import UpstreamRegistry, make_session
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, connections: Connections | None = None) -> web.Application:
+    """The mirror's app; `connections` is the server's count of client connections, told
+    which of them are busy (see `mirror.server`)."""
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
-    app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
+    app = web.Application(middlewares=[request_middleware(connections)], client_max_size=64 << 10)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
     setup_routes(app)

@@ -5,6 +5,7 @@ Code raises these; one middleware renders them as `{"errors":[{"code","message",
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -65,6 +66,23 @@ class Unsupported(MirrorError):
 
 class TooManyRequests(MirrorError):
     code, status = "TOOMANYREQUESTS", 429
+
+
+class Overloaded(MirrorError):
+    """The mirror itself is out of something (connections, file descriptors): the request
+    was fine and will succeed shortly, so the client is told when to retry."""
+
+    code, status = "UNAVAILABLE", 503
+    RETRY_AFTER: ClassVar[int] = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.RETRY_AFTER)})
+
+
+def out_of_descriptors(error: OSError) -> bool:
+    """The process (EMFILE) or the system (ENFILE) has no file descriptor left: a condition
+    that passes as other requests finish, answered with Overloaded rather than a failure."""
+    return error.errno in (errno.EMFILE, errno.ENFILE)
 
 
 class UpstreamError(MirrorError):

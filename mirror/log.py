@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -63,6 +64,25 @@ def note_upstream(status: int) -> None:
 
 def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("mirror", **bound)
+
+
+class OccasionalWarning:
+    """A warning about a condition that can strike every request at once (no descriptors
+    left, connections refused): one line per `interval` seconds at most, with the number of
+    occurrences it stands for."""
+
+    def __init__(self, message: str, interval: float = 10.0) -> None:
+        self._message = message
+        self._interval = interval
+        self._count = 0
+        self._at = -interval
+
+    def note(self, **details: Any) -> None:
+        self._count += 1
+        now = time.monotonic()
+        if now - self._at >= self._interval:
+            get_logger().warning(self._message, occurrences=self._count, **details)
+            self._at, self._count = now, 0
 
 
 class BufferedLineLogger:

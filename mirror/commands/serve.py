@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import socket
-
-from aiohttp import web
 
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
+from mirror.descriptors import max_connections, raise_open_files_limit
 from mirror.workers import listening_socket, supervise
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
     sock = _claim_resources(settings)
+    open_files = raise_open_files_limit()  # before forking: the workers inherit it
     log.configure()
     log.get_logger().info(
         "starting",
@@ -25,6 +27,9 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         tag_ttl=settings.tag_ttl,
         metadata="redis" if settings.redis_url else "embedded",
         workers=settings.workers,
+        open_files=open_files,
+        max_connections=max_connections(settings),
+        send_timeout=settings.send_timeout,
     )
     if settings.workers > 1:
         return supervise(settings, sock, serve)
@@ -48,16 +53,20 @@ def _claim_resources(settings: Settings) -> socket.socket:
 
 
 def serve(settings: Settings, sock: socket.socket) -> None:
-    """Run one server process until it is told to stop."""
-    from mirror.app import create_app
-
-    web.run_app(
-        create_app(settings),
-        sock=sock,
-        print=None,
-        access_log=None,  # the request middleware writes the one line per request
-    )
+    """Run one server process until SIGTERM or SIGINT."""
+    asyncio.run(_serve(settings, sock))
     log.flush()
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
+    from mirror.server import serving
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with serving(settings, sock):
+        await stop.wait()
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)

@@ -45,6 +45,8 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    send_timeout: float = 60.0
+    max_connections: int | None = None  # None: derived from the descriptor limit at start
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]

@@ -21,7 +21,7 @@ from typing import BinaryIO, Protocol
 import aiohttp
 
 from mirror import log
-from mirror.errors import MirrorError, UpstreamError
+from mirror.errors import MirrorError, Overloaded, UpstreamError, out_of_descriptors
 from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.fill_lock import FillLock
@@ -97,8 +97,11 @@ class BlobFill:
         except MirrorError as e:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind
-            log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
-            self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
+            if out_of_descriptors(e):
+                self._fail(Overloaded(f"no file descriptor to store blob {self.digest}"))
+            else:
+                log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
+                self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
             self._fail(UpstreamError("the mirror is shutting down"))
             raise
