@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from mirror import log
 from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
 from mirror.api.listener import Listener
 from mirror.app import create_app
@@ -26,10 +27,16 @@ async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Conn
     await runner.setup()
     server, loop = runner.server, asyncio.get_running_loop()
     assert server is not None
+    bad_requests = log.OccasionalWarning("malformed requests refused")
 
     def connection() -> ClientConnection:
         return ClientConnection(
-            connections, server, loop=loop, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT
+            connections,
+            bad_requests,
+            server,
+            loop=loop,
+            access_log=None,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
         )
 
     listener = asyncio.create_task(

@@ -7,6 +7,7 @@ through `make_registry` or pushes to a repository no other test reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import uuid
@@ -15,10 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from mirror.api.connections import Connections
 from mirror.config import Settings, UpstreamSettings
+from mirror.server import serving
+from mirror.workers import listening_socket
 from tests.faults import FakeUpstream
 from tests.support.images import (
     Image,
@@ -268,3 +273,47 @@ async def make_fake_upstream(
     finally:
         for fake in fakes:
             fake.release.set()
+
+
+@dataclass
+class Served:
+    """A mirror served in this process as `mirror serve` serves it (its own listener and
+    connection handling), on a loopback port."""
+
+    port: int
+    connections: Connections
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def get(self, path: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
+        """One request on a connection of its own, closed afterwards."""
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+            session.get(self.url + path, headers=headers) as response,
+        ):
+            return response.status, await response.read(), dict(response.headers)
+
+
+ServeFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFactory]:
+    """Serve the mirror over the session registry, with these settings, for this test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**settings: Any) -> Served:
+            upstream = UpstreamSettings(
+                default=True, url=registry.url, connect_timeout=2.0, read_timeout=5.0
+            )
+            base = Settings(cache_dir=cache_dir, upstreams=(upstream,), host="127.0.0.1", port=0)
+            configured = dataclasses.replace(base, **settings)
+            sock = listening_socket(configured)
+            stack.callback(sock.close)
+            connections = await stack.enter_async_context(serving(configured, sock))
+            return Served(sock.getsockname()[1], connections)
+
+        yield start

@@ -12,6 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from mirror import log
 
 # aiohttp's run_app default; clients keep idle connections for less (Go: 90 s, containerd:
 # Go's default), so a pull rarely meets a connection closed under it.
@@ -67,9 +70,16 @@ class Connections:
 class ClientConnection(web.RequestHandler):
     """aiohttp's handler of one connection, reporting its opening and closing."""
 
-    def __init__(self, connections: Connections, manager: web.Server, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        bad_requests: log.OccasionalWarning,
+        manager: web.Server,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._connections = connections
+        self._bad_requests = bad_requests
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -78,3 +88,13 @@ class ClientConnection(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._connections.closed(self)
         super().connection_lost(exc)
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp logs a request it cannot parse (a header over 8 KiB, a malformed line) with
+        a traceback, though it is the client's error and answered 400: any client could fill
+        the log with them. Such a request is an occasional one-line warning instead."""
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self._bad_requests.note(error=str(error.message)[:200])
+            return
+        super().log_exception(*args, **kwargs)

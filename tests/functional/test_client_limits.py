@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import structlog
 
-from mirror.api.connections import Connections
-from mirror.config import Settings, UpstreamSettings
-from mirror.server import serving
-from mirror.workers import listening_socket
-from tests.conftest import Seeded
+from tests.conftest import Seeded, Served, ServeFactory
 from tests.support.clients import (
     is_closed_by_server,
     open_connection,
@@ -31,49 +22,6 @@ from tests.support.clients import (
 from tests.support.images import OCI_MANIFEST, Image, make_image, push_image, sha256_digest
 from tests.support.oci import cached_blob, wait_until
 from tests.support.registry import Registry
-
-
-@dataclass
-class Served:
-    """A mirror served in this process through the real listener, on a loopback port."""
-
-    port: int
-    connections: Connections
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def get(self, path: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
-        """One request on a connection of its own, closed afterwards."""
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
-            session.get(self.url + path, headers=headers) as response,
-        ):
-            return response.status, await response.read(), dict(response.headers)
-
-
-ServeFactory = Callable[..., Awaitable[Served]]
-
-
-@pytest.fixture
-async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFactory]:
-    """Start the mirror (over the session registry) with these settings, for this test."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def start(**settings: Any) -> Served:
-            upstream = UpstreamSettings(
-                default=True, url=registry.url, connect_timeout=2.0, read_timeout=5.0
-            )
-            base = Settings(cache_dir=cache_dir, upstreams=(upstream,), host="127.0.0.1", port=0)
-            configured = dataclasses.replace(base, **settings)
-            sock = listening_socket(configured)
-            stack.callback(sock.close)
-            connections = await stack.enter_async_context(serving(configured, sock))
-            return Served(sock.getsockname()[1], connections)
-
-        yield start
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from dataclasses import dataclass
 
 # SO_RCVBUF set before connecting caps the window the client advertises (and stops Linux from
 # growing it), so a client that stops reading leaves the data queued at the server.
@@ -87,3 +88,37 @@ def is_closed_by_server(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """An HTTP answer as it came: status, headers (names lower-cased), body."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def raw_exchange(
+    host: str, port: int, method: str, target: str, headers: dict[str, str], within: float = 10.0
+) -> RawAnswer:
+    """Send a request line and headers exactly as given (no client normalises the path), on
+    a connection of its own, and read the answer until the server closes it."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        lines = [f"{method} {target} HTTP/1.1", "Host: mirror", "Connection: close"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), within)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return RawAnswer(int(status_line.split(" ", 2)[1]), parsed, body)
