@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class Context:
         workers: int = 1,
         redis_url: str | None = None,
         upstream_url: str | None = None,
+        extra_args: Sequence[str] = (),
     ) -> MirrorServer:
         """A mirror (not yet started) with a fresh cache directory."""
         directory = self.scratch(name)
@@ -56,6 +58,7 @@ class Context:
             workers=workers,
             redis_url=redis_url,
             source=self.mirror_source,
+            extra_args=extra_args,
         )
 
     def record_memory(self, phase: str, target: str, peak: MemoryPeak) -> None:

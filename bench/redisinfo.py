@@ -41,3 +41,9 @@ def total_commands(port: int) -> int:
 
 def flush_all(port: int) -> None:
     _command(port, "FLUSHALL")
+
+
+def key_count(port: int) -> int:
+    """DBSIZE: how many keys the server holds."""
+    reply = _command(port, "DBSIZE")
+    return int(reply.strip().lstrip(b":"))

@@ -10,6 +10,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bench.abuse import run_abuse_phase
 from bench.cold import run_cold_phase
 from bench.context import Context
 from bench.machine import describe_machine
@@ -25,6 +26,7 @@ PHASES: dict[str, Callable[[Context], PhaseReport]] = {
     "manifest": run_manifest_phase,
     "warm-blob": run_warm_blob_phase,
     "cold": run_cold_phase,
+    "abuse": run_abuse_phase,
 }
 ALL_PHASES = (*PHASES, "memory")
 

@@ -2,71 +2,69 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mirror import __version__
+from mirror import log
 from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER, SETTINGS
+from mirror.api.keys import (
+    BLOBS,
+    HOT_ANSWERS,
+    LISTINGS,
+    MANIFESTS,
+    META,
+    READINESS,
+    ROUTER,
+    SETTINGS,
+)
 from mirror.api.middlewares import request_middleware
+from mirror.api.readiness import Readiness
 from mirror.api.routes import setup_routes
 from mirror.config import Settings
-from mirror.meta.redis import RedisStore
-from mirror.meta.store import EmbeddedStore, MetadataStore
-from mirror.pullthrough.blobs import BlobService
-from mirror.pullthrough.fills import Fills
+from mirror.images.schedule import PrefetchSchedule
 from mirror.pullthrough.listings import ListingService
-from mirror.pullthrough.manifests import ManifestService
-from mirror.pullthrough.routing import Router
-from mirror.storage.blobs import BlobStore
-from mirror.storage.layout import CacheLayout
-from mirror.storage.manifests import ManifestStore
-from mirror.storage.tags import TagStore
-from mirror.upstream.registry import UpstreamRegistry, make_session
+from mirror.services import open_services
+from mirror.upstream.targets import Network
 
 
-def create_app(settings: Settings, connections: Connections | None = None) -> web.Application:
-    """The mirror's app; `connections` is the server's count of client connections, told
-    which of them are busy (see `mirror.server`)."""
+def create_app(
+    settings: Settings, network: Network | None = None, connections: Connections | None = None
+) -> web.Application:
+    """The mirror as an aiohttp application, ready for `mirror.server` or a test client;
+    `network` (how upstream names resolve, which addresses are public) is the system's unless a
+    test substitutes its own; `connections` is the server's count of client connections, told
+    which of them are busy."""
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
     app = web.Application(middlewares=[request_middleware(connections)], client_max_size=64 << 10)
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(_services)
+    app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
     return app
 
 
-async def _services(app: web.Application) -> AsyncIterator[None]:
+async def _services(app: web.Application, *, network: Network) -> AsyncIterator[None]:
     """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
     settings = app[SETTINGS]
-    layout = CacheLayout(settings.cache_dir)
-    await asyncio.to_thread(layout.prepare)
-    meta: MetadataStore = (
-        RedisStore(settings.redis_url, settings.redis_prefix)
-        if settings.redis_url
-        else EmbeddedStore()
-    )
-    await meta.start()
-    user_agent = f"mirror/{__version__}"
-    upstreams = [
-        UpstreamRegistry(upstream, make_session(upstream, user_agent), meta)
-        for upstream in settings.upstreams
-    ]
-    blob_store = BlobStore(layout)
-    fills = Fills(blob_store)
-    app[ROUTER] = Router(upstreams)
-    app[MANIFESTS] = ManifestService(ManifestStore(layout), TagStore(layout), meta, layout.spool)
-    app[BLOBS] = BlobService(blob_store, fills, meta, layout.spool)
-    app[LISTINGS] = ListingService()
-    app[META] = meta
-    app[HOT_ANSWERS] = HotAnswers()
-    try:
-        yield
-    finally:
-        await fills.close()
-        for upstream in upstreams:
-            await upstream.close()
-        await meta.close()
+    async with open_services(settings, network) as services:
+        app[ROUTER] = services.router
+        app[MANIFESTS] = services.manifests
+        app[BLOBS] = services.blobs
+        app[LISTINGS] = ListingService(services.tag_store)
+        app[META] = services.meta
+        app[HOT_ANSWERS] = HotAnswers()
+        app[READINESS] = readiness = Readiness(services.layout, settings.redis_url)
+        schedule = None
+        if settings.prefetch is not None and settings.upstream.offline:
+            log.get_logger().warning("offline: the [prefetch] table is not refreshed")
+        elif settings.prefetch is not None:
+            schedule = PrefetchSchedule(services, settings.prefetch)
+            schedule.start()
+        try:
+            yield
+        finally:
+            if schedule is not None:
+                await schedule.close()
+            await readiness.close()

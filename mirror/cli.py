@@ -8,11 +8,21 @@ from collections.abc import Sequence
 
 from mirror import __version__
 from mirror.commands import Command, CommandError
+from mirror.commands import export as export_command
+from mirror.commands import health as health_command
+from mirror.commands import import_ as import_command
+from mirror.commands import prefetch as prefetch_command
 from mirror.commands import serve as serve_command
 from mirror.config import ConfigError, load_settings
 from mirror.config.options import BY_KEY, add_flags
 
-COMMANDS: tuple[Command, ...] = (serve_command.COMMAND,)
+COMMANDS: tuple[Command, ...] = (
+    serve_command.COMMAND,
+    health_command.COMMAND,
+    prefetch_command.COMMAND,
+    export_command.COMMAND,
+    import_command.COMMAND,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

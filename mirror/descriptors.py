@@ -15,6 +15,7 @@ from mirror.config import Settings
 # listening socket, and what Python and aiohttp hold.
 RESERVE = 128
 PER_CONNECTION = 2  # the socket, and the blob or spool file it is sent from
+POOLS_PER_UPSTREAM = 2  # blob bodies, and everything else (mirror.upstream.pool)
 MIN_CONNECTIONS = 16
 
 
@@ -40,5 +41,6 @@ def max_connections(settings: Settings, open_files: int | None = None) -> int:
         return settings.max_connections
     if open_files is None:
         open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    spare = open_files - RESERVE - sum(u.max_connections for u in settings.upstreams)
+    pools = POOLS_PER_UPSTREAM * sum(u.max_connections for u in settings.upstreams)
+    spare = open_files - RESERVE - pools
     return max(MIN_CONNECTIONS, spare // PER_CONNECTION)

@@ -40,6 +40,10 @@ class RangeInvalid(MirrorError):
     code, status = "RANGE_INVALID", 416
 
 
+class PaginationNumberInvalid(MirrorError):
+    code, status = "PAGINATION_NUMBER_INVALID", 400
+
+
 class NameUnknown(MirrorError):
     code, status = "NAME_UNKNOWN", 404
 
@@ -68,20 +72,9 @@ class TooManyRequests(MirrorError):
     code, status = "TOOMANYREQUESTS", 429
 
 
-class Overloaded(MirrorError):
-    """The mirror itself is out of something (connections, file descriptors): the request
-    was fine and will succeed shortly, so the client is told when to retry."""
-
-    code, status = "UNAVAILABLE", 503
-    RETRY_AFTER: ClassVar[int] = 2
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"Retry-After": str(self.RETRY_AFTER)})
-
-
 def out_of_descriptors(error: OSError) -> bool:
     """The process (EMFILE) or the system (ENFILE) has no file descriptor left: a condition
-    that passes as other requests finish, answered with Overloaded rather than a failure."""
+    that passes as other requests finish, answered with Busy rather than a failure."""
     return error.errno in (errno.EMFILE, errno.ENFILE)
 
 
@@ -109,5 +102,44 @@ class UpstreamThrottled(UpstreamError, TooManyRequests):
     code, status = "TOOMANYREQUESTS", 429
 
 
+class OfflineMiss(UpstreamError):
+    """`--offline` and not cached: the upstream is never asked.
+
+    An `UpstreamError`, so a cached tag is served stale as when the upstream is down; without one
+    the client gets the 404 of the kind it asked for (the subclasses below), at once."""
+
+    code, status = "NAME_UNKNOWN", 404
+
+
+class OfflineManifestUnknown(OfflineMiss, ManifestUnknown):
+    code, status = "MANIFEST_UNKNOWN", 404
+
+
+class OfflineBlobUnknown(OfflineMiss, BlobUnknown):
+    code, status = "BLOB_UNKNOWN", 404
+
+
+class OfflineNameUnknown(OfflineMiss, NameUnknown):
+    code, status = "NAME_UNKNOWN", 404
+
+
+def offline_miss(not_found: type[MirrorError], message: str) -> OfflineMiss:
+    """The offline form of an upstream's "not found" of this kind."""
+    offline: dict[type[MirrorError], type[OfflineMiss]] = {
+        ManifestUnknown: OfflineManifestUnknown,
+        BlobUnknown: OfflineBlobUnknown,
+    }
+    return offline.get(not_found, OfflineNameUnknown)(message)
+
+
 def error_body(errors: list[MirrorError]) -> dict[str, object]:
     return {"errors": [{"code": e.code, "message": e.message, "detail": e.detail} for e in errors]}
+
+
+class Busy(MirrorError):
+    """The mirror is at one of its limits (concurrent downloads, descriptors, disk): try later."""
+
+    code, status = "UNAVAILABLE", 503
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

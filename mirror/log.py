@@ -66,23 +66,23 @@ def get_logger(**bound: Any) -> Any:
     return structlog.get_logger("mirror", **bound)
 
 
-class OccasionalWarning:
-    """A warning about a condition that can strike every request at once (no descriptors
-    left, connections refused): one line per `interval` seconds at most, with the number of
-    occurrences it stands for."""
+# When each warning given with `warn_once` was last written; bounded by the events' variety.
+_warned: dict[tuple[str, str], float] = {}
+WARN_INTERVAL = 60.0
 
-    def __init__(self, message: str, interval: float = 10.0) -> None:
-        self._message = message
-        self._interval = interval
-        self._count = 0
-        self._at = -interval
 
-    def note(self, **details: Any) -> None:
-        self._count += 1
-        now = time.monotonic()
-        if now - self._at >= self._interval:
-            get_logger().warning(self._message, occurrences=self._count, **details)
-            self._at, self._count = now, 0
+def warn_once(event: str, **facts: Any) -> None:
+    """A warning about a condition that may recur on every request (a full disk, no free
+    descriptors): written once a minute at most."""
+    key = (event, str(facts.get("error", "")))
+    now = time.monotonic()
+    last = _warned.get(key)
+    if last is not None and now - last < WARN_INTERVAL:
+        return
+    if len(_warned) >= 1000:
+        _warned.clear()
+    _warned[key] = now
+    get_logger().warning(event, **facts)
 
 
 class BufferedLineLogger:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mirror import log
 from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
 from mirror.api.listener import Listener
 from mirror.app import create_app
@@ -23,16 +22,14 @@ async def serving(settings: Settings, sock: socket.socket) -> AsyncIterator[Conn
     """Serve on `sock` until the block ends, then close every connection and the app."""
     connections = Connections(max_connections(settings))
     # The request middleware writes the one log line per request: no access log.
-    runner = web.AppRunner(create_app(settings, connections), access_log=None)
+    runner = web.AppRunner(create_app(settings, connections=connections), access_log=None)
     await runner.setup()
     server, loop = runner.server, asyncio.get_running_loop()
     assert server is not None
-    bad_requests = log.OccasionalWarning("malformed requests refused")
 
     def connection() -> ClientConnection:
         return ClientConnection(
             connections,
-            bad_requests,
             server,
             loop=loop,
             access_log=None,

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mirror.api.connections import Connections
 from mirror.config import Settings, UpstreamSettings
 from mirror.server import serving
+from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
 from tests.faults import FakeUpstream
 from tests.support.images import (
@@ -192,7 +193,10 @@ class MirrorFactory(Protocol):
     ) -> Awaitable[TestClient[Any, Any]]: ...
 
 
-MirrorFromSettings = Callable[["Settings"], Awaitable[TestClient[Any, Any]]]
+class MirrorFromSettings(Protocol):
+    def __call__(
+        self, settings: Settings, network: Network | None = None
+    ) -> Awaitable[TestClient[Any, Any]]: ...
 
 
 @pytest.fixture
@@ -206,12 +210,12 @@ def mirror_from(
     """
     from mirror.app import create_app
 
-    async def make(settings: Settings) -> TestClient[Any, Any]:
+    async def make(settings: Settings, network: Network | None = None) -> TestClient[Any, Any]:
         prefix = hashlib.sha1(str(settings.cache_dir).encode()).hexdigest()[:8]
         settings = dataclasses.replace(
             settings, redis_url=metadata[0], redis_prefix=f"{metadata[1]}{prefix}:"
         )
-        return await aiohttp_client(create_app(settings))
+        return await aiohttp_client(create_app(settings, network))
 
     return make
 
@@ -256,13 +260,14 @@ async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> Mirro
 @pytest.fixture
 async def make_fake_upstream(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> AsyncIterator[Callable[[], Awaitable[FakeUpstream]]]:
-    """Start an in-process fake upstream (see tests/faults.py) on a free loopback port."""
+) -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
+    """Start an in-process fake upstream (see tests/faults.py) on a free loopback port (of
+    127.0.0.1, unless another loopback address is given)."""
     fakes: list[FakeUpstream] = []
 
-    async def make() -> FakeUpstream:
+    async def make(host: str = "127.0.0.1") -> FakeUpstream:
         fake = FakeUpstream()
-        server = await aiohttp_server(fake.app())
+        server = await aiohttp_server(fake.app(), host=host)
         fake.url = str(server.make_url("")).rstrip("/")
         fake.host = f"{server.host}:{server.port}"
         fakes.append(fake)

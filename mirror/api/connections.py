@@ -73,13 +73,11 @@ class ClientConnection(web.RequestHandler):
     def __init__(
         self,
         connections: Connections,
-        bad_requests: log.OccasionalWarning,
         manager: web.Server,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self._connections = connections
-        self._bad_requests = bad_requests
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -92,9 +90,9 @@ class ClientConnection(web.RequestHandler):
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """aiohttp logs a request it cannot parse (a header over 8 KiB, a malformed line) with
         a traceback, though it is the client's error and answered 400: any client could fill
-        the log with them. Such a request is an occasional one-line warning instead."""
+        the log with them. Such requests are a warning, once a minute at most, instead."""
         error = kwargs.get("exc_info")
         if isinstance(error, HttpProcessingError):
-            self._bad_requests.note(error=str(error.message)[:200])
+            log.warn_once("malformed requests refused", error=type(error).__name__)
             return
         super().log_exception(*args, **kwargs)

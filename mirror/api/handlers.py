@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 from yarl import URL
 
@@ -14,6 +16,7 @@ from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
 from mirror.pullthrough.blobs import CachedBlob
+from mirror.pullthrough.listings import page_size, paginate
 from mirror.pullthrough.routing import Route
 
 
@@ -104,18 +107,21 @@ def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:
 
 async def tags_list(request: web.Request) -> web.StreamResponse:
     route = _route(request)
-    query = {k: request.query[k] for k in ("n", "last") if k in request.query}
-    listing = await request.app[LISTINGS].tags(route.upstream, route.repo, query)
+    n = page_size(request.query.get("n"))
+    last = request.query.get("last")
+    tags = await request.app[LISTINGS].tags(route.upstream, route.repo)
+    page = paginate(tags, n, last)
+    name = request.match_info["name"]
     headers = {"Content-Type": "application/json"}
-    link = listing.headers.get("Link")
-    if link and (next_query := _next_page_query(link)) is not None:
-        # The upstream's Link names its own path; point the client at ours instead.
+    if page.more:
+        # RFC 8288 Link to the next page, on the mirror (with the ns that routed this one).
+        following = {"n": str(n), "last": page.tags[-1]}
         if route.namespace is not None:
-            next_query["ns"] = route.namespace
-        name = request.match_info["name"]
-        next_url = URL.build(path=f"/v2/{name}/tags/list", query=next_query)
+            following["ns"] = route.namespace
+        next_url = URL.build(path=f"/v2/{name}/tags/list", query=following)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return _namespaced(web.Response(body=listing.body, headers=headers), route)
+    body = json.dumps({"name": name, "tags": page.tags}).encode()
+    return _namespaced(web.Response(body=body, headers=headers), route)
 
 
 async def referrers(request: web.Request) -> web.StreamResponse:
@@ -125,14 +131,6 @@ async def referrers(request: web.Request) -> web.StreamResponse:
     listing = await request.app[LISTINGS].referrers(route.upstream, route.repo, digest, query)
     headers = {"Content-Type": OCI_INDEX, **listing.headers}
     return _namespaced(web.Response(body=listing.body, headers=headers), route)
-
-
-def _next_page_query(link: str) -> dict[str, str] | None:
-    start, end = link.find("<"), link.find(">")
-    if start < 0 or end < start:
-        return None
-    query = URL(link[start + 1 : end]).query
-    return {k: query[k] for k in ("n", "last") if k in query}
 
 
 async def unsupported(request: web.Request) -> web.Response:

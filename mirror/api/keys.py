@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.api.hot import HotAnswers
+from mirror.api.readiness import Readiness
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
@@ -19,3 +20,4 @@ BLOBS = web.AppKey("blobs", BlobService)
 LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
+READINESS = web.AppKey("readiness", Readiness)

@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 
 from mirror import log
-from mirror.errors import Overloaded, error_body, out_of_descriptors
+from mirror.errors import Busy, error_body, out_of_descriptors
 
 # accept(2): errors of the one pending connection, to be treated like EAGAIN.
 _CONNECTION_FAILED = {
@@ -40,7 +40,7 @@ MAX_LINGERING = 64
 
 def refusal(message: str) -> bytes:
     """A complete HTTP/1.1 503 answer with an OCI error body, sent without aiohttp."""
-    error = Overloaded(message)
+    error = Busy(message)
     body = json.dumps(error_body([error])).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
@@ -75,7 +75,6 @@ class Listener:
         self._has_user_timeout = hasattr(socket, "TCP_USER_TIMEOUT")  # Linux
         self._spare: int | None = None
         self._lingering: set[asyncio.Task[None]] = set()
-        self._refusals = log.OccasionalWarning("refusing connections")
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,7 +123,7 @@ class Listener:
             return
         # No descriptor even to refuse with, no memory (ENOBUFS, ENOMEM), or worse: pause,
         # never spin, never stop.
-        self._refusals.note(reason=str(error.strerror))
+        log.warn_once("refusing connections", error=str(error.strerror))
         await asyncio.sleep(ACCEPT_PAUSE)
 
     def _refuse(
@@ -132,7 +131,7 @@ class Listener:
     ) -> None:
         """Answer 503 and close; a short lingering read lets the client's request arrive
         and its reader see the answer, rather than a reset for unread data."""
-        self._refusals.note(reason=reason)
+        log.warn_once("refusing connections", error=reason)
         client.setblocking(False)
         try:
             client.send(answer)

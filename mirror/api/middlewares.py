@@ -14,9 +14,9 @@ from aiohttp.typedefs import Middleware
 from mirror import log
 from mirror.api.connections import Connections
 from mirror.errors import (
+    Busy,
     MirrorError,
     NameUnknown,
-    Overloaded,
     Unsupported,
     error_body,
     out_of_descriptors,
@@ -60,16 +60,15 @@ def request_middleware(connections: Connections | None = None) -> Middleware:
     `connections` which connections are busy, so that only idle ones are closed for room."""
     prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
     ids = itertools.count(1)
-    no_descriptors = log.OccasionalWarning("out of file descriptors; answering 503")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = f"{prefix}-{next(ids):x}"
         if connections is None:
-            return await _handle(request, handler, request_id, no_descriptors)
+            return await _handle(request, handler, request_id)
         connections.busy(request.protocol)
         try:
-            return await _handle(request, handler, request_id, no_descriptors)
+            return await _handle(request, handler, request_id)
         finally:
             connections.rested(request.protocol)
 
@@ -80,7 +79,6 @@ async def _handle(
     request: web.Request,
     handler: Handler,
     request_id: str,
-    no_descriptors: log.OccasionalWarning,
 ) -> web.StreamResponse:
     """Renders errors, finishes the response and logs one line with what it cost."""
     facts = log.begin_request(request_id)
@@ -95,8 +93,8 @@ async def _handle(
         if out_of_descriptors(e):
             # Whatever needed a descriptor (a cached file, a spool file, a lock, a connection
             # upstream) will get one once other requests finish: refuse, do not fail.
-            no_descriptors.note(error=e.strerror)
-            response = error_response(Overloaded("the mirror is out of file descriptors"))
+            log.warn_once("out of file descriptors; answering 503", error=e.strerror)
+            response = error_response(Busy("the mirror is out of file descriptors"))
         else:
             response = _unexpected(request)
     except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -26,7 +26,7 @@ class BlobBody(Protocol):
 
     def segments(
         self, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[tuple[BinaryIO, int, int]]: ...
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]: ...
 
 
 class CachedBody:
@@ -39,7 +39,7 @@ class CachedBody:
 
     async def segments(
         self, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
         count = (self.size if end is None else end) - start
         if count > 0:
             yield self.file, start, count
@@ -103,9 +103,11 @@ async def send_blob(
     await response.prepare(request)
     sent = 0
     try:
-        async for file, offset, count in body.segments(start, end):
-            await _send(request, response, file, offset, count, zero_copy=end is not None)
-            sent += count
+        # Closed at once when the client goes away, so a fill stops counting it as a reader.
+        async with contextlib.aclosing(body.segments(start, end)) as segments:
+            async for file, offset, count in segments:
+                await _send(request, response, file, offset, count, zero_copy=end is not None)
+                sent += count
     except (FillFailed, OSError):
         # A failed fill, or a client gone or timed out (TCP_USER_TIMEOUT ends a connection
         # that made no progress with ETIMEDOUT): the body can only be cut short.

@@ -1,10 +1,11 @@
-"""The `/v2/` routes a pull-only registry serves; everything else is UNSUPPORTED."""
+"""The `/v2/` routes a pull-only registry serves (everything else there is UNSUPPORTED), and the
+health probes beside them."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from mirror.api import handlers
+from mirror.api import handlers, health
 
 
 def setup_routes(app: web.Application) -> None:
@@ -17,3 +18,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v2/{name:.+}/referrers/{digest:[^/]+}", handlers.referrers)
     app.router.add_route("*", "/v2", handlers.unsupported)
     app.router.add_route("*", "/v2/{tail:.*}", handlers.unsupported)
+    # Off /v2/, so no registry client ever mistakes them for registry content.
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)

@@ -25,6 +25,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         upstream=settings.upstream.url,
         cache_dir=str(settings.cache_dir),
         tag_ttl=settings.tag_ttl,
+        offline=settings.upstream.offline,
         metadata="redis" if settings.redis_url else "embedded",
         workers=settings.workers,
         open_files=open_files,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.config.options import BY_KEY, NOT_IN_FILE, OPTIONS, Target
+from mirror.config.prefetch import PrefetchSettings, parse_prefetch
 from mirror.config.upstreams import (
     BUILTIN_UPSTREAMS,
     DEFAULT_TAG_TTL,
@@ -47,6 +48,9 @@ class Settings:
     workers: int = 1
     send_timeout: float = 60.0
     max_connections: int | None = None  # None: derived from the descriptor limit at start
+    max_fills: int = 32
+    fill_wait: float = 20.0
+    prefetch: PrefetchSettings | None = None  # the `[prefetch]` table
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]
@@ -79,10 +83,12 @@ def load_settings(
     env = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     tables: Any = None
+    prefetch: Any = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
         data = _read_toml(config_file)
         tables = data.pop("upstreams", None)
+        prefetch = data.pop("prefetch", None)
         for key in data:
             if key not in BY_KEY or key in NOT_IN_FILE:
                 raise ConfigError(f"{key}: unknown option in {config_file}")
@@ -91,7 +97,7 @@ def load_settings(
         if option.env and option.env_var in env:
             raw[option.key] = env[option.env_var]
     raw.update({k: v for k, v in flags.items() if v is not None and k in BY_KEY})
-    return _build(raw, tables, env)
+    return _build(raw, tables, prefetch, env)
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -104,7 +110,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
 
 
-def _build(raw: Mapping[str, Any], tables: Any, env: Mapping[str, str]) -> Settings:
+def _build(raw: Mapping[str, Any], tables: Any, prefetch: Any, env: Mapping[str, str]) -> Settings:
     fields: dict[str, Any] = {}
     every: dict[str, Any] = {}  # applied to every upstream, under its own table's values
     default: dict[str, Any] = {}  # applied to the default upstream over everything
@@ -124,4 +130,6 @@ def _build(raw: Mapping[str, Any], tables: Any, env: Mapping[str, str]) -> Setti
     for upstream in upstreams:
         if upstream.password and not upstream.username:
             raise ConfigError(f"upstreams.{upstream.name}.username: required with a password")
+    if prefetch is not None:
+        fields["prefetch"] = parse_prefetch(prefetch, {u.name for u in upstreams})
     return Settings(upstreams=upstreams, **fields)

@@ -80,6 +80,24 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "max_fills",
+        v.counter(1, 10_000),
+        "blob downloads one process runs at once, default 32; more wait their turn",
+        metavar="N",
+    ),
+    Option(
+        "fill_wait",
+        v.seconds,
+        "seconds a download may wait for its turn before the client gets 503, default 20",
+        metavar="SECONDS",
+    ),
+    Option(
+        "offline",
+        v.boolean,
+        "never contact an upstream: answer from the cache only",
+        target=Target.EVERY_UPSTREAM,
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

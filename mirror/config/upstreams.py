@@ -19,6 +19,7 @@ from yarl import URL
 
 from mirror.config.values import (
     ConfigError,
+    boolean,
     counter,
     patterns,
     seconds,
@@ -52,6 +53,7 @@ class UpstreamSettings:
     # Time allowed between two reads from the upstream; a hung upstream fails after this.
     read_timeout: float = 30.0
     max_connections: int = 100
+    max_fills: int | None = None  # blob downloads at once from this registry; None: no own cap
     tag_ttl: float | None = None  # None: the global --tag-ttl (Settings fills it in)
     ttl_rules: tuple[TtlRule, ...] = ()
     allow: tuple[str, ...] = ()
@@ -59,6 +61,10 @@ class UpstreamSettings:
     rate_limit_reserve: int = 10
     breaker_failures: int = 3
     breaker_reset: float = 5.0
+    # Let a public upstream redirect, or name a token realm, to loopback, link-local or
+    # private addresses (upstream/targets.py).
+    allow_private_targets: bool = False
+    offline: bool = False  # --offline: never contacted; misses are 404 at once
 
     def ttl_for(self, tag: str) -> float:
         """How long `tag` stays fresh: the first matching rule, else the registry's TTL."""
@@ -93,10 +99,12 @@ _VALUES: dict[str, Callable[[str, Any], Any]] = {
     "breaker_reset": seconds,
     "tag_ttl": seconds_or_zero,
     "max_connections": counter(1, 10_000),
+    "max_fills": counter(1, 10_000),
     "rate_limit_reserve": counter(0, 1_000_000),
     "breaker_failures": counter(1, 1000),
     "allow": patterns,
     "deny": patterns,
+    "allow_private_targets": boolean,
 }
 _CREDENTIALS = {"username", "password", "password_env", "credentials_file"}
 _KEYS = _VALUES.keys() | _CREDENTIALS | {"url", "default", "ttl"}

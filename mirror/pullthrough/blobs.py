@@ -3,21 +3,26 @@ in this process or any other on the same cache directory."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirror import log
-from mirror.errors import UpstreamError
+from mirror.errors import Busy, UpstreamError
 from mirror.meta.store import MetadataStore
+from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import Fills, FillView
-from mirror.pullthrough.follower import FillerGone, FollowedFill
+from mirror.pullthrough.fills import Fills, FillTaken, FillView
+from mirror.pullthrough.flight import SingleFlight
+from mirror.pullthrough.follower import FollowedFill
 from mirror.storage.blobs import BlobStore
-from mirror.storage.fill_lock import FillLock, lock_path
+from mirror.storage.claims import Claim, claim_name, is_claimed, poll
 from mirror.upstream.registry import UpstreamRegistry
 
-# A fill that another process took over may take this long to hear from its upstream.
-FOLLOW_START_TIMEOUT = 60.0
+# A request that the same route's request in another process is making may wait this long for
+# that one's answer (the upstream's headers) before it asks itself.
+OTHER_START_WAIT = 60.0
+ATTEMPTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +32,17 @@ class CachedBlob:
 
 
 class BlobService:
-    def __init__(self, store: BlobStore, fills: Fills, meta: MetadataStore, spool: Path) -> None:
+    """Answers blob requests: from the cache, or by joining or starting the blob's fill."""
+
+    def __init__(
+        self, store: BlobStore, fills: Fills, meta: MetadataStore, spool: Path, sizes: BlobSizes
+    ) -> None:
         self._store = store
         self._fills = fills
         self._meta = meta
         self._spool = spool
+        self._sizes = sizes
+        self._starts: SingleFlight[Hashable, FillView] = SingleFlight()
 
     def cached(self, digest: Digest) -> CachedBlob | None:
         found = self._store.find(digest)
@@ -58,35 +69,55 @@ class BlobService:
     async def fetch(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
     ) -> CachedBlob | FillView:
-        """Join the fill of this blob (here or in another process), or start it, and wait for
-        the upstream's answer; the blob may also turn out to be committed by now."""
+        """Join the fill of this blob (here or in another process), or start one through this
+        request's route and wait for the upstream's answer; the blob may also turn out to be
+        committed by now."""
         log.note_cache("miss")
+        found = await self._join_or_start(upstream, repo, digest)
+        # Counted once the blob is known to exist: junk digests leave no trace.
         self._meta.record_access(str(digest))
-        for _ in range(3):
-            fill: FillView
+        return found
+
+    async def _join_or_start(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest
+    ) -> CachedBlob | FillView:
+        for _ in range(ATTEMPTS):
             if (running := self._fills.running(digest)) is not None:
                 # A fill that has every byte verified is as good as the cache.
                 log.note_cache("hit" if running.finished else "coalesced")
-                fill = running
-            elif (lock := FillLock.try_acquire(self._spool, digest.hex)) is None:
-                log.note_cache("coalesced")
-                fill = FollowedFill(
-                    digest,
-                    lock_path(self._spool, digest.hex),
-                    self._spool,
-                    self._store.path(digest),
-                    FOLLOW_START_TIMEOUT,
-                )
-            elif (found := self._store.find(digest)) is not None:
-                lock.release()  # committed while we looked
+                return running
+            if (found := self._store.find(digest)) is not None:
                 return CachedBlob(*found)
-            else:
-                fill = self._fills.start(upstream, repo, digest, lock)
+            followed = await FollowedFill.find(self._spool, digest, self._store.path(digest))
+            if followed is not None:
+                log.note_cache("coalesced")
+                return followed
             try:
-                await fill.started()
-            except FillerGone:
-                if (found := self._store.find(digest)) is not None:
-                    return CachedBlob(*found)
-                continue
-            return fill
+                # Requests through the same route share one upstream request; through another
+                # route they ask for themselves, so one route's refusal is never another's.
+                return await self._starts.run(
+                    (upstream.name, repo, digest), lambda: self._start(upstream, repo, digest)
+                )
+            except FillTaken:
+                continue  # another route or process got it first: join that
         raise UpstreamError(f"could not start fetching {digest}")
+
+    async def _start(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> FillView:
+        name = claim_name(f"blob {upstream.name}/{repo}@{digest}")
+        try:
+            claim = Claim.try_take(self._spool, name)
+        except OSError as e:
+            raise Busy(f"cannot fetch {digest} now: {e.strerror}") from e
+        if claim is None:
+            # The same request is being made in another process: wait for its outcome (its
+            # fill streams, or it gave up), then look again.
+            async def settled() -> bool | None:
+                done = self._store.find(digest) or not is_claimed(self._spool, name)
+                return True if done or is_claimed(self._spool, digest.hex) else None
+
+            await poll(settled, OTHER_START_WAIT)
+            raise FillTaken(f"{digest} is being fetched by another process")
+        with claim:
+            fill = self._fills.start(upstream, repo, digest, self._sizes.get(digest))
+            await fill.started()
+            return fill

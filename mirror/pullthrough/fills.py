@@ -2,9 +2,16 @@
 it; every request for that blob reads the growing spool file at its own pace (design.md §5).
 
 The fill belongs to the app, not to a request, so it finishes (and the next pull is a hit) even if
-every client goes away. Readers never see the last byte before the digest is verified: a wrong
-or short body therefore always ends in an aborted connection, never a clean response. A body cut
-off mid-way is resumed with an upstream `Range` request when the upstream honours it.
+every client goes away, unless the download slot it holds is wanted by another blob while nobody
+reads it. Readers follow the spool's one rule (mirror/storage/spool.py): the last byte only once
+the digest is verified, so a wrong or short body always ends in an aborted connection, never a
+clean response. A body cut off mid-way is resumed with an upstream `Range` request when the
+upstream honours it.
+
+A fill claims its digest (mirror/storage/claims.py) only once the upstream has answered with the
+blob, so a request through a repository the upstream refuses, or that answers slowly, never holds
+up a request for the same blob through another route: each route asks on its own, the first to
+get the blob streams it, and the others drop their answer and join.
 """
 
 from __future__ import annotations
@@ -13,19 +20,27 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import aiohttp
 
 from mirror import log
-from mirror.errors import MirrorError, Overloaded, UpstreamError, out_of_descriptors
+from mirror.errors import Busy, MirrorError, UpstreamError
 from mirror.oci.digest import Digest
+from mirror.pullthrough.slots import FillSlots
 from mirror.storage.blobs import BlobStore
-from mirror.storage.fill_lock import FillLock
-from mirror.storage.layout import open_spool
+from mirror.storage.claims import Claim, has_readers
+from mirror.storage.spool import (
+    fill_record,
+    mark_verified,
+    open_spool,
+    readable_end,
+    spool_segments,
+)
+from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
@@ -33,11 +48,18 @@ BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
 FIRST_BATCH = 64 << 10
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
-_CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+|\*)")
+# A fill nobody has read for this long, and that is not near its end, may be given up for
+# another that waits for a slot.
+ABANDON_AFTER = 2.0
+NEAR_END = 0.75
 
 
 class FillFailed(Exception):
     """Raised to readers when the fill they follow failed after the response started."""
+
+
+class FillTaken(Exception):
+    """Another fill (another route, or another process) streams this blob: join it instead."""
 
 
 class FillView(Protocol):
@@ -45,27 +67,38 @@ class FillView(Protocol):
 
     size: int | None
 
-    async def started(self) -> None: ...
-
     def segments(
         self, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[tuple[BinaryIO, int, int]]: ...
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]: ...
 
 
 class BlobFill:
     """A download run by this process, observed by any number of readers."""
 
-    def __init__(self, digest: Digest, part: Path, final: Path) -> None:
+    def __init__(
+        self,
+        digest: Digest,
+        part: Path,
+        final: Path,
+        spool: Path,
+        expected: int | None,
+        announce: Callable[[BlobFill], None],
+    ) -> None:
         self.digest = digest
+        self._announce = announce  # told once the fill streams, so new readers find it
         self.size: int | None = None
+        self._expected = expected  # the size a manifest gave, when one did
         self._part = part
         self._final = final
+        self._spool = spool
         self._written = 0
         self._verified = False  # every byte is there and hashes to the digest
         self._committed = False
-        self._error: MirrorError | None = None
+        self._error: BaseException | None = None
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()  # replaced after each change: a broadcast
+        self._readers = 0
+        self._idle_since = time.monotonic()
 
     @property
     def finished(self) -> bool:
@@ -73,62 +106,83 @@ class BlobFill:
         return self._verified or self._error is not None
 
     @property
-    def active(self) -> bool:
-        """New readers should join this fill: it is neither committed nor failed."""
-        return not self._committed and self._error is None
+    def streaming(self) -> bool:
+        """New readers should join this fill: it has the blob and is neither done nor failed."""
+        return self._started.done() and not self._committed and self._error is None
+
+    def is_abandoned(self) -> bool:
+        """Nobody in any process has read it for a while, and much of it is still to come."""
+        if self._readers or not self._started.done() or self.finished:
+            return False
+        if time.monotonic() - self._idle_since < ABANDON_AFTER:
+            return False
+        if self.size is not None and self._written >= NEAR_END * self.size:
+            return False
+        return not has_readers(self._spool, self.digest.hex)
 
     async def started(self) -> None:
-        """Wait until the upstream answered; raises its error if it refused."""
+        """Wait until the upstream answered with the blob; raises why not if it did not."""
         await asyncio.shield(self._started)
 
     async def run(
-        self, upstream: UpstreamRegistry, repo: str, store: BlobStore, lock: FillLock
+        self,
+        upstream: UpstreamRegistry,
+        repo: str,
+        store: BlobStore,
+        slots: FillSlots,
+        make_room: Callable[[str], None],
     ) -> None:
         try:
-            with open_spool(self._part) as spool:
-                await self._download(upstream, repo, spool, lock)
-                # Readers may have the last byte now; making it durable is not their wait.
-                self._verified = True
-                self._notify()
-                await asyncio.to_thread(os.fsync, spool.fileno())
-                # Renamed while still open and locked, so no start-up sweep can take it.
-                store.commit(self._part, self.digest)
-                self._committed = True
-        except MirrorError as e:
+            async with (
+                slots.slot(upstream.name, make_room),
+                upstream.open_blob(repo, self.digest) as first,
+            ):
+                size = _announced_size(first, self._expected, upstream.name)
+                claim = Claim.try_take(self._spool, self.digest.hex)
+                if claim is None:
+                    raise FillTaken(f"{self.digest} is being fetched through another route")
+                with claim, open_spool(self._part) as spool:
+                    self.size = size
+                    claim.publish(fill_record(self._part, size))
+                    self._started.set_result(None)
+                    self._announce(self)
+                    await self._receive(upstream, repo, first, spool.fileno())
+                    mark_verified(spool.fileno())
+                    # Readers may have the last byte now; making it durable is not their wait.
+                    self._verified = True
+                    self._notify()
+                    await asyncio.to_thread(os.fsync, spool.fileno())
+                    # Renamed while still open and locked, so no start-up sweep can take it.
+                    store.commit(self._part, self.digest)
+                    self._committed = True
+        except (MirrorError, FillTaken) as e:
             self._fail(e)
-        except OSError as e:  # disk full, permissions: nothing half-written stays behind
-            if out_of_descriptors(e):
-                self._fail(Overloaded(f"no file descriptor to store blob {self.digest}"))
-            else:
-                log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
-                self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
+        except OSError as e:  # disk full, no descriptors: nothing half-written stays behind
+            log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
+            self._fail(Busy(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
-            self._fail(UpstreamError("the mirror is shutting down"))
+            self._fail(UpstreamError(f"the download of {self.digest} was stopped"))
             raise
         finally:
             self._part.unlink(missing_ok=True)
-            lock.release()
             self._notify()
 
-    async def _download(
-        self, upstream: UpstreamRegistry, repo: str, spool: BinaryIO, lock: FillLock
+    async def _receive(
+        self, upstream: UpstreamRegistry, repo: str, first: aiohttp.ClientResponse, fd: int
     ) -> None:
         hasher = self.digest.hasher()
         for attempt in range(1, MAX_ATTEMPTS + 1):
             offset = self._written
             try:
-                async with upstream.open_blob(repo, self.digest, offset) as resp:
-                    if offset == 0:
-                        self.size = resp.content_length
-                        lock.publish(self._part, self.size)
-                        self._started.set_result(None)
-                    else:
+                if attempt == 1:
+                    await self._copy(first, fd, hasher)
+                else:
+                    async with upstream.open_blob(repo, self.digest, offset) as resp:
                         _check_resumed(resp, offset, self.size)
-                    await self._copy(resp.content, spool.fileno(), hasher)
+                        await self._copy(resp, fd, hasher)
                 break
             except UpstreamError as e:
-                resumable = self._started.done() and self.size is not None
-                if not resumable or self._written == offset or attempt == MAX_ATTEMPTS:
+                if self.size is None or self._written == offset or attempt == MAX_ATTEMPTS:
                     raise
                 log.get_logger().warning(
                     "resuming blob fill",
@@ -141,28 +195,37 @@ class BlobFill:
         if hasher.hexdigest() != self.digest.hex:
             raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
 
-    async def _copy(self, body: aiohttp.StreamReader, fd: int, hasher: hashlib._Hash) -> None:
+    async def _copy(self, resp: aiohttp.ClientResponse, fd: int, hasher: hashlib._Hash) -> None:
         """Write and hash each batch in two threads at once, off the event loop; a batch is
         whatever arrived meanwhile, which the session's deep read buffer lets grow."""
         limit = FIRST_BATCH  # small at first, so the first bytes reach clients at once
-        async for first in body.iter_any():
-            batch = [first]
-            size = len(first)
-            while size < limit and (more := body.read_nowait(limit - size)):
-                batch.append(more)
-                size += len(more)
-            limit = min(limit * 2, BATCH)
-            await asyncio.gather(
-                asyncio.to_thread(_write_all, fd, batch),
-                asyncio.to_thread(_hash_all, hasher, batch),
-            )
-            self._wrote(size)
+        body = resp.content
+        try:
+            async for first in body.iter_any():
+                batch = [first]
+                size = len(first)
+                while size < limit and (more := body.read_nowait(limit - size)):
+                    batch.append(more)
+                    size += len(more)
+                limit = min(limit * 2, BATCH)
+                if self.size is not None and self._written + size > self.size:
+                    # A chunked body longer than the blob: never write past its size.
+                    raise UpstreamError(
+                        f"upstream sent more than the {self.size} bytes of the blob"
+                    )
+                await asyncio.gather(
+                    asyncio.to_thread(_write_all, fd, batch),
+                    asyncio.to_thread(_hash_all, hasher, batch),
+                )
+                self._wrote(size)
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
 
     def _wrote(self, count: int) -> None:
         self._written += count
         self._notify()
 
-    def _fail(self, error: MirrorError) -> None:
+    def _fail(self, error: BaseException) -> None:
         self._error = error
         if not self._started.done():
             self._started.set_exception(error)
@@ -173,53 +236,50 @@ class BlobFill:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def _readable(self, position: int) -> bool:
-        # Hold back the last byte until the digest is verified.
-        return self.finished or self._written - 1 > position
-
     async def segments(
         self, start: int = 0, end: int | None = None
-    ) -> AsyncIterator[tuple[BinaryIO, int, int]]:
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
         """(file, offset, count) for bytes [start, end) of the blob as they land, for the
         caller to send (with sendfile); raises FillFailed when the fill fails."""
         if self._error is not None:
-            raise FillFailed(self._error.message)
+            raise FillFailed(str(self._error))
         try:
             # Opened in the same step as the check: a commit (a rename on this thread) cannot
             # slip in between, and an open file survives the rename.
             file = open(self._final if self._committed else self._part, "rb", buffering=0)  # noqa: SIM115, ASYNC230
         except OSError as e:
             raise FillFailed(f"cannot read blob {self.digest}: {e.strerror}") from e
-        with file:
-            async for segment in spool_segments(file, start, end, self._readable_limit):
-                yield segment
+        self._readers += 1
+        try:
+            with file:
+                async for segment in spool_segments(file, start, end, self._readable_limit):
+                    yield segment
+        finally:
+            self._readers -= 1
+            if not self._readers:
+                self._idle_since = time.monotonic()
+
+    async def wait_done(self) -> None:
+        """Wait, as a reader would, until every byte is verified; raises FillFailed if not."""
+        async for _ in self.segments():
+            pass
 
     async def _readable_limit(self, position: int) -> int:
         """How far readers may go, once there is more than `position` (or nothing more)."""
-        while not self._readable(position):
+        while not self.finished and readable_end(self._written, False) <= position:
             await self._changed.wait()
         # Once verified, a failed commit (a full disk at fsync) is no reason to cut readers off.
         if self._error is not None and not self._verified:
-            raise FillFailed(self._error.message)
-        return self._written if self._verified else self._written - 1
+            raise FillFailed(str(self._error))
+        return readable_end(self._written, self._verified)
 
 
-async def spool_segments(
-    file: BinaryIO,
-    start: int,
-    end: int | None,
-    readable_limit: Callable[[int], Awaitable[int]],
-) -> AsyncIterator[tuple[BinaryIO, int, int]]:
-    """(file, offset, count) runs of [start, end) as `readable_limit(position)` allows them."""
-    position = start
-    while end is None or position < end:
-        limit = await readable_limit(position)
-        if end is not None:
-            limit = min(limit, end)
-        if position >= limit:
-            return
-        yield file, position, limit - position
-        position = limit
+def _announced_size(resp: aiohttp.ClientResponse, expected: int | None, name: str) -> int | None:
+    """The blob's size: what the upstream announces, checked against what a manifest said."""
+    announced = resp.content_length
+    if announced is not None and expected is not None and announced != expected:
+        raise UpstreamError(f"{name} announced {announced} bytes for a blob of {expected}")
+    return announced if announced is not None else expected
 
 
 def _hash_all(hasher: hashlib._Hash, batch: list[bytes]) -> None:
@@ -241,44 +301,71 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
     """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
-    match = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
-    if resp.status != 206 or not match or int(match.group(1)) != offset:
+    answered = content_range(resp.headers.get("Content-Range"))
+    if resp.status != 206 or answered is None or answered.first != offset:
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")
-    if match.group(3) != "*" and int(match.group(3)) != size:
+    if answered.size is not None and answered.size != size:
         raise UpstreamError("upstream changed the blob's size while resuming")
 
 
 class Fills:
-    """The fills this process runs, keyed by digest; cancelled at shutdown."""
+    """The fills this process runs: those streaming, keyed by digest; all cancelled at shutdown."""
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, spool: Path, slots: FillSlots) -> None:
         self._store = store
-        self._fills: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
-        self._tasks: dict[asyncio.Task[None], BlobFill] = {}  # every fill still running
+        self._spool = spool
+        self._slots = slots
+        self._streaming: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
+        self._tasks: dict[asyncio.Task[None], tuple[str, BlobFill]] = {}  # every fill running
 
     def running(self, digest: Digest) -> BlobFill | None:
-        fill = self._fills.get(digest)
-        return fill if fill is not None and fill.active else None
+        fill = self._streaming.get(digest)
+        return fill if fill is not None and fill.streaming else None
 
     def start(
-        self, upstream: UpstreamRegistry, repo: str, digest: Digest, lock: FillLock
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, expected: int | None
     ) -> BlobFill:
-        fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
-        self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock))
-        self._tasks[task] = fill
-        task.add_done_callback(lambda t: self._done(t, digest, fill))
+        """Start fetching `digest` through this route; `started()` tells whether it got it."""
+        fill = BlobFill(
+            digest,
+            self._store.new_spool_file(digest),
+            self._store.path(digest),
+            self._spool,
+            expected,
+            self._announced,
+        )
+        task = asyncio.create_task(
+            fill.run(upstream, repo, self._store, self._slots, self._make_room)
+        )
+        self._tasks[task] = (upstream.name, fill)
+        task.add_done_callback(lambda t: self._done(t, fill))
         return fill
 
-    def _done(self, task: asyncio.Task[None], digest: Digest, fill: BlobFill) -> None:
+    def _announced(self, fill: BlobFill) -> None:
+        self._streaming[fill.digest] = fill
+
+    def _done(self, task: asyncio.Task[None], fill: BlobFill) -> None:
         del self._tasks[task]
-        if self._fills.get(digest) is fill:
-            del self._fills[digest]
+        if self._streaming.get(fill.digest) is fill:
+            del self._streaming[fill.digest]
+
+    def _make_room(self, upstream: str) -> None:
+        """Give up one abandoned fill: of this upstream if there is one (its own cap may be
+        what holds the waiter up), else any, when the total is what does."""
+        abandoned = [
+            (name, task) for task, (name, fill) in self._tasks.items() if fill.is_abandoned()
+        ]
+        same = [task for name, task in abandoned if name == upstream]
+        victims = same or ([task for _, task in abandoned] if self._slots.is_full() else [])
+        if victims:
+            fill = self._tasks[victims[0]][1]
+            log.get_logger().info("giving up an abandoned download", digest=str(fill.digest))
+            victims[0].cancel()
 
     async def close(self) -> None:
         """Stop downloading at shutdown, but let verified blobs finish their commit (an fsync
         and a rename): their clients already have every byte, so the cache should too."""
-        committing = [task for task, fill in self._tasks.items() if fill.finished]
+        committing = [task for task, (_, fill) in self._tasks.items() if fill.finished]
         if committing:
             await asyncio.wait(committing, timeout=COMMIT_GRACE)
         for task in self._tasks:

@@ -10,15 +10,18 @@ from pathlib import Path
 from mirror import log
 from mirror.errors import UpstreamError
 from mirror.meta.store import MetadataStore
+from mirror.oci.contents import media_type_of
 from mirror.oci.digest import Digest
-from mirror.pullthrough.claims import once_across_processes
-from mirror.pullthrough.coalesce import SingleFlight
+from mirror.pullthrough.flight import SingleFlight
+from mirror.storage.claims import once
 from mirror.storage.manifests import ManifestStore, StoredManifest
 from mirror.storage.tags import TagStore
-from mirror.upstream.registry import UpstreamRegistry
+from mirror.upstream.registry import FetchedManifest, UpstreamRegistry
 
 # How long one process may hold a tag's revalidation before another may try.
 REVALIDATION_LEASE = 10.0
+# How long a process waits for another one's fetch of the same manifest before fetching itself.
+OTHER_FETCH_WAIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,9 @@ class ManifestService:
         self._manifests = manifests
         self._tags = tags
         self._meta = meta
-        self._flights: SingleFlight[ManifestAnswer] = SingleFlight()
+        # Keyed by route (registry and repository) as well as reference: a request through a
+        # repository the upstream refuses must not hand its refusal to one through another.
+        self._flights: SingleFlight[str, ManifestAnswer] = SingleFlight()
 
     async def by_digest(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest, *, head: bool
@@ -64,18 +69,20 @@ class ManifestService:
             info = await upstream.head_manifest(repo, str(digest))
             if info.size is not None and info.digest in (None, digest):
                 return ManifestAnswer(digest, info.media_type, info.size, None)
-        return await self._flights.run(str(digest), lambda: self._fetch(upstream, repo, digest))
+        key = f"{upstream.name}/{repo}@{digest}"
+        return await self._flights.run(key, lambda: self._fetch(upstream, repo, digest, key))
 
-    async def _fetch(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> ManifestAnswer:
+    async def _fetch(
+        self, upstream: UpstreamRegistry, repo: str, digest: Digest, key: str
+    ) -> ManifestAnswer:
         async def fetch() -> ManifestAnswer:
-            fetched = await upstream.get_manifest(repo, str(digest))
-            return _answer(await self._manifests.put(digest, fetched.media_type, fetched.data))
+            return _answer(await self._store(await upstream.get_manifest(repo, str(digest))))
 
         async def stored() -> ManifestAnswer | None:
             found = await self._manifests.get(digest)
             return _answer(found) if found else None
 
-        return await once_across_processes(self._spool, f"manifest {digest}", fetch, stored)
+        return await once(self._spool, f"manifest {key}", fetch, stored, OTHER_FETCH_WAIT)
 
     async def by_tag(self, upstream: UpstreamRegistry, repo: str, tag: str) -> ManifestAnswer:
         key = f"{upstream.name}/{repo}:{tag}"
@@ -93,8 +100,8 @@ class ManifestService:
     ) -> ManifestAnswer:
         record = await self._tags.get(upstream.name, repo, tag)
         stored = await self._manifests.get(record.parsed_digest) if record else None
-        if stored is not None and await upstream.health.is_sparing():
-            # Near the upstream's pull limit (or after a 429), what we have will do.
+        if stored is not None and (upstream.settings.offline or await upstream.health.is_sparing()):
+            # Offline, or near the upstream's pull limit (or after a 429): what we have will do.
             log.note_cache("stale")
             return _answer(stored)
         if stored is not None and not await self._meta.try_lease(key, REVALIDATION_LEASE):
@@ -105,11 +112,12 @@ class ManifestService:
         try:
             if stored is None:
                 # A first pull: other workers missing it too wait for this one's answer.
-                answer = await once_across_processes(
+                answer = await once(
                     self._spool,
                     f"tag {key}",
                     partial(self._revalidate, upstream, repo, tag, None),
                     partial(self._recorded, upstream, repo, tag),
+                    OTHER_FETCH_WAIT,
                 )
             elif await self._meta.fresh_digest(key) == str(stored.digest):
                 # Revalidated elsewhere between our freshness check and taking the lease.
@@ -152,10 +160,20 @@ class ManifestService:
                 await self._remember(upstream, repo, tag, known)
                 return _answer(known)
         log.note_cache("miss")
-        fetched = await upstream.get_manifest(repo, tag)
-        manifest = await self._manifests.put(fetched.digest, fetched.media_type, fetched.data)
+        manifest = await self._store(await upstream.get_manifest(repo, tag))
         await self._remember(upstream, repo, tag, manifest)
         return _answer(manifest)
+
+    async def _store(self, fetched: FetchedManifest) -> StoredManifest:
+        """Keep a fetched manifest; one that cannot be written (a full disk, no descriptors)
+        is still served: the client has what it asked for, the next request fetches again."""
+        # The manifest's own mediaType names what it is, whatever the upstream's Content-Type.
+        media_type = media_type_of(fetched.data, fetched.media_type)
+        try:
+            return await self._manifests.put(fetched.digest, media_type, fetched.data)
+        except OSError as e:
+            log.warn_once("cannot store manifests", error=e.strerror)
+            return StoredManifest(fetched.digest, media_type, fetched.data)
 
     async def _recorded(
         self, upstream: UpstreamRegistry, repo: str, tag: str
@@ -167,4 +185,7 @@ class ManifestService:
     async def _remember(
         self, upstream: UpstreamRegistry, repo: str, tag: str, manifest: StoredManifest
     ) -> None:
-        await self._tags.put(upstream.name, repo, tag, manifest.digest, manifest.media_type)
+        try:
+            await self._tags.put(upstream.name, repo, tag, manifest.digest, manifest.media_type)
+        except OSError as e:
+            log.warn_once("cannot store tags", error=e.strerror)

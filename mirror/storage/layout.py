@@ -11,9 +11,9 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from mirror.oci.digest import Digest
+from mirror.storage.spool import open_spool
 
 
 class CacheLayout:
@@ -50,21 +50,21 @@ class CacheLayout:
         return self.root / "manifests" / digest.algorithm / digest.hex[:2] / digest.hex
 
     def tag(self, upstream: str, repo: str, tag: str) -> Path:
+        return self.tags_of(upstream, repo) / tag
+
+    def tags_of(self, upstream: str, repo: str) -> Path:
         # Tags live in a `_tags` directory: no repository component can be named that (the name
         # grammar starts components with [a-z0-9]), so a tag file never collides with a
         # deeper repository's directory.
-        return self.root / "tags" / upstream / repo / "_tags" / tag
+        return self.root / "tags" / upstream / repo / "_tags"
+
+    def tag_list(self, upstream: str, repo: str) -> Path:
+        """The repository's last tag list from its upstream (`_list`, beside `_tags`)."""
+        return self.root / "tags" / upstream / repo / "_list"
 
     def spool_file(self, label: str) -> Path:
         # Unique per writer, so two writers never share a spool file.
         return self.spool / f"{label}.{uuid.uuid4().hex}.part"
-
-
-def open_spool(path: Path) -> BinaryIO:
-    """Create a spool file and hold its lock for as long as it is open."""
-    f = open(path, "xb")  # noqa: SIM115 -- the caller owns and closes it
-    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return f
 
 
 def write_atomically(layout: CacheLayout, final: Path, data: bytes) -> None:

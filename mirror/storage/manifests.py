@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache
 
+from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.storage.layout import CacheLayout, write_atomically
 
@@ -22,8 +23,12 @@ class StoredManifest:
 class ManifestStore:
     """Disk is the truth; a bounded in-memory LRU keeps hot manifests off the disk."""
 
-    def __init__(self, layout: CacheLayout, memory_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self, layout: CacheLayout, sizes: BlobSizes | None = None, memory_bytes: int = 64 << 20
+    ) -> None:
         self._layout = layout
+        # Told the blob sizes of every manifest that comes off the disk or into the cache.
+        self._sizes = sizes
         self._memory: LRUCache[Digest, StoredManifest] = LRUCache(
             maxsize=memory_bytes, getsizeof=lambda m: len(m.data) + 256
         )
@@ -34,13 +39,23 @@ class ManifestStore:
             found = await asyncio.to_thread(self._read, digest)
             if found is not None:
                 self._memory[digest] = found
+                self._learn(found)
         return found
 
     async def put(self, digest: Digest, media_type: str, data: bytes) -> StoredManifest:
+        """Store a verified manifest; one stored already stays as it is (content-addressed:
+        the bytes are the same, and its media type is not for a later fetch to rewrite)."""
+        if (stored := await self.get(digest)) is not None:
+            return stored
         manifest = StoredManifest(digest, media_type, data)
         await asyncio.to_thread(self._write, manifest)
         self._memory[digest] = manifest
+        self._learn(manifest)
         return manifest
+
+    def _learn(self, manifest: StoredManifest) -> None:
+        if self._sizes is not None:
+            self._sizes.learn(manifest.data)
 
     def _read(self, digest: Digest) -> StoredManifest | None:
         path = self._layout.manifest(digest)

@@ -1,27 +1,44 @@
-"""Challenge-driven upstream auth: `WWW-Authenticate` parsing and a per-scope token cache.
+"""Challenge-driven upstream auth: `WWW-Authenticate` parsing and a bounded per-scope token cache.
 
 Docker's token spec (distribution docs/spec/auth/token.md): a 401 names a realm; a GET there with
 `service` and `scope` (Basic credentials when configured) returns `token`/`access_token`, valid for
 `expires_in` seconds (60 when absent, never less).
+
+Credentials go to the upstream's own origin, and to a token realm only when its operator is the
+upstream's: the same host, or a host under the same registrable domain by the Public Suffix List
+(auth.docker.io for registry-1.docker.io; not another customer's name under co.uk or
+s3.amazonaws.com). A realm on an IP address gets them only if it is the upstream's own address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import json
 import re
-import time
 from dataclasses import dataclass
 
 import aiohttp
+from cachetools import TLRUCache
+from publicsuffixlist import PublicSuffixList
 from yarl import URL
 
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import Denied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mirror.upstream.pool import MAX_TOKEN_SIZE, Pool, read_limited
+from mirror.upstream.targets import RefusedAddress, TargetGuard, literal_address
 
 # auth-param = token "=" ( token / quoted-string ), RFC 9110 §11.2; quoted values may hold commas.
 _PARAM = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))\s*,?')
+# b64token (RFC 6750 §2.1) in spirit: visible ASCII only, so a token can never break a header.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,16384}")
 MIN_TOKEN_LIFETIME = 60.0
+# Tokens are renewed this long before they expire, so none runs out on the way.
+_EXPIRY_MARGIN = 5.0
+# Bytes of tokens kept per authenticator (a Docker Hub token is 1-3 KB: hundreds of scopes).
+TOKEN_CACHE_BYTES = 1 << 20
+_ENTRY_OVERHEAD = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,24 +60,66 @@ def parse_challenge(header: str) -> Challenge | None:
     return Challenge(scheme, params)
 
 
-def _same_site(a: str, b: str) -> bool:
-    """Whether two hosts share an owner: equal, or the same last two DNS labels."""
-    if a == b:
+def is_insufficient_scope(header: str | None) -> bool:
+    """Whether a 401 says the token is valid but grants nothing here (RFC 6750 §3.1), which is
+    how Docker Hub answers for a repository that does not exist."""
+    challenge = parse_challenge(header or "")
+    return challenge is not None and challenge.params.get("error") == "insufficient_scope"
+
+
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    return PublicSuffixList()  # the list the package ships: no network access
+
+
+def may_receive_credentials(upstream: URL, realm: URL) -> bool:
+    """Whether `realm` is run by the upstream's operator (see the module docstring)."""
+    host, other = (upstream.host or "").lower(), (realm.host or "").lower()
+    if upstream.scheme == "https" and realm.scheme != "https":
+        return False
+    if host == other:
         return True
-    la, lb = a.split("."), b.split(".")
-    return len(la) >= 2 and len(lb) >= 2 and la[-2:] == lb[-2:] and not a.replace(".", "").isdigit()
+    if literal_address(host) is not None or literal_address(other) is not None:
+        return False
+    site = _suffixes().privatesuffix(host)
+    return site is not None and site == _suffixes().privatesuffix(other)
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    authorization: str
+    lifetime: float
 
 
 class Authenticator:
-    """Turns challenges into `Authorization` values for one upstream, caching tokens per scope."""
+    """Turns challenges into `Authorization` values for one origin, caching tokens per scope.
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    The cache is bounded in bytes and each token leaves it when it expires; a token being
+    fetched is shared by every request that needs it, and forgotten once it arrives."""
+
+    def __init__(
+        self, settings: UpstreamSettings, origin: URL, pool: Pool, guard: TargetGuard
+    ) -> None:
         self._settings = settings
-        self._session = session
-        self._upstream_host = URL(settings.url).host or ""
+        self._origin = origin
+        self._pool = pool
+        self._guard = guard
         self._challenge: Challenge | None = None
-        self._tokens: dict[str, tuple[str, float]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._tokens: TLRUCache[tuple[str, str, str], _Token] = TLRUCache(
+            maxsize=TOKEN_CACHE_BYTES,
+            ttu=lambda _key, token, now: now + token.lifetime - _EXPIRY_MARGIN,
+            getsizeof=lambda token: len(token.authorization) + _ENTRY_OVERHEAD,
+        )
+        self._fetching: dict[tuple[str, str, str], asyncio.Future[_Token]] = {}
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many tokens are cached now."""
+        return len(self._tokens)
+
+    @property
+    def fetches_in_flight(self) -> int:
+        return len(self._fetching)
 
     @property
     def _basic(self) -> str | None:
@@ -91,54 +150,68 @@ class Authenticator:
         token = await self._bearer(challenge, scope, refresh=True)
         return token if token != failed else None
 
-    async def _bearer(self, challenge: Challenge, scope: str, *, refresh: bool) -> str | None:
-        realm = challenge.params.get("realm", "")
-        service = challenge.params.get("service", "")
+    async def _bearer(self, challenge: Challenge, scope: str, *, refresh: bool) -> str:
         # quay.io often sends no scope: the repository scope is what a pull needs anyway.
-        key = f"{realm} {service} {scope}"
-        seen = self._tokens.get(key)
-        if not refresh and seen and seen[1] > time.monotonic():
-            return seen[0]
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            # Concurrent requests share one token fetch: whoever waited takes the new token.
-            current = self._tokens.get(key)
-            if current is not seen and current and current[1] > time.monotonic():
-                return current[0]
-            token, lifetime = await self._fetch_token(realm, service, scope)
-            self._tokens[key] = (f"Bearer {token}", time.monotonic() + lifetime - 5)
-            return f"Bearer {token}"
+        key = (challenge.params.get("realm", ""), challenge.params.get("service", ""), scope)
+        if not refresh and (cached := self._tokens.get(key)) is not None:
+            return cached.authorization
+        fetching = self._fetching.get(key)
+        if fetching is None:
+            # Concurrent requests share one token fetch; it is a task of its own, so a caller
+            # that goes away does not cancel it for the others.
+            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch(key))
+            fetching.add_done_callback(lambda done: self._fetched(key, done))
+        return (await asyncio.shield(fetching)).authorization
 
-    async def _fetch_token(self, realm: str, service: str, scope: str) -> tuple[str, float]:
-        url = URL(realm)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise UpstreamError(f"upstream {self._upstream_host} sent an unusable token realm")
+    def _fetched(self, key: tuple[str, str, str], done: asyncio.Future[_Token]) -> None:
+        if self._fetching.get(key) is done:
+            del self._fetching[key]
+        if done.cancelled() or done.exception() is not None:
+            return
+        token = done.result()
+        if len(token.authorization) + _ENTRY_OVERHEAD <= TOKEN_CACHE_BYTES:
+            self._tokens[key] = token
+
+    async def _fetch(self, key: tuple[str, str, str]) -> _Token:
+        realm, service, scope = key
+        name = self._settings.name
+        try:
+            url = URL(realm)
+            self._guard.check(self._origin, url, "token realm")
+        except ValueError:  # yarl could not make a URL (or a host) of it
+            raise UpstreamError(f"{name} sent an unusable token realm") from None
         headers = {}
-        # Credentials go only to a realm the upstream's own operator runs.
-        if self._basic and _same_site(url.host, self._upstream_host):
+        if self._basic and may_receive_credentials(self._origin, url):
             headers["Authorization"] = self._basic
         params = {"scope": scope}
         if service:
             params["service"] = service
+        what = f"the token service of {name}"
         try:
-            async with self._session.get(url.update_query(params), headers=headers) as resp:
+            async with self._pool.open("GET", url.update_query(params), headers) as resp:
                 if resp.status in (401, 403):
-                    raise Denied(f"upstream {self._upstream_host} refused the credentials")
+                    raise Denied(f"{what} refused the mirror's credentials")
                 if resp.status != 200:
-                    raise UpstreamError(
-                        f"token service of {self._upstream_host} answered {resp.status}"
-                    )
-                body = await resp.json(content_type=None)
+                    raise UpstreamError(f"{what} answered {resp.status}")
+                body = json.loads(await read_limited(resp, MAX_TOKEN_SIZE, f"a token from {name}"))
+        except aiohttp.ClientConnectorError as e:
+            if isinstance(e.os_error, RefusedAddress):
+                raise UpstreamError(str(e.os_error)) from e
+            raise UpstreamUnavailable(f"{what} is unreachable") from e
         except (aiohttp.ClientConnectionError, OSError) as e:
-            raise UpstreamUnavailable(f"token service of {self._upstream_host} unreachable") from e
+            raise UpstreamUnavailable(f"{what} is unreachable") from e
         except TimeoutError as e:
-            raise UpstreamTimeout(f"token service of {self._upstream_host} timed out") from e
-        except ValueError as e:
-            raise UpstreamError(f"token service of {self._upstream_host} sent no JSON") from e
+            raise UpstreamTimeout(f"{what} timed out") from e
+        except (aiohttp.ClientError, ValueError) as e:
+            raise UpstreamError(f"{what} sent no usable answer") from e
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise UpstreamError(f"token service of {self._upstream_host} sent no token")
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise UpstreamError(f"{what} sent no usable token")
         try:
             lifetime = float(body.get("expires_in") or MIN_TOKEN_LIFETIME)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             lifetime = MIN_TOKEN_LIFETIME
-        return token, max(lifetime, MIN_TOKEN_LIFETIME)
+        # NaN compares false with everything: max() would keep it.
+        if not lifetime >= MIN_TOKEN_LIFETIME:
+            lifetime = MIN_TOKEN_LIFETIME
+        return _Token(f"Bearer {token}", min(lifetime, 86400.0))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -24,12 +23,14 @@ from multidict import CIMultiDictProxy
 from mirror import log
 from mirror.config.upstreams import UpstreamSettings
 from mirror.meta.store import MetadataStore
+from mirror.upstream import headers as parse
 
 MAX_OPEN = 300.0
-_RATE = re.compile(r"^\s*(\d+)\s*(?:;\s*w\s*=\s*(\d+))?")
 
 
 class UpstreamHealth:
+    """The breaker and the rate-limit reserve of one upstream, shared through the store."""
+
     def __init__(
         self,
         settings: UpstreamSettings,
@@ -89,24 +90,25 @@ class UpstreamHealth:
 
     async def saw_headers(self, headers: CIMultiDictProxy[str]) -> None:
         """Read Docker Hub's rate-limit headers and spare the limit when it runs low."""
-        remaining = _RATE.match(headers.get("RateLimit-Remaining", ""))
+        remaining = parse.rate_limit(headers.get("RateLimit-Remaining"))
         if remaining is None:
             return
-        limit = _RATE.match(headers.get("RateLimit-Limit", ""))
-        window = float(remaining.group(2) or (limit.group(2) if limit else None) or 3600)
-        left = int(remaining.group(1))
+        limit = parse.rate_limit(headers.get("RateLimit-Limit"))
+        window = remaining.window or (limit.window if limit else None) or 3600.0
         await self._meta.note_upstream(
             self._settings.name,
             {
-                "ratelimit_remaining": str(left),
-                "ratelimit_limit": limit.group(1) if limit else "",
+                "ratelimit_remaining": str(remaining.count),
+                "ratelimit_limit": str(limit.count) if limit else "",
                 "seen_at": f"{time.time():.0f}",
             },
         )
-        if left < self._settings.rate_limit_reserve:
-            await self.spare(window, f"{left} pulls left")
+        if remaining.count < self._settings.rate_limit_reserve:
+            await self.spare(window, f"{remaining.count} pulls left")
 
     async def spare(self, seconds: float, reason: str) -> None:
+        """Revalidate no cached tag for `seconds` (clamped: no upstream can pin this)."""
+        seconds = parse.clamp_window(seconds)
         if not await self._meta.has_flag(self._spare_key):
             log.get_logger().warning(
                 "sparing upstream pull limit: cached tags are not revalidated",

@@ -1,8 +1,8 @@
-"""The upstream registry client: authenticated, redirect-safe requests and failure translation.
+"""The upstream registry, spoken to with the OCI distribution API.
 
-Every upstream failure becomes a `MirrorError` here, so the policy layer sees only two kinds of
-outcome: an authoritative answer (content, or "not found") and `UpstreamError` (the upstream could
-not answer; a cached answer may be served instead).
+Every upstream failure becomes a `MirrorError` (see `client`), so the policy layer sees only two
+kinds of outcome: an authoritative answer (content, or "not found") and `UpstreamError` (the
+upstream could not answer; a cached answer may be served instead).
 """
 
 from __future__ import annotations
@@ -10,42 +10,35 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import aiohttp
-from cachetools import LRUCache
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
-from mirror import log
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
-    Denied,
-    ManifestInvalid,
     ManifestUnknown,
     MirrorError,
     NameUnknown,
     UpstreamError,
-    UpstreamThrottled,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT
-from mirror.upstream.auth import Authenticator
-from mirror.upstream.health import UpstreamHealth
+from mirror.oci.names import validate_tag
+from mirror.upstream.client import UpstreamClient
+from mirror.upstream.pool import (
+    MAX_MANIFEST_SIZE,
+    MAX_REFERRERS_SIZE,
+    MAX_TAG_LIST_SIZE,
+    read_limited,
+)
+from mirror.upstream.targets import Network
 
-# containerd's limit (remotes/docker MaxManifestSize); a bigger "manifest" is not one.
-MAX_MANIFEST_SIZE = 4 << 20
-MAX_REDIRECTS = 5
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_NOT_FOUND = {
-    "NAME_UNKNOWN": NameUnknown,
-    "MANIFEST_UNKNOWN": ManifestUnknown,
-    "BLOB_UNKNOWN": BlobUnknown,
-}
+# Pages of one tag list followed at most (each must bring new tags; the bytes are capped too).
+MAX_TAG_PAGES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +58,6 @@ class Listing:
     headers: dict[str, str]
 
 
-def _kept(resp: aiohttp.ClientResponse, name: str) -> dict[str, str]:
-    return {name: resp.headers[name]} if name in resp.headers else {}
-
-
 @dataclass(frozen=True, slots=True)
 class FetchedManifest:
     digest: Digest
@@ -76,68 +65,44 @@ class FetchedManifest:
     data: bytes
 
 
-def make_session(settings: UpstreamSettings, user_agent: str) -> aiohttp.ClientSession:
-    """The upstream's one session: no total timeout (big layers take long), but bounded
-    connect and per-read waits, its own connection limit, and no transparent decompression
-    (it would change digests)."""
-    timeout = aiohttp.ClientTimeout(
-        total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-    )
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.max_connections),
-        timeout=timeout,
-        # A deeper read buffer lets a blob keep arriving while a thread writes and hashes
-        # the previous batch.
-        read_bufsize=4 << 20,
-        auto_decompress=False,
-        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
-        # Cookies from an upstream or a CDN must not follow us to other requests.
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
-
-
 class UpstreamRegistry:
-    """One upstream registry, spoken to with the OCI distribution API."""
+    """One upstream registry: manifests, blobs, tag lists and referrers."""
 
     def __init__(
-        self, settings: UpstreamSettings, session: aiohttp.ClientSession, meta: MetadataStore
+        self,
+        settings: UpstreamSettings,
+        meta: MetadataStore,
+        *,
+        user_agent: str,
+        network: Network | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
-        self._session = session
-        self._base = URL(settings.url)
-        self._auth = Authenticator(settings, session)
-        self._foreign: LRUCache[URL, Authenticator] = LRUCache(maxsize=32)
-        self.health = UpstreamHealth(settings, meta, self.ping)
-
-    def _authenticator(self, origin: URL) -> Authenticator:
-        """The upstream's own (with its credentials), or an anonymous one for another origin
-        (registry.k8s.io redirects to regional registries that challenge on their own)."""
-        if origin == self._base.origin():
-            return self._auth
-        if (found := self._foreign.get(origin)) is None:
-            anonymous = replace(self.settings, url=str(origin), username=None, password=None)
-            found = self._foreign[origin] = Authenticator(anonymous, self._session)
-        return found
-
-    async def ping(self) -> bool:
-        """Whether the upstream answers HTTP at all (any status will do)."""
-        try:
-            async with self._session.get(
-                self._base.with_path(f"{self._base.path.rstrip('/')}/v2/"),
-                timeout=aiohttp.ClientTimeout(total=self.settings.connect_timeout + 5),
-                allow_redirects=False,
-            ):
-                return True
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            return False
+        self.client = UpstreamClient(
+            settings, meta, user_agent=user_agent, network=network or Network()
+        )
+        self.health = self.client.health
 
     async def close(self) -> None:
-        await self.health.close()
-        await self._session.close()
+        await self.client.close()
+
+    @asynccontextmanager
+    async def _api(
+        self,
+        method: str,
+        repo: str,
+        path: str,
+        headers: Mapping[str, str],
+        not_found: type[MirrorError],
+        query: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        client = self.client
+        url = client.url(repo, path, query)
+        async with client.request(client.api, method, repo, url, headers, not_found) as resp:
+            yield resp
 
     async def head_manifest(self, repo: str, reference: str) -> ManifestHead:
-        async with self._request(
+        async with self._api(
             "HEAD", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
         ) as resp:
             return ManifestHead(
@@ -147,12 +112,12 @@ class UpstreamRegistry:
     async def get_manifest(self, repo: str, reference: str) -> FetchedManifest:
         """GET and verify: the bytes must hash to the requested digest, or to the one the
         upstream names; anything else is a lying or broken upstream."""
-        async with self._request(
+        async with self._api(
             "GET", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
         ) as resp:
-            if (resp.content_length or 0) > MAX_MANIFEST_SIZE:
-                raise ManifestInvalid(f"manifest {reference} from {self.name} is too large")
-            data = await _read_limited(resp, MAX_MANIFEST_SIZE, self.name)
+            data = await read_limited(
+                resp, MAX_MANIFEST_SIZE, f"manifest {reference} from {self.name}"
+            )
             claimed = _digest_header(resp.headers)
             media_type = _media_type(resp.headers)
         expected = Digest.parse(reference) if ":" in reference else claimed
@@ -162,159 +127,88 @@ class UpstreamRegistry:
         return FetchedManifest(actual, media_type, data)
 
     async def head_blob(self, repo: str, digest: Digest) -> int | None:
-        async with self._request("HEAD", repo, f"blobs/{digest}", {}, BlobUnknown) as resp:
+        async with self._api("HEAD", repo, f"blobs/{digest}", {}, BlobUnknown) as resp:
             return resp.content_length
 
     @asynccontextmanager
     async def open_blob(
         self, repo: str, digest: Digest, offset: int = 0
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """The blob's body, from `offset` on (a Range request; the caller checks the answer)."""
+        """The blob's body, from `offset` on (a Range request; the caller checks the answer),
+        through the blob pool."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        async with self._request("GET", repo, f"blobs/{digest}", headers, BlobUnknown) as resp:
+        client = self.client
+        url = client.url(repo, f"blobs/{digest}")
+        async with client.request(client.blobs, "GET", repo, url, headers, BlobUnknown) as resp:
             yield resp
 
-    async def get_tags(self, repo: str, query: Mapping[str, str]) -> Listing:
-        """A tag list page and its `Link` header, as the upstream sent them."""
-        async with self._request("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
-            return Listing(await _read_limited(resp, 16 << 20, self.name), _kept(resp, "Link"))
+    async def get_tags(self, repo: str) -> list[str]:
+        """Every tag of `repo`, sorted: the upstream's pages followed to the end, since an
+        upstream may page even unasked; its own `n` and `last` handling is never relied on."""
+        tags: set[str] = set()
+        query: Mapping[str, str] = {}
+        budget = MAX_TAG_LIST_SIZE
+        what = f"the tag list of {repo} from {self.name}"
+        for _ in range(MAX_TAG_PAGES):
+            async with self._api("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
+                body = await read_limited(resp, budget, what)
+                following = _next_page(resp)
+            budget -= len(body)
+            before = len(tags)
+            tags.update(_tag_names(body, what))
+            if following is None or len(tags) == before:
+                return sorted(tags)
+            query = following
+        raise UpstreamError(f"{what} has more than {MAX_TAG_PAGES} pages")
 
     async def get_referrers(
         self, repo: str, digest: Digest, query: Mapping[str, str]
     ) -> Listing | None:
         """The referrers index (OCI 1.1), or None when the upstream lacks the API."""
         try:
-            async with self._request(
+            async with self._api(
                 "GET", repo, f"referrers/{digest}", {"Accept": OCI_INDEX}, NameUnknown, query
             ) as resp:
-                body = await _read_limited(resp, MAX_MANIFEST_SIZE, self.name)
-                return Listing(body, _kept(resp, "OCI-Filters-Applied"))
+                body = await read_limited(
+                    resp, MAX_REFERRERS_SIZE, f"the referrers of {digest} from {self.name}"
+                )
+                filters = resp.headers.get("OCI-Filters-Applied")
         except (NameUnknown, ManifestUnknown):
             return None
-
-    @asynccontextmanager
-    async def _request(
-        self,
-        method: str,
-        repo: str,
-        path: str,
-        headers: Mapping[str, str],
-        not_found: type[MirrorError],
-        query: Mapping[str, str] | None = None,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One logical request: auth challenge answered once, redirects followed by hand so
-        that `Authorization` never leaves the upstream's origin; yields a 2xx response."""
-        if await self.health.is_open():
-            raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
-        scope = f"repository:{repo}:pull"
-        url = self._base.with_path(f"{self._base.path.rstrip('/')}/v2/{repo}/{path}", encoded=False)
-        if query:
-            url = url.with_query(query)
-        # What to send to each origin on the way: only the upstream's own origin ever gets
-        # its credentials; a redirect target that challenges gets an anonymous token of its own.
-        authorizations = {self._base.origin(): await self._auth.authorization(scope)}
-        challenged: set[URL] = set()
-        try:
-            for _ in range(MAX_REDIRECTS + 2):
-                origin = url.origin()
-                send = CIMultiDict(headers)
-                if authorization := authorizations.get(origin):
-                    send["Authorization"] = authorization
-                resp = await self._session.request(method, url, headers=send, allow_redirects=False)
-                log.note_upstream(resp.status)
-                self.health.answered()
-                await self.health.saw_headers(resp.headers)
-                if resp.status in _REDIRECTS and "Location" in resp.headers:
-                    resp.release()
-                    url = _redirect_target(resp.url, resp.headers["Location"], self.name)
-                    if url.origin() not in authorizations and url.origin() in self._foreign:
-                        authorizations[url.origin()] = await self._foreign[
-                            url.origin()
-                        ].authorization(scope)
-                    continue
-                if resp.status == 401 and origin not in challenged:
-                    challenged.add(origin)
-                    resp.release()
-                    header = resp.headers.get("WWW-Authenticate")
-                    answer = await self._authenticator(origin).answer(
-                        header, scope, authorizations.get(origin)
-                    )
-                    if answer is not None:
-                        authorizations[origin] = answer
-                        continue
-                    raise Denied(f"{self.name} denied access to {repo}")
-                try:
-                    if resp.status == 429:
-                        await self.health.spare(_retry_after(resp.headers), "429 from upstream")
-                    if resp.status >= 300:
-                        await _raise_for(resp, self.name, repo, not_found)
-                    yield resp
-                finally:
-                    resp.release()
-                return
-            raise UpstreamError(f"{self.name} redirected too many times")
-        except (aiohttp.ServerTimeoutError, TimeoutError) as e:
-            await self.health.failed()
-            raise UpstreamTimeout(f"{self.name} did not answer in time") from e
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as e:
-            await self.health.failed()
-            raise UpstreamUnavailable(f"{self.name} is unreachable") from e
-        except aiohttp.ClientError as e:
-            raise UpstreamError(f"{self.name} failed: {type(e).__name__}") from e
+        return Listing(body, {"OCI-Filters-Applied": filters} if filters else {})
 
 
-def _retry_after(headers: CIMultiDictProxy[str]) -> float:
-    value = headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else 60.0
-
-
-def _redirect_target(current: URL, location: str, name: str) -> URL:
-    # Signed CDN URLs must be kept byte-exact (encoded=True): re-quoting breaks the signature.
-    target = current.join(URL(location, encoded=True))
-    if target.scheme not in ("http", "https") or not target.host:
-        raise UpstreamError(f"{name} redirected to an unsupported location")
-    return target
-
-
-async def _raise_for(
-    resp: aiohttp.ClientResponse, name: str, repo: str, not_found: type[MirrorError]
-) -> None:
-    status = resp.status
-    code, message = await _upstream_error(resp)
-    if status == 404:
-        cls = _NOT_FOUND.get(code or "", not_found)
-        raise cls(message or f"{repo}: not found at {name}")
-    if status == 429:
-        retry = f"{_retry_after(resp.headers):.0f}"
-        raise UpstreamThrottled(
-            message or f"{name} is rate limiting pulls", headers={"Retry-After": retry}
-        )
-    if status in (401, 403):
-        raise Denied(message or f"{name} denied access to {repo}")
-    if status >= 500:
-        raise UpstreamError(f"{name} answered {status}")
-    raise UpstreamError(f"{name} answered {status} unexpectedly")
-
-
-async def _upstream_error(resp: aiohttp.ClientResponse) -> tuple[str | None, str | None]:
-    """The first OCI error code and message of an error body, if there is one."""
-    if resp.method == "HEAD":
-        return None, None
+def _next_page(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
+    """The query of the `Link: <…>; rel="next"` page (RFC 8288), if any. Only its query is
+    kept: the next page is asked of the same path on the same upstream, wherever it points."""
     try:
-        body = json.loads(await _read_limited(resp, 64 << 10, ""))
-        first = body["errors"][0]
-        return str(first["code"]), str(first.get("message") or "")[:500] or None
-    except (ValueError, KeyError, IndexError, TypeError, MirrorError, aiohttp.ClientError):
-        return None, None
+        link = resp.links.get("next")
+    except ValueError:  # a Link whose URL does not parse
+        return None
+    target = link.get("url") if link is not None else None
+    if not isinstance(target, URL):
+        return None
+    return dict(target.query) or None
 
 
-async def _read_limited(resp: aiohttp.ClientResponse, limit: int, name: str) -> bytes:
-    data = bytearray()
-    async for chunk in resp.content.iter_chunked(64 << 10):
-        data += chunk
-        if len(data) > limit:
-            raise UpstreamError(f"{name} sent more than {limit} bytes")
-    return bytes(data)
+def _tag_names(body: bytes, what: str) -> list[str]:
+    """The valid tag names of one page (`{"name": …, "tags": […]}`; `null` is none)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise UpstreamError(f"{what} is not JSON") from None
+    tags = document.get("tags", ()) if isinstance(document, dict) else ()
+    if tags is None:
+        return []
+    if not isinstance(tags, list):
+        raise UpstreamError(f"{what} has no list of tags")
+    names = []
+    for tag in tags:
+        try:
+            names.append(validate_tag(tag))
+        except (MirrorError, TypeError):
+            continue  # not a tag a client could ask for
+    return names
 
 
 def _digest_header(headers: CIMultiDictProxy[str]) -> Digest | None:

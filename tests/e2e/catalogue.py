@@ -78,6 +78,13 @@ def build_catalogue() -> Catalogue:
         name = f"e2e-{client}-index"
         images = [make_image(oci=True, arch=arch, seed=name) for arch in ("amd64", "arm64")]
         catalogue.add(Seeded(name, images[0], make_index(images)))
+    # test_bundles.py: exported from the mirror, imported into one with no upstream.
+    for kind, oci in (("schema2", False), ("oci", True)):
+        name = f"e2e-bundle-{kind}"
+        catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=oci, seed=name)))
+    name = "e2e-bundle-index"
+    images = [make_image(oci=True, arch=arch, seed=name) for arch in ("amd64", "arm64")]
+    catalogue.add(Seeded(name, images[0], make_index(images)))
     name = "e2e-docker-layers"
     catalogue.add(Seeded(name, make_image(layer_sizes=(2048,) * MANY_LAYERS, seed=name)))
     name = "e2e-docker-big"

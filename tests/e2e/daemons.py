@@ -143,6 +143,7 @@ class MirrorServer:
 
     daemon: Daemon
     port: int
+    cache_dir: Path
 
     @property
     def url(self) -> str:
@@ -153,8 +154,17 @@ class MirrorServer:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path, upstream_url: str, *, tag_ttl: float) -> MirrorServer:
-        """Start `python -m mirror serve` against `upstream_url` and wait until /v2/ answers."""
+    def start(
+        cls,
+        workdir: Path,
+        upstream_url: str,
+        *,
+        tag_ttl: float,
+        cache_dir: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> MirrorServer:
+        """Start `python -m mirror serve` against `upstream_url` and wait until /v2/ answers;
+        the cache is `workdir/cache` unless another directory (shared with another) is given."""
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = [
@@ -167,13 +177,14 @@ class MirrorServer:
             "--upstream",
             upstream_url,
             "--cache-dir",
-            str(workdir / "cache"),
+            str(cache_dir or workdir / "cache"),
             "--tag-ttl",
             str(tag_ttl),
+            *extra_args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
         daemon = Daemon("mirror", argv, workdir / "mirror.log", env=env)
-        server = cls(daemon, port)
+        server = cls(daemon, port, workdir / "cache")
         daemon.start()
         if not daemon.wait_until(lambda: http_ok(f"{server.url}/v2/"), timeout=30):
             failure = daemon.describe_failure()

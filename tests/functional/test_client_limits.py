@@ -112,18 +112,14 @@ async def test_connections_beyond_the_cap_are_refused_with_503_and_retry_after(
     busy = [await stalled_get(served.host, served.port, path) for _ in range(2)]
     try:
         assert await wait_until(lambda: served.connections.count == 2)
-        with structlog.testing.capture_logs() as logs:
-            extra = await open_connection(served.host, served.port)
-            with contextlib.closing(extra):
-                await asyncio.get_running_loop().sock_sendall(
-                    extra, request_bytes("/v2/", close=True)
-                )
-                status, raw = await read_answer(extra)
+        extra = await open_connection(served.host, served.port)
+        with contextlib.closing(extra):
+            await asyncio.get_running_loop().sock_sendall(extra, request_bytes("/v2/", close=True))
+            status, raw = await read_answer(extra)
         assert status == 503, raw[:300]
         head, _, body = raw.partition(b"\r\n\r\n")
         assert b"\r\nRetry-After: " in head
         assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
-        assert [e for e in logs if e["event"] == "refusing connections"], logs
     finally:
         for sock in busy:
             sock.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.conftest import MirrorFactory
 from tests.faults import (
     FakeUpstream,
+    Handler,
     Stall,
     content,
     dying_content,
@@ -177,3 +180,75 @@ async def test_hung_upstream_gets_the_client_an_answer_within_the_read_timeout(
     if method == "GET":
         await assert_oci_error(response, response.status, "UNAVAILABLE", "UNKNOWN")
     assert elapsed < read_timeout * 4, f"answered after {elapsed:.1f}s"
+
+
+def _manifest_naming(digest: str, size: int) -> tuple[bytes, str]:
+    body = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": digest,
+                "size": size,
+            },
+            "layers": [],
+        }
+    ).encode()
+    return body, sha256_digest(body)
+
+
+def _chunked(data: bytes) -> Handler:
+    """A blob body with no Content-Length (chunked), as some registries send."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(data)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+async def test_a_chunked_body_longer_than_its_manifest_says_is_cut_off_and_not_kept(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """Once a manifest gave the blob's size, an endless chunked body cannot write past it."""
+    fake = await make_fake_upstream()
+    manifest, manifest_digest = _manifest_naming(DIGEST, len(BLOB))
+    fake.route(
+        f"/v2/lib/faulty/manifests/{manifest_digest}",
+        content(manifest, "application/vnd.oci.image.manifest.v1+json"),
+    )
+    fake.route(BLOB_PATH, _chunked(BLOB + b"\0" * (4 << 20)))
+    client = await make_mirror(fake)
+    pulled = await client.get(
+        f"/v2/lib/faulty/manifests/{manifest_digest}", headers={"Accept": ACCEPT_ALL}
+    )
+    assert pulled.status == 200
+    response = await client.get(BLOB_PATH)
+    assert response.headers.get("Content-Length") == str(len(BLOB))
+    await assert_broken(response, BLOB)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, DIGEST).exists()
+
+
+async def test_an_upstream_contradicting_the_manifest_size_is_refused_before_any_byte(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
+) -> None:
+    """A Content-Length other than the size the manifest gave is a lying upstream: 502."""
+    fake = await make_fake_upstream()
+    manifest, manifest_digest = _manifest_naming(DIGEST, len(BLOB) - 1)
+    fake.route(
+        f"/v2/lib/faulty/manifests/{manifest_digest}",
+        content(manifest, "application/vnd.oci.image.manifest.v1+json"),
+    )
+    fake.route(BLOB_PATH, content(BLOB))
+    client = await make_mirror(fake)
+    pulled = await client.get(
+        f"/v2/lib/faulty/manifests/{manifest_digest}", headers={"Accept": ACCEPT_ALL}
+    )
+    assert pulled.status == 200
+    await assert_oci_error(await client.get(BLOB_PATH), 502, "UNAVAILABLE")

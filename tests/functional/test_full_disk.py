@@ -50,3 +50,36 @@ async def test_a_full_disk_fails_the_download_and_keeps_the_cache_whole(
     manifest = await client.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL})
     assert manifest.status == 200
     assert await manifest.read() == seeded.schema2.manifest
+
+
+def _fill_up(directory: Path) -> None:
+    """Write until the file system has no space left."""
+    with open(directory / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (64 << 10))
+                f.flush()
+        except OSError:
+            pass
+
+
+async def test_a_full_disk_still_serves_manifests_it_fetches(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, small_disk: Path
+) -> None:
+    """With no space left, a manifest fetched by tag or by digest is served from memory (and
+    not kept), never a 500."""
+    cache_dir = small_disk / "cache"
+    client = await make_mirror(registry, cache_dir=cache_dir)
+    _fill_up(small_disk)
+    repo, tag = seeded.oci_ref
+    by_tag = await client.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL})
+    assert by_tag.status == 200, await by_tag.text()
+    assert await by_tag.read() == seeded.oci.manifest
+    index_repo, _ = seeded.index_ref
+    child = seeded.index.images[0]
+    by_digest = await client.get(
+        f"/v2/{index_repo}/manifests/{child.digest}", headers={"Accept": ACCEPT_ALL}
+    )
+    assert by_digest.status == 200, await by_digest.text()
+    assert await by_digest.read() == child.manifest
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
 from tests.faults import FakeUpstream, api_root, basic_auth, content, redirect
 from tests.support.images import make_image, push_image, sha256_digest
-from tests.support.oci import ACCEPT_ALL
+from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
 from tests.support.tokens import TokenService
 
@@ -146,3 +146,20 @@ async def test_blob_redirect_is_followed_without_authorization(
     assert fetched, "the redirect was not followed"
     assert all("Authorization" not in r.headers for r in cdn.requests)
     assert fetched[0].path == signed, "the signed URL was altered"
+
+
+async def test_a_repository_the_token_grants_nothing_for_is_name_unknown(
+    make_mirror: MirrorFactory, make_registry: RegistryFactory, tmp_path: Path
+) -> None:
+    """Docker Hub answers a missing repository with 401 insufficient_scope to a valid token:
+    clients get 404 NAME_UNKNOWN, not a DENIED that tells them to log in to the mirror."""
+    with TokenService(tmp_path / "tokens", withheld=frozenset({"nobody/here"})) as tokens:
+        upstream = make_registry(token_auth=tokens)
+        client = await make_mirror(upstream)
+        for path in ("/v2/nobody/here/manifests/latest", "/v2/nobody/here/tags/list"):
+            response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+            document = await assert_oci_error(response, 404, "NAME_UNKNOWN")
+            message = document["errors"][0]["message"]
+            assert "does not exist" in message and "credentials" in message, message
+            assert "authentication required" not in message
+        assert any("repository:nobody/here:pull" in r.scopes for r in tokens.requests())

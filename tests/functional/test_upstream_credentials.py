@@ -25,6 +25,7 @@ from tests.faults import (
     token_endpoint,
 )
 from tests.support.images import make_image, push_image, sha256_digest
+from tests.support.network import loopback_network
 from tests.support.oci import ACCEPT_ALL
 from tests.support.tokens import TokenService
 
@@ -325,3 +326,44 @@ async def test_blob_redirects_carry_no_authorization_even_to_another_configured_
         assert followed, f"the redirect to {name} was not followed"
         assert all("Authorization" not in r.headers for r in target.requests), name
     assert basic("alice", ALICE_PASSWORD) in authorizations(alice)
+
+
+async def test_credentials_reach_the_realm_of_their_own_site_only(
+    make_fake_upstream: FakeFactory, mirror_from: MirrorFromSettings, cache_dir: Path
+) -> None:
+    """registry.alice.co.uk's password may go to auth.alice.co.uk, never to auth.bob.co.uk:
+    co.uk is a public suffix, not a site."""
+    upstream = await make_fake_upstream()
+    realms = {owner: await make_fake_upstream() for owner in ("alice", "bob")}
+    image = make_image(seed="creds-suffix")
+    served = content(image.manifest, image.media_type)
+    for owner, realm in realms.items():
+        realm.route("/token", token_endpoint(f"{owner}-token"))
+        realm_url = f"http://auth.{owner}.co.uk:{realm.host.rsplit(':', 1)[1]}/token"
+        scope = f"repository:lib/{owner}:pull"
+        upstream.route(
+            f"/v2/lib/{owner}/manifests/v1",
+            bearer_auth(realm_url, "svc", f"{owner}-token", scope, served),
+        )
+    names = {f"{host}.co.uk": "127.0.0.1" for host in ("registry.alice", "auth.alice", "auth.bob")}
+    port = upstream.host.rsplit(":", 1)[1]
+    settings = Settings(
+        cache_dir=cache_dir,
+        upstreams=(
+            UpstreamSettings(
+                name="alice.test",
+                url=f"http://registry.alice.co.uk:{port}",
+                default=True,
+                username="alice",
+                password=ALICE_PASSWORD,
+            ),
+        ),
+    )
+    client = await mirror_from(settings, loopback_network(names))
+    for owner in ("alice", "bob"):
+        path = f"/v2/lib/{owner}/manifests/v1"
+        response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+        assert response.status == 200, await response.text()
+    assert authorizations(realms["alice"]) == {basic("alice", ALICE_PASSWORD)}
+    assert realms["bob"].seen("GET", "/token"), "bob's realm was never asked"
+    assert authorizations(realms["bob"]) == {None}, "the password went to another site's realm"

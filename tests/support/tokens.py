@@ -63,8 +63,12 @@ class TokenService:
         username: str | None = None,
         password: str | None = None,
         expires_in: int = 300,
+        withheld: frozenset[str] = frozenset(),
     ) -> None:
         self.service = service
+        # Repositories whose tokens grant nothing (still 200, as Docker Hub answers for a
+        # repository that does not exist): the registry then answers insufficient_scope.
+        self.withheld = withheld
         self.issuer = issuer
         self.username = username
         self.password = password
@@ -116,7 +120,7 @@ class TokenService:
         for scope in scopes:
             kind, _, rest = scope.partition(":")
             name, _, actions = rest.rpartition(":")
-            if kind and name:
+            if kind and name and name not in self.withheld:
                 access.append({"type": kind, "name": name, "actions": actions.split(",")})
         claims = {
             "iss": self.issuer,

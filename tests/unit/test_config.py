@@ -144,13 +144,13 @@ def test_connection_limits_come_from_flags_env_or_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("open_files", "expected"),
-    [(1_048_576, (1_048_576 - 128 - 500) // 2), (65_536, 32_454), (1024, 198), (256, 16)],
+    [(1_048_576, (1_048_576 - 128 - 1000) // 2), (65_536, 32_204), (2048, 460), (1024, 16)],
 )
 def test_default_connection_cap_leaves_room_for_two_descriptors_each(
     open_files: int, expected: int
 ) -> None:
-    """By default half the descriptors left after the five built-in upstream pools (100 each)
-    and a reserve of 128, and never fewer than 16."""
+    """By default half the descriptors left after the five built-in upstreams' two pools (100
+    connections each) and a reserve of 128, and never fewer than 16."""
     assert max_connections(Settings(), open_files) == expected
 
 

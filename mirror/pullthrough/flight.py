@@ -1,24 +1,26 @@
-"""Single flight: concurrent callers asking for the same key share one piece of work."""
+"""Single flight: concurrent callers asking for the same key in this process share one piece of
+work (processes share theirs through claims: mirror/storage/claims.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
 from mirror import log
 
+K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
 
 
-class SingleFlight(Generic[T]):
+class SingleFlight(Generic[K, T]):
     """The first caller's work runs as a task, so it completes (and is cached) even if that
-    caller goes away; everyone else awaits the same task."""
+    caller goes away; everyone else awaits the same task. Only work in flight is remembered."""
 
     def __init__(self) -> None:
-        self._inflight: dict[str, asyncio.Task[T]] = {}
+        self._inflight: dict[K, asyncio.Task[T]] = {}
 
-    async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, key: K, work: Callable[[], Awaitable[T]]) -> T:
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(work())
@@ -28,7 +30,7 @@ class SingleFlight(Generic[T]):
             log.note_cache("coalesced")
         return await asyncio.shield(task)
 
-    def _done(self, key: str, task: asyncio.Task[T]) -> None:
+    def _done(self, key: K, task: asyncio.Task[T]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():

@@ -1,0 +1,138 @@
+"""Adding a bundle's images to the cache, so the mirror serves them by tag and by digest with
+no upstream at all.
+
+Nothing appears half: the whole bundle is checked first (structure, names, manifests); then
+every blob is copied through the spool, hashed and committed; then the manifests, children
+before the indexes that list them; then the tags, last. A failure at any step leaves no tag and
+no manifest that is not whole, only blobs that verified (unreferenced until imported again or
+collected). Each blob copy holds the blob's claim, so a server filling the same blob from
+its upstream meanwhile follows the copy instead of racing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mirror.errors import MirrorError
+from mirror.images.bundle import BadBundle, Bundle, BundlePlan
+from mirror.images.targets import Target, resolve
+from mirror.oci.digest import Digest
+from mirror.oci.reference import ImageReference
+from mirror.services import Services
+from mirror.storage.claims import Claim
+from mirror.storage.spool import fill_record, mark_verified, open_spool
+
+COPY_CHUNK = 1 << 20
+LOCK_POLL = 0.05
+
+
+@dataclass(slots=True)
+class Imported:
+    names: list[ImageReference] = field(default_factory=list)
+    unnamed: list[Digest] = field(default_factory=list)  # entries with no image name
+    blobs_added: int = 0
+    bytes_added: int = 0
+    bytes_cached: int = 0
+
+
+async def import_bundle(services: Services, path: Path) -> Imported:
+    """Raises BadBundle, leaving no tag or manifest behind."""
+    bundle = await asyncio.to_thread(Bundle, path)
+    try:
+        plan = await asyncio.to_thread(bundle.plan)
+        targets = _targets(services, plan)
+        result = Imported()
+        await _add_blobs(services, bundle, plan, result)
+    finally:
+        bundle.close()
+    for digest, (media_type, data) in plan.manifests.items():
+        if await services.manifest_store.get(digest) is None:
+            await services.manifest_store.put(digest, media_type, data)
+    for image, target in zip(plan.images, targets, strict=True):
+        if target is None:
+            result.unnamed.append(image.digest)
+            continue
+        if target.name.tag is not None and target.name.digest is None:
+            await services.tag_store.put(
+                target.upstream.name, target.repo, target.name.tag, image.digest, image.media_type
+            )
+        result.names.append(target.name)
+    return result
+
+
+def _targets(services: Services, plan: BundlePlan) -> list[Target | None]:
+    """Where each named image is served from; a name this mirror cannot serve stops the import."""
+    found: list[Target | None] = []
+    for image in plan.images:
+        try:
+            found.append(resolve(services.router, image.name) if image.name else None)
+        except MirrorError as e:
+            raise BadBundle(f"{image.name}: {e.message}") from None
+    return found
+
+
+async def _add_blobs(
+    services: Services, bundle: Bundle, plan: BundlePlan, result: Imported
+) -> None:
+    # In archive order: one pass over the file, however the members were written.
+    for digest, member in sorted(plan.blobs.items(), key=lambda item: item[1].offset):
+        lock = await _blob_lock(services, digest)
+        if lock is None:
+            result.bytes_cached += member.size  # already in the cache
+            continue
+        try:
+            await asyncio.to_thread(_copy_blob, services, bundle, member, digest, lock)
+        finally:
+            lock.release()
+        result.blobs_added += 1
+        result.bytes_added += member.size
+
+
+async def _blob_lock(services: Services, digest: Digest) -> Claim | None:
+    """The blob's claim, or None once the blob is in the cache (a fill by a server that
+    held the lock may have put it there meanwhile)."""
+    while True:
+        if services.blob_store.find(digest) is not None:
+            return None
+        lock = Claim.try_take(services.layout.spool, digest.hex)
+        if lock is not None:
+            if services.blob_store.find(digest) is None:
+                return lock
+            lock.release()
+            return None
+        await asyncio.sleep(LOCK_POLL)
+
+
+def _copy_blob(
+    services: Services, bundle: Bundle, member: tarfile.TarInfo, digest: Digest, lock: Claim
+) -> None:
+    part = services.blob_store.new_spool_file(digest)
+    try:
+        with open_spool(part) as out, bundle.open(member) as source:
+            lock.publish(fill_record(part, member.size))
+            hasher = hashlib.new(digest.algorithm)
+            copied = 0
+            try:
+                while chunk := source.read(COPY_CHUNK):
+                    hasher.update(chunk)
+                    out.write(chunk)
+                    copied += len(chunk)
+            except (tarfile.TarError, EOFError) as e:
+                raise BadBundle(
+                    f"{member.name} cannot be read ({e}): the archive is truncated"
+                ) from None
+            if copied != member.size:
+                raise BadBundle(f"{member.name} is cut short: the archive is truncated")
+            if hasher.hexdigest() != digest.hex:
+                raise BadBundle(f"{member.name}: the bytes do not match the digest")
+            out.flush()
+            mark_verified(out.fileno())
+            os.fsync(out.fileno())
+            services.blob_store.commit(part, digest)
+    finally:
+        part.unlink(missing_ok=True)

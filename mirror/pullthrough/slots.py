@@ -1,0 +1,94 @@
+"""Caps on concurrent blob downloads: in total and per upstream, with a queue that has a deadline.
+
+Every blob miss costs a download slot for as long as its fill runs, so no client can make the
+mirror download any number of blobs at once (each one is disk, memory and an upstream
+connection). A fill beyond the cap waits its turn, first come first served; one that waits past
+the deadline fails with `503` and `Retry-After`. While something waits, a fill nobody reads any
+more may be given up to make room (`make_room`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from mirror.errors import Busy
+
+ROOM_CHECK_INTERVAL = 0.5
+
+
+class FillSlots:
+    def __init__(self, total: int, per_upstream: Callable[[str], int], wait: float) -> None:
+        self._total = total
+        self._per_upstream = per_upstream
+        self._wait = wait
+        self._used: Counter[str] = Counter()
+        self._queue: deque[tuple[str, asyncio.Future[None]]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, future in self._queue if not future.done())
+
+    def is_full(self) -> bool:
+        """Whether the total cap, not only some upstream's, is reached."""
+        return self._used.total() >= self._total
+
+    @asynccontextmanager
+    async def slot(
+        self, upstream: str, make_room: Callable[[str], None] = lambda _u: None
+    ) -> AsyncIterator[None]:
+        """Hold a slot for `upstream` for the duration of the block."""
+        await self._acquire(upstream, make_room)
+        try:
+            yield
+        finally:
+            self._release(upstream)
+
+    def _has_room(self, upstream: str) -> bool:
+        return self._used.total() < self._total and self._used[upstream] < self._per_upstream(
+            upstream
+        )
+
+    async def _acquire(self, upstream: str, make_room: Callable[[str], None]) -> None:
+        if not self.waiting and self._has_room(upstream):
+            self._used[upstream] += 1
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._queue.append((upstream, granted))
+        try:
+            async with asyncio.timeout(self._wait):
+                while not granted.done():
+                    # A fill may become abandoned while we wait: look again now and then.
+                    make_room(upstream)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(granted), ROOM_CHECK_INTERVAL)
+        except (TimeoutError, asyncio.CancelledError) as e:
+            if granted.done():
+                self._release(upstream)  # granted just as the wait ended
+            else:
+                granted.cancel()
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise Busy(
+                f"{self._used.total()} downloads are running and {self.waiting} waiting; "
+                f"no download slot for {upstream} freed within {self._wait:.0f} s",
+                retry_after=max(1, round(self._wait)),
+            ) from None
+
+    def _release(self, upstream: str) -> None:
+        self._used[upstream] -= 1
+        if self._used[upstream] <= 0:
+            del self._used[upstream]
+        # Wake whoever can go now, in arrival order (a waiter held back by its upstream's cap
+        # does not hold back waiters for other upstreams).
+        for entry in list(self._queue):
+            waiter_upstream, granted = entry
+            if granted.done():
+                self._queue.remove(entry)
+            elif self._has_room(waiter_upstream):
+                self._queue.remove(entry)
+                self._used[waiter_upstream] += 1
+                granted.set_result(None)

@@ -1,0 +1,139 @@
+"""Connection pools to an upstream, handed out with a deadline, and bounded body reads.
+
+Each upstream has two pools: one for blob bodies (and their CDN redirect targets), which can
+stay busy for minutes, and one for everything else (manifests, tags, referrers, tokens), so a
+revalidation never waits behind downloads. A request that finds its pool full waits at most the
+connect timeout, then fails as `UpstreamUnavailable`: a tag with a cached answer is then served
+stale, and nothing hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+from yarl import URL
+
+from mirror.config.upstreams import UpstreamSettings
+from mirror.errors import UpstreamError, UpstreamUnavailable
+from mirror.upstream.targets import GuardedResolver, Network, TargetGuard
+
+# Caps on what is read into memory from an upstream (a bigger body is an upstream error).
+# containerd's limit (remotes/docker MaxManifestSize); a bigger "manifest" is not one.
+MAX_MANIFEST_SIZE = 4 << 20
+MAX_REFERRERS_SIZE = 4 << 20
+MAX_TAG_LIST_SIZE = 16 << 20  # all pages of one repository's tag list together
+MAX_TOKEN_SIZE = 64 << 10
+MAX_ERROR_SIZE = 64 << 10
+
+
+class Exchange:
+    """One answer and the pool slot it holds until `close()`."""
+
+    def __init__(self, response: aiohttp.ClientResponse, release: Callable[[], None]) -> None:
+        self.response = response
+        self._release: Callable[[], None] | None = release
+
+    def close(self) -> None:
+        self.response.release()
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class Pool:
+    """A session whose connections are limited to `size` and waited for at most `wait` s."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        resolver: GuardedResolver,
+        size: int,
+        wait: float,
+        what: str,
+    ) -> None:
+        self.session = session
+        self._resolver = resolver
+        self._size = size
+        self._wait = wait
+        self._what = what
+        self._slots = asyncio.Semaphore(size)
+
+    async def send(self, method: str, url: URL, headers: Mapping[str, str]) -> Exchange:
+        """One HTTP exchange, redirects not followed; the caller closes the exchange."""
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise UpstreamUnavailable(
+                f"all {self._size} connections {self._what} are busy; try again later"
+            ) from None
+        try:
+            response = await self.session.request(
+                method, url, headers=headers, allow_redirects=False
+            )
+        except BaseException:
+            self._slots.release()
+            raise
+        return Exchange(response, self._slots.release)
+
+    @asynccontextmanager
+    async def open(
+        self, method: str, url: URL, headers: Mapping[str, str]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        exchange = await self.send(method, url, headers)
+        try:
+            yield exchange.response
+        finally:
+            exchange.close()
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self._resolver.close()  # the connector closes only resolvers it made itself
+
+
+def make_pool(
+    settings: UpstreamSettings,
+    user_agent: str,
+    guard: TargetGuard,
+    network: Network,
+    what: str,
+) -> Pool:
+    """A pool of `max_connections`: no total timeout (big layers take long), but bounded
+    connection set-up and per-read waits, and no transparent decompression (it would change
+    digests). Names resolve through the guard."""
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        # Set-up as a whole (DNS, TCP, TLS); the pool's own wait comes before it.
+        connect=settings.connect_timeout,
+        sock_connect=settings.connect_timeout,
+        sock_read=settings.read_timeout,
+    )
+    resolver = GuardedResolver(guard, network.resolver())
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.max_connections, resolver=resolver),
+        timeout=timeout,
+        # A deeper read buffer lets a blob keep arriving while a thread writes and hashes
+        # the previous batch.
+        read_bufsize=4 << 20,
+        auto_decompress=False,
+        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+        # Cookies from an upstream or a CDN must not follow us to other requests.
+        cookie_jar=aiohttp.DummyCookieJar(),
+    )
+    return Pool(session, resolver, settings.max_connections, settings.connect_timeout, what)
+
+
+async def read_limited(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The whole body, refused once it passes `limit` bytes (before reading, if the upstream
+    announces more)."""
+    if (resp.content_length or 0) > limit:
+        raise UpstreamError(f"{what} is larger than {limit} bytes")
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 << 10):
+        data += chunk
+        if len(data) > limit:
+            raise UpstreamError(f"{what} is larger than {limit} bytes")
+    return bytes(data)

@@ -1,0 +1,241 @@
+"""A hostile or broken upstream: redirects and token realms that leave the upstream's address
+class, oversized bodies, and numeric headers no parser expects. Each is a clean OCI error (or a
+normal answer), never a 500, and no request reaches a refused address."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from mirror.config import Settings, UpstreamSettings
+from mirror.upstream.pool import MAX_MANIFEST_SIZE, MAX_TAG_LIST_SIZE, MAX_TOKEN_SIZE
+from tests.conftest import MirrorFromSettings
+from tests.faults import FakeUpstream, bearer_auth, content, error, redirect, token_endpoint
+from tests.support.images import make_image, sha256_digest
+from tests.support.network import PRIVATE_LOOPBACK, loopback_network
+from tests.support.oci import ACCEPT_ALL, assert_oci_error
+
+FakeFactory = Callable[..., Awaitable[FakeUpstream]]
+Client = TestClient[Any, Any]
+BLOB = b"a layer parked somewhere it should not be " * 200
+BLOB_PATH = f"/v2/lib/app/blobs/{sha256_digest(BLOB)}"
+MANIFEST_PATH = "/v2/lib/app/manifests/v1"
+
+
+@pytest.fixture
+def public_mirror(
+    mirror_from: MirrorFromSettings, cache_dir: Path
+) -> Callable[..., Awaitable[Client]]:
+    """A factory: a mirror whose upstream (the fake, on 127.0.0.1) counts as public; the names
+    given resolve to loopback addresses."""
+
+    async def make(
+        fake: FakeUpstream, names: dict[str, str] | None = None, **options: Any
+    ) -> Client:
+        upstream = UpstreamSettings(url=fake.url, default=True, **options)
+        settings = Settings(cache_dir=cache_dir, upstreams=(upstream,))
+        return await mirror_from(settings, loopback_network(names))
+
+    return make
+
+
+async def test_a_public_upstream_may_not_redirect_to_a_private_address(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """Literal or by name, a redirect to a non-public address is 502 and never followed."""
+    fake = await make_fake_upstream()
+    inside = await make_fake_upstream(PRIVATE_LOOPBACK)
+    inside.route("/secret", content(BLOB))
+    port = inside.host.rsplit(":", 1)[1]
+    client = await public_mirror(fake, {"metadata.test": PRIVATE_LOOPBACK})
+    for target in (f"{inside.url}/secret", f"http://metadata.test:{port}/secret"):
+        fake.route(BLOB_PATH, redirect(target))
+        response = await client.get(BLOB_PATH)
+        document = await assert_oci_error(response, 502, "UNAVAILABLE")
+        message = document["errors"][0]["message"]
+        assert "loopback" in message and "allow_private_targets" in message, message
+    assert inside.requests == [], "a refused address was contacted"
+
+
+async def test_allow_private_targets_lets_a_public_upstream_redirect_inside(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """The per-upstream setting allows what is otherwise refused."""
+    fake = await make_fake_upstream()
+    inside = await make_fake_upstream(PRIVATE_LOOPBACK)
+    inside.route("/layer", content(BLOB))
+    fake.route(BLOB_PATH, redirect(f"{inside.url}/layer"))
+    client = await public_mirror(fake, allow_private_targets=True)
+    response = await client.get(BLOB_PATH)
+    assert response.status == 200
+    assert await response.read() == BLOB
+
+
+async def test_a_private_upstream_may_redirect_to_another_private_address(
+    make_fake_upstream: FakeFactory, mirror_from: MirrorFromSettings, cache_dir: Path
+) -> None:
+    """A site registry on a private address (here loopback) may send the mirror anywhere."""
+    fake = await make_fake_upstream()
+    inside = await make_fake_upstream(PRIVATE_LOOPBACK)
+    inside.route("/layer", content(BLOB))
+    fake.route(BLOB_PATH, redirect(f"{inside.url}/layer"))
+    upstream = UpstreamSettings(url=fake.url, default=True)
+    client = await mirror_from(Settings(cache_dir=cache_dir, upstreams=(upstream,)))
+    response = await client.get(BLOB_PATH)
+    assert response.status == 200
+    assert await response.read() == BLOB
+
+
+async def test_a_token_realm_on_a_private_address_is_refused(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """A public upstream's challenge naming a loopback realm gets no request, and a 502."""
+    fake = await make_fake_upstream()
+    inside = await make_fake_upstream(PRIVATE_LOOPBACK)
+    inside.route("/token", token_endpoint("t"))
+    image = make_image(seed="hostile-realm")
+    served = content(image.manifest, image.media_type)
+    fake.route(MANIFEST_PATH, bearer_auth(f"{inside.url}/token", "s", "t", "x", served))
+    client = await public_mirror(fake, username="bot", password="s3cret")
+    response = await client.get(MANIFEST_PATH, headers={"Accept": ACCEPT_ALL})
+    document = await assert_oci_error(response, 502, "UNAVAILABLE")
+    assert "token realm" in document["errors"][0]["message"]
+    assert inside.requests == []
+
+
+def huge(size: int, prefix: bytes = b"") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A 200 whose body is `size` bytes, streamed without a length."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(prefix)
+        chunk = b"a" * (1 << 20)
+        sent = len(prefix)
+        while sent < size:
+            await response.write(chunk[: size - sent])
+            sent += min(len(chunk), size - sent)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+async def test_bodies_read_into_memory_are_capped(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """A token, a manifest or a tag list past its cap is a clean 502 that names the cap."""
+    tokens, manifests, tags = [await make_fake_upstream() for _ in range(3)]
+    tokens.route("/token", huge(MAX_TOKEN_SIZE + 1, b'{"token":"'))
+    tokens.route(MANIFEST_PATH, bearer_auth(f"{tokens.url}/token", "s", "t", "x", content(b"{}")))
+    manifests.route(MANIFEST_PATH, huge(MAX_MANIFEST_SIZE + 1))
+    tags.route("/v2/lib/app/tags/list", huge(MAX_TAG_LIST_SIZE + 1, b'{"tags":["'))
+    for fake, path, cap in (
+        (tokens, MANIFEST_PATH, MAX_TOKEN_SIZE),
+        (manifests, MANIFEST_PATH, MAX_MANIFEST_SIZE),
+        (tags, "/v2/lib/app/tags/list", MAX_TAG_LIST_SIZE),
+    ):
+        client = await public_mirror(fake)
+        response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+        document = await assert_oci_error(response, 502, "UNAVAILABLE")
+        assert f"larger than {cap} bytes" in document["errors"][0]["message"], path
+        await client.close()
+
+
+HTTP_DATE_IN_TWO_MINUTES = "<an HTTP-date two minutes ahead>"
+
+
+def throttled(headers: dict[str, str]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return error(429, "TOOMANYREQUESTS", headers)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "low", "high"),
+    [
+        ("²", 60, 60),  # str.isdigit() is true for it, float() refuses it
+        ("9" * 400, 21600, 21600),
+        ("-5", 60, 60),
+        ("0", 1, 1),
+        # RFC 9110 §10.2.3: an HTTP-date, two minutes ahead (written when the test runs).
+        (HTTP_DATE_IN_TWO_MINUTES, 61, 120),
+    ],
+)
+async def test_retry_after_is_read_whatever_its_form(
+    make_fake_upstream: FakeFactory,
+    public_mirror: Callable[..., Awaitable[Client]],
+    retry_after: str,
+    low: int,
+    high: int,
+) -> None:
+    """A 429's Retry-After reaches the client as whole seconds, clamped to [1 s, 6 h]."""
+    if retry_after == HTTP_DATE_IN_TWO_MINUTES:
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(minutes=2), usegmt=True)
+    fake = await make_fake_upstream()
+    fake.route(MANIFEST_PATH, throttled({"Retry-After": retry_after}))
+    client = await public_mirror(fake)
+    response = await client.get(MANIFEST_PATH, headers={"Accept": ACCEPT_ALL})
+    await assert_oci_error(response, 429, "TOOMANYREQUESTS")
+    assert low <= int(response.headers["Retry-After"]) <= high
+
+
+async def test_rate_limit_headers_with_absurd_numbers_are_survived(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """`RateLimit-Remaining: 0;w=<400 digits>` and friends: the answer is served as usual."""
+    fake = await make_fake_upstream()
+    image = make_image(seed="hostile-ratelimit")
+    client = await public_mirror(fake)
+    for i, remaining in enumerate(["0;w=" + "9" * 400, "9" * 5000, "²;w=1", "0;w=²"]):
+
+        async def handler(request: web.Request, value: str = remaining) -> web.StreamResponse:
+            headers = {
+                "Content-Type": image.media_type,
+                "Docker-Content-Digest": image.digest,
+                "RateLimit-Remaining": value,
+                "RateLimit-Limit": "9" * 400 + ";w=" + "9" * 400,
+            }
+            return web.Response(body=image.manifest, headers=headers)
+
+        fake.route(f"/v2/lib/app/manifests/t{i}", handler)
+        response = await client.get(f"/v2/lib/app/manifests/t{i}", headers={"Accept": ACCEPT_ALL})
+        assert response.status == 200, (remaining[:20], await response.text())
+        assert await response.read() == image.manifest
+
+
+async def test_an_unusable_location_is_a_clean_502(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """Redirects to nowhere, to other schemes or to unparseable places are refused cleanly."""
+    fake = await make_fake_upstream()
+    client = await public_mirror(fake)
+    for location in ("http://[::1", "file:///etc/passwd", "http://", "//:99999/x"):
+        fake.route(BLOB_PATH, redirect(location))
+        response = await client.get(BLOB_PATH)
+        await assert_oci_error(response, 502, "UNAVAILABLE")
+
+
+async def test_a_tag_list_that_is_not_one_is_a_clean_502(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """A body that is not JSON, or has no list of tags, is an upstream error."""
+    fake = await make_fake_upstream()
+    client = await public_mirror(fake)
+    for body in (b"<html>", b'{"tags": "v1"}', json.dumps([1, 2]).encode()):
+
+        async def handler(request: web.Request, body: bytes = body) -> web.StreamResponse:
+            return web.Response(body=body, content_type="application/json")
+
+        fake.route("/v2/lib/app/tags/list", handler)
+        response = await client.get("/v2/lib/app/tags/list")
+        await assert_oci_error(response, 502, "UNAVAILABLE")
