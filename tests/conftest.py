@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mirror.api.connections import Connections
 from mirror.config import Settings, UpstreamSettings
 from mirror.server import serving
 from mirror.upstream.targets import Network
@@ -36,6 +34,7 @@ from tests.support.images import (
 )
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
+from tests.support.served import Served, ServeFactory
 from tests.support.tokens import TokenService
 
 BIG_LAYER = 8 * 1024 * 1024
@@ -278,31 +277,6 @@ async def make_fake_upstream(
     finally:
         for fake in fakes:
             fake.release.set()
-
-
-@dataclass
-class Served:
-    """A mirror served in this process as `mirror serve` serves it (its own listener and
-    connection handling), on a loopback port."""
-
-    port: int
-    connections: Connections
-    host: str = "127.0.0.1"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    async def get(self, path: str, **headers: str) -> tuple[int, bytes, dict[str, str]]:
-        """One request on a connection of its own, closed afterwards."""
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
-            session.get(self.url + path, headers=headers) as response,
-        ):
-            return response.status, await response.read(), dict(response.headers)
-
-
-ServeFactory = Callable[..., Awaitable[Served]]
 
 
 @pytest.fixture

@@ -70,12 +70,7 @@ class Connections:
 class ClientConnection(web.RequestHandler):
     """aiohttp's handler of one connection, reporting its opening and closing."""
 
-    def __init__(
-        self,
-        connections: Connections,
-        manager: web.Server,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, connections: Connections, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._connections = connections
 

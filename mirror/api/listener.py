@@ -11,8 +11,9 @@ data stays unacknowledged, or that advertises a zero window (a client that stopp
 for that long is closed with ETIMEDOUT. Measured on loopback with kernel 6.18, a reader that
 stops is cut within half a second of the timeout, while one that keeps reading, however
 slowly, is not. The kernel applies it to every byte alike (blobs sent by sendfile, spool
-streams, manifests, and what a closed connection still has queued), which no watchdog in
-the application could: a sendfile in progress shows no progress to Python.
+streams, manifests, and what a closed connection still has queued); a watchdog in the
+application would have to poll every socket's TCP_INFO, since a sendfile in progress reports
+no progress to Python.
 """
 
 from __future__ import annotations

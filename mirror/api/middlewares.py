@@ -75,11 +75,7 @@ def request_middleware(connections: Connections | None = None) -> Middleware:
     return middleware
 
 
-async def _handle(
-    request: web.Request,
-    handler: Handler,
-    request_id: str,
-) -> web.StreamResponse:
+async def _handle(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     """Renders errors, finishes the response and logs one line with what it cost."""
     facts = log.begin_request(request_id)
     started = time.perf_counter()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from tests.conftest import Seeded, Served, ServeFactory
+from tests.conftest import Seeded
 from tests.support.clients import (
     is_closed_by_server,
     open_connection,
@@ -22,6 +22,7 @@ from tests.support.clients import (
 from tests.support.images import OCI_MANIFEST, Image, make_image, push_image, sha256_digest
 from tests.support.oci import cached_blob, wait_until
 from tests.support.registry import Registry
+from tests.support.served import Served, ServeFactory
 
 
 @pytest.fixture(scope="module")

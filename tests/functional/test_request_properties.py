@@ -18,7 +18,7 @@ import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Seeded, Served, ServeFactory
+from tests.conftest import Seeded
 from tests.support.clients import RawAnswer, raw_exchange
 from tests.support.images import (
     DOCKER_MANIFEST,
@@ -26,6 +26,7 @@ from tests.support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from tests.support.served import Served, ServeFactory
 
 # One mirror serves every example of a test: the function-scoped fixtures are meant to be
 # shared. Examples are bounded so the whole file runs in seconds.
