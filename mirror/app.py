@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror import __version__
+from mirror.api.auth import setup_client_auth
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     BLOBS,
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_services)
     setup_routes(app)
+    setup_client_auth(app, settings)
     return app
 
 
