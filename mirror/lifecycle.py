@@ -14,6 +14,7 @@ touched.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -68,12 +69,12 @@ async def _serve(settings: Settings, sock: socket.socket, ready: Callable[[], No
         if ready is not None:
             ready()
         await stop.wait()
-        log.get_logger().info("stopping", grace=settings.shutdown_grace)
+        log.get_logger().info("stopping", pid=os.getpid(), grace=settings.shutdown_grace)
         await site.stop()
         await asyncio.sleep(SETTLE)
     finally:
         await runner.cleanup()
-    log.get_logger().info("stopped")
+    log.get_logger().info("stopped", pid=os.getpid())
 
 
 def _reload(tls: ServerTls | None) -> None:

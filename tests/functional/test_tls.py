@@ -168,3 +168,22 @@ def test_plain_http_gets_no_answer_from_a_tls_port(
         plain.close()
     finally:
         server.stop()
+
+
+def test_mirror_health_asks_a_tls_server_over_https(tmp_path: Path, registry: Registry) -> None:
+    """`mirror health` with the server's settings probes it over HTTPS and exits 0, though
+    the certificate's CA is in no trust store it knows."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    live = ca.issue("live")
+    server = MirrorServer.start(
+        tmp_path, registry.url, tag_ttl=300, args=tls_args(live), ca_file=ca.ca_file
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mirror", "health", "--listen", server.host, *tls_args(live)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert '"status":"ok"' in done.stdout.replace(" ", "")
+    finally:
+        server.stop()
