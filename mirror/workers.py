@@ -77,7 +77,6 @@ def inherited_socket() -> tuple[socket.socket, Callable[[], None]] | None:
 
 @dataclass
 class _Worker:
-    number: int
     process: subprocess.Popen[bytes]
     ready_fd: int  # read end of the pipe the worker writes one byte to once it accepts
 
@@ -103,8 +102,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop up
-        for number in range(self._count):
-            self._spawn(number)
+        for _ in range(self._count):
+            self._spawn()
         log.get_logger().info("workers started", workers=self._count, pids=self.pids)
         while not self._stopping:
             self._reap()
@@ -125,7 +124,7 @@ class Supervisor:
     def _on_hup(self, _signum: int, _frame: object) -> None:
         self._restart = True
 
-    def _spawn(self, number: int) -> _Worker:
+    def _spawn(self) -> _Worker:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         supervisor = os.getpid()
         env = {**os.environ, WORKER_FDS: f"{self._sock.fileno()},{ready_w}"}
@@ -139,7 +138,7 @@ class Supervisor:
             )
         finally:
             os.close(ready_w)
-        worker = _Worker(number, process, ready_r)
+        worker = _Worker(process, ready_r)
         self._workers[process.pid] = worker
         return worker
 
@@ -170,14 +169,14 @@ class Supervisor:
                 continue
             log.get_logger().error("worker died; restarting", pid=pid, status=status)
             time.sleep(RESTART_DELAY)
-            self._spawn(worker.number)
+            self._spawn()
 
     def _roll(self) -> None:
         """Replace every worker, one at a time, each only once its successor accepts."""
         old = list(self._workers.values())
         log.get_logger().info("restarting workers one by one", pids=self.pids)
         for worker in old:
-            new = self._spawn(worker.number)
+            new = self._spawn()
             if not self._until_ready(new):
                 if new.process.poll() is None:
                     new.process.kill()

@@ -8,6 +8,8 @@ same whether the content is cached or not. Health probes stay outside, unauthent
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from mirror.api.keys import ROUTER
@@ -54,9 +56,8 @@ def setup_client_auth(app: web.Application, settings: Settings) -> None:
 
     app.middlewares.append(client_auth)
     if logins is not None:
-        closing = logins
+        app.on_cleanup.append(functools.partial(_close, logins))
 
-        async def close(_app: web.Application) -> None:
-            closing.close()
 
-        app.on_cleanup.append(close)
+async def _close(logins: Logins, _app: web.Application) -> None:
+    logins.close()

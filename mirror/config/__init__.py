@@ -71,7 +71,7 @@ class Settings:
             raise ConfigError("--tls-cert: required with --tls-key")
         if self.htpasswd is None:
             for i, rule in enumerate(self.access):
-                if rule.names_users:
+                if rule.users:
                     raise ConfigError(f"access[{i}].users: no --htpasswd is set to log users in")
 
     @property

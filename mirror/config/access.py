@@ -44,10 +44,6 @@ class AccessRule:
             return False
         return any(fnmatch.fnmatchcase(name, p) for p in self.allow)
 
-    @property
-    def names_users(self) -> bool:
-        return bool(self.users)
-
 
 def parse_access(tables: Any) -> tuple[AccessRule, ...]:
     """The rules of the file's `[[access]]` array, validated; none when there is no array."""
