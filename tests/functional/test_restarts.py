@@ -85,6 +85,37 @@ async def test_sigterm_lets_a_pull_in_flight_finish_and_commit(
         server.stop()
 
 
+async def test_a_pull_in_flight_survives_a_rolling_restart(
+    tmp_path: Path, make_fake_upstream: Callable[[], Awaitable[FakeUpstream]]
+) -> None:
+    """SIGHUP under --workers 2 while a cold blob streams: both workers are replaced, and the
+    old one serving the blob finishes it before it exits."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(SLOW_PATH, slow_content(SLOW_BLOB, stall, first=256 << 10))
+    server = MirrorServer.start(tmp_path, fake.url, tag_ttl=300, args=["--workers", "2"])
+    try:
+        await asyncio.to_thread(wait_until, lambda: len(children(server.pid)) == 2)
+        before = children(server.pid)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.url}{SLOW_PATH}") as response,
+        ):
+            assert response.status == 200
+            first = await response.content.readexactly(64 << 10)
+            await stall.first_sent.wait()
+            os.kill(server.pid, signal.SIGHUP)
+            await asyncio.to_thread(wait_until, lambda: "workers restarted" in server.log_text())
+            assert len(children(server.pid) - before) == 2  # the new ones, beside the old
+            stall.resume.set()
+            rest = await response.read()
+        assert hashlib.sha256(first + rest).hexdigest() == SLOW_DIGEST.removeprefix("sha256:")
+        await asyncio.to_thread(wait_until, lambda: not children(server.pid) & before)
+    finally:
+        stall.resume.set()
+        server.stop()
+
+
 class Hammer:
     """GET /v2/ on a new connection each time, from a thread, until stopped; counts what came
     back and keeps every failure."""
