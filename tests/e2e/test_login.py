@@ -133,7 +133,7 @@ def test_skopeo_with_creds_and_the_access_rules(
 ) -> None:
     """`skopeo copy --src-creds` works for a user the rules allow; wrong credentials are
     unauthorized; a user the rules do not allow is denied alike for the image just cached
-    and for one never pulled."""
+    and for one never pulled; no password reaches the mirror's log."""
     item = catalogue["skopeo-login"]
     cert_dir = ["--src-cert-dir", str(secure_mirror.cert_dir)]
 
@@ -153,6 +153,11 @@ def test_skopeo_with_creds_and_the_access_rules(
         denied = copy(outsider, ref, "denied")
         assert not denied.ok
         assert "denied" in denied.output.lower(), denied.explain()
+    log = secure_mirror.server.log_text()
+    assert "login failed" in log
+    for user, password in PASSWORDS.items():
+        assert password not in log
+        assert base64.b64encode(f"{user}:{password}".encode()).decode() not in log
 
 
 def test_containerd_pulls_with_a_header_or_credentials_over_tls(
