@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror import log
+from mirror.api.auth import setup_client_auth
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     BLOBS,
@@ -38,6 +39,7 @@ def create_app(settings: Settings, network: Network | None = None) -> web.Applic
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
+    setup_client_auth(app, settings)
     return app
 
 

@@ -6,15 +6,19 @@ import argparse
 import os
 import socket
 
-from aiohttp import web
-
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
-from mirror.workers import listening_socket, supervise
+from mirror.lifecycle import check_files, serve
+from mirror.workers import inherited_socket, listening_socket, supervise
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    if (inherited := inherited_socket()) is not None:  # a worker of `--workers N`
+        log.configure()
+        serve(settings, *inherited)
+        return 0
+    check_files(settings)
     sock = _claim_resources(settings)
     log.configure()
     log.get_logger().info(
@@ -28,7 +32,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         workers=settings.workers,
     )
     if settings.workers > 1:
-        return supervise(settings, sock, serve)
+        return supervise(settings, sock)
     serve(settings, sock)
     return 0
 
@@ -46,19 +50,6 @@ def _claim_resources(settings: Settings) -> socket.socket:
         return listening_socket(settings)
     except OSError as e:
         raise ConfigError(f"--listen: cannot listen on {settings.listen}: {e.strerror}") from e
-
-
-def serve(settings: Settings, sock: socket.socket) -> None:
-    """Run one server process until it is told to stop."""
-    from mirror.app import create_app
-
-    web.run_app(
-        create_app(settings),
-        sock=sock,
-        print=None,
-        access_log=None,  # the request middleware writes the one line per request
-    )
-    log.flush()
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)
