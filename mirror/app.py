@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mirror import log
+from mirror.api.auth import setup_client_auth
 from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
@@ -42,6 +43,7 @@ def create_app(
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
+    setup_client_auth(app, settings)
     return app
 
 

@@ -64,6 +64,16 @@ class Denied(MirrorError):
     code, status = "DENIED", 403
 
 
+class Unauthorized(MirrorError):
+    """No login, or a wrong one: the challenge tells the client to send Basic credentials
+    (RFC 7617), which docker, podman, skopeo and containerd all answer."""
+
+    code, status = "UNAUTHORIZED", 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Basic realm="mirror"'})
+
+
 class Unsupported(MirrorError):
     code, status = "UNSUPPORTED", 405
 

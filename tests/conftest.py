@@ -291,8 +291,9 @@ async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFacto
             base = Settings(cache_dir=cache_dir, upstreams=(upstream,), host="127.0.0.1", port=0)
             configured = dataclasses.replace(base, **settings)
             sock = listening_socket(configured)
+            port = sock.getsockname()[1]
             stack.callback(sock.close)
-            connections = await stack.enter_async_context(serving(configured, sock))
-            return Served(sock.getsockname()[1], connections)
+            connections = await stack.enter_async_context(serving(configured, sock, settle=0))
+            return Served(port, connections)
 
         yield start

@@ -2,9 +2,9 @@
 
 The mirror accepts connections itself rather than through `loop.create_server`, so that it
 decides before a connection costs anything: one over the cap is answered `503` with
-`Retry-After` and closed, and when the process is out of descriptors (EMFILE, ENFILE) one
-descriptor kept in reserve lets it accept and close the next connection instead of leaving
-every client waiting in the backlog (the technique of libuv and nginx).
+`Retry-After` and closed (only closed, over TLS), and when the process is out of descriptors
+(EMFILE, ENFILE) one descriptor kept in reserve lets it accept and close the next connection
+instead of leaving every client waiting in the backlog (the technique of libuv and nginx).
 
 The send timeout is the kernel's TCP_USER_TIMEOUT (Linux, RFC 5482): a connection whose sent
 data stays unacknowledged, or that advertises a zero window (a client that stopped reading),
@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import socket
+import ssl
 from collections.abc import Callable
 
 from mirror import log
@@ -59,7 +60,7 @@ OUT_OF_DESCRIPTORS = refusal("the mirror is out of file descriptors; retry short
 
 
 class Listener:
-    """Accepts connections on a listening socket until cancelled."""
+    """Accepts connections on a listening socket from `start()` to `stop()`."""
 
     def __init__(
         self,
@@ -67,17 +68,33 @@ class Listener:
         make_room: Callable[[], bool],
         protocol_factory: Callable[[], asyncio.Protocol],
         send_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._sock = sock
         self._make_room = make_room
         self._protocol_factory = protocol_factory
+        self._ssl_context = ssl_context
+        self._task: asyncio.Task[None] | None = None
         # TCP_USER_TIMEOUT is in milliseconds, as an unsigned int.
         self._user_timeout = min(int(send_timeout * 1000), 2**31 - 1)
         self._has_user_timeout = hasattr(socket, "TCP_USER_TIMEOUT")  # Linux
         self._spare: int | None = None
         self._lingering: set[asyncio.Task[None]] = set()
 
-    async def serve(self) -> None:
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._accept_forever())
+
+    async def stop(self) -> None:
+        """Stop accepting and close the socket: alone, the process now refuses connections;
+        with `--workers N`, the other workers' sockets take them."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._sock.close()
+
+    async def _accept_forever(self) -> None:
         loop = asyncio.get_running_loop()
         self._sock.setblocking(False)
         self._spare = _open_spare()
@@ -105,7 +122,9 @@ class Listener:
         try:
             if self._has_user_timeout:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, self._user_timeout)
-            await asyncio.get_running_loop().connect_accepted_socket(self._protocol_factory, client)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._protocol_factory, client, ssl=self._ssl_context
+            )
         except OSError:  # gone before it could be served, or no memory for it
             client.close()
 
@@ -131,8 +150,12 @@ class Listener:
         self, client: socket.socket, answer: bytes, reason: str, *, linger: bool = True
     ) -> None:
         """Answer 503 and close; a short lingering read lets the client's request arrive
-        and its reader see the answer, rather than a reset for unread data."""
+        and its reader see the answer, rather than a reset for unread data. Over TLS the
+        connection is only closed: an answer before the handshake would be noise to it."""
         log.warn_once("refusing connections", error=reason)
+        if self._ssl_context is not None:
+            client.close()
+            return
         client.setblocking(False)
         try:
             client.send(answer)

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import signal
 import socket
 
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
 from mirror.descriptors import max_connections, raise_open_files_limit
-from mirror.workers import listening_socket, supervise
+from mirror.lifecycle import check_files, serve
+from mirror.workers import inherited_socket, listening_socket, supervise
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    if (inherited := inherited_socket()) is not None:  # a worker of `--workers N`
+        log.configure()
+        serve(settings, *inherited)
+        return 0
+    check_files(settings)
     sock = _claim_resources(settings)
-    open_files = raise_open_files_limit()  # before forking: the workers inherit it
+    open_files = raise_open_files_limit()  # before the workers start: they inherit it
     log.configure()
     log.get_logger().info(
         "starting",
@@ -33,7 +37,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         send_timeout=settings.send_timeout,
     )
     if settings.workers > 1:
-        return supervise(settings, sock, serve)
+        return supervise(settings, sock)
     serve(settings, sock)
     return 0
 
@@ -51,23 +55,6 @@ def _claim_resources(settings: Settings) -> socket.socket:
         return listening_socket(settings)
     except OSError as e:
         raise ConfigError(f"--listen: cannot listen on {settings.listen}: {e.strerror}") from e
-
-
-def serve(settings: Settings, sock: socket.socket) -> None:
-    """Run one server process until SIGTERM or SIGINT."""
-    asyncio.run(_serve(settings, sock))
-    log.flush()
-
-
-async def _serve(settings: Settings, sock: socket.socket) -> None:
-    from mirror.server import serving
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    async with serving(settings, sock):
-        await stop.wait()
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)

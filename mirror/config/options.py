@@ -98,6 +98,25 @@ OPTIONS: tuple[Option, ...] = (
         target=Target.EVERY_UPSTREAM,
     ),
     Option(
+        "tls_cert",
+        v.file_path,
+        "serve HTTPS with this PEM certificate chain (re-read on SIGHUP); needs --tls-key",
+        metavar="FILE",
+    ),
+    Option("tls_key", v.file_path, "the certificate's PEM private key", metavar="FILE"),
+    Option(
+        "htpasswd",
+        v.file_path,
+        "require a login from this htpasswd file (bcrypt entries, htpasswd -B)",
+        metavar="FILE",
+    ),
+    Option(
+        "shutdown_grace",
+        v.seconds,
+        "seconds responses in flight may take to finish on SIGTERM, default 30",
+        metavar="SECONDS",
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",
