@@ -10,6 +10,8 @@ from aiohttp import web
 
 from mirror import log
 from mirror.api.admin import add_admin_routes, admin_listener
+from mirror.api.auth import setup_client_auth
+from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     BLOBS,
@@ -37,10 +39,13 @@ from mirror.services import open_services
 from mirror.upstream.targets import Network
 
 
-def create_app(settings: Settings, network: Network | None = None) -> web.Application:
-    """The mirror as an aiohttp application, ready for `web.run_app` or a test client;
+def create_app(
+    settings: Settings, network: Network | None = None, connections: Connections | None = None
+) -> web.Application:
+    """The mirror as an aiohttp application, ready for `mirror.server` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
-    test substitutes its own."""
+    test substitutes its own; `connections` is the server's count of client connections, told
+    which of them are busy."""
     metrics = None
     if settings.metrics:
         metrics = Metrics(
@@ -48,13 +53,16 @@ def create_app(settings: Settings, network: Network | None = None) -> web.Applic
         )
     observe = metrics.observe if metrics is not None else None
     # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
-    app = web.Application(middlewares=[request_middleware(observe)], client_max_size=64 << 10)
+    app = web.Application(
+        middlewares=[request_middleware(connections, observe)], client_max_size=64 << 10
+    )
     app[SETTINGS] = settings
     if metrics is not None:
         app[METRICS] = metrics
         app[EXPOSITION] = Exposition(metrics, settings.cache_dir)
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
+    setup_client_auth(app, settings)
     if metrics is not None and settings.admin_listen is None:
         add_admin_routes(app)
     return app

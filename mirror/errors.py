@@ -5,6 +5,7 @@ Code raises these; one middleware renders them as `{"errors":[{"code","message",
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -63,12 +64,28 @@ class Denied(MirrorError):
     code, status = "DENIED", 403
 
 
+class Unauthorized(MirrorError):
+    """No login, or a wrong one: the challenge tells the client to send Basic credentials
+    (RFC 7617), which docker, podman, skopeo and containerd all answer."""
+
+    code, status = "UNAUTHORIZED", 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Basic realm="mirror"'})
+
+
 class Unsupported(MirrorError):
     code, status = "UNSUPPORTED", 405
 
 
 class TooManyRequests(MirrorError):
     code, status = "TOOMANYREQUESTS", 429
+
+
+def out_of_descriptors(error: OSError) -> bool:
+    """The process (EMFILE) or the system (ENFILE) has no file descriptor left: a condition
+    that passes as other requests finish, answered with Busy rather than a failure."""
+    return error.errno in (errno.EMFILE, errno.ENFILE)
 
 
 class UpstreamError(MirrorError):

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite runs as real servers, when they are missing.
+# Installs the Debian packages the test suite runs as real servers (and htpasswd, which writes
+# the login files the tests use), when they are missing.
 # Usage: tests/system-deps.sh [extra packages...]
 set -euo pipefail
 need=()
-for spec in docker-registry:docker-registry redis-server:redis-server skopeo:skopeo "$@"; do
+for spec in docker-registry:docker-registry redis-server:redis-server skopeo:skopeo \
+    apache2-utils:htpasswd "$@"; do
   pkg=${spec%%:*} bin=${spec#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done

@@ -8,6 +8,7 @@ anyone writing that port down twice.
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -20,8 +21,14 @@ from mirror.config.values import seconds
 
 # A server listening on every address is asked on loopback.
 _LOCAL = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-# Loopback needs no proxy, whatever HTTP_PROXY says.
-_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# Loopback needs no proxy, whatever HTTP_PROXY says. Over TLS the certificate is not checked:
+# it names the host clients know, not loopback, and this only asks the local process.
+_unverified = ssl.create_default_context()
+_unverified.check_hostname = False
+_unverified.verify_mode = ssl.CERT_NONE
+_direct = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=_unverified)
+)
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +50,8 @@ def _timeout(text: str) -> float:
 def _probe_url(settings: Settings, *, ready: bool) -> str:
     host = _LOCAL.get(settings.host, settings.host)
     path = "/readyz" if ready else "/healthz"
-    return str(URL.build(scheme="http", host=host, port=settings.port, path=path))
+    scheme = "https" if settings.tls_cert else "http"
+    return str(URL.build(scheme=scheme, host=host, port=settings.port, path=path))
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -6,17 +6,23 @@ import argparse
 import os
 import socket
 
-from aiohttp import web
-
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
+from mirror.descriptors import max_connections, raise_open_files_limit
+from mirror.lifecycle import check_files, serve
 from mirror.metrics.serving import check_admin_address, workers_metrics
-from mirror.workers import listening_socket, supervise
+from mirror.workers import inherited_socket, listening_socket, supervise
 
 
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    if (inherited := inherited_socket()) is not None:  # a worker of `--workers N`
+        log.configure()
+        serve(settings, *inherited)
+        return 0
+    check_files(settings)
     sock = _claim_resources(settings)
+    open_files = raise_open_files_limit()  # before the workers start: they inherit it
     log.configure()
     log.get_logger().info(
         "starting",
@@ -27,10 +33,13 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         offline=settings.upstream.offline,
         metadata="redis" if settings.redis_url else "embedded",
         workers=settings.workers,
+        open_files=open_files,
+        max_connections=max_connections(settings),
+        send_timeout=settings.send_timeout,
     )
     if settings.workers > 1:
         with workers_metrics(settings):
-            return supervise(settings, sock, serve)
+            return supervise(settings, sock)
     serve(settings, sock)
     return 0
 
@@ -49,19 +58,6 @@ def _claim_resources(settings: Settings) -> socket.socket:
         return listening_socket(settings)
     except OSError as e:
         raise ConfigError(f"--listen: cannot listen on {settings.listen}: {e.strerror}") from e
-
-
-def serve(settings: Settings, sock: socket.socket) -> None:
-    """Run one server process until it is told to stop."""
-    from mirror.app import create_app
-
-    web.run_app(
-        create_app(settings),
-        sock=sock,
-        print=None,
-        access_log=None,  # the request middleware writes the one line per request
-    )
-    log.flush()
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mirror.config.access import AccessRule, parse_access
 from mirror.config.options import BY_KEY, NOT_IN_FILE, OPTIONS, Target
 from mirror.config.prefetch import PrefetchSettings, parse_prefetch
 from mirror.config.upstreams import (
@@ -47,9 +48,16 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    send_timeout: float = 60.0
+    max_connections: int | None = None  # None: derived from the descriptor limit at start
     max_fills: int = 32
     fill_wait: float = 20.0
     prefetch: PrefetchSettings | None = None  # the `[prefetch]` table
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    htpasswd: Path | None = None
+    access: tuple[AccessRule, ...] = ()
+    shutdown_grace: float = 30.0
     metrics: bool = True
     # Who may reach /metrics and the status page (health probes are open to all).
     admin_allow: tuple[AddressRange, ...] = (
@@ -69,6 +77,14 @@ class Settings:
             u if u.tag_ttl is not None else replace(u, tag_ttl=self.tag_ttl) for u in self.upstreams
         )
         object.__setattr__(self, "upstreams", resolved)
+        if self.tls_cert is not None and self.tls_key is None:
+            raise ConfigError("--tls-key: required with --tls-cert")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ConfigError("--tls-cert: required with --tls-key")
+        if self.htpasswd is None:
+            for i, rule in enumerate(self.access):
+                if rule.users:
+                    raise ConfigError(f"access[{i}].users: no --htpasswd is set to log users in")
         if self.admin_listen == (self.host, self.port):
             raise ConfigError("--admin-listen: must differ from --listen")
 
@@ -92,11 +108,13 @@ def load_settings(
     raw: dict[str, Any] = {}
     tables: Any = None
     prefetch: Any = None
+    access: Any = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
         data = _read_toml(config_file)
         tables = data.pop("upstreams", None)
         prefetch = data.pop("prefetch", None)
+        access = data.pop("access", None)
         for key in data:
             if key not in BY_KEY or key in NOT_IN_FILE:
                 raise ConfigError(f"{key}: unknown option in {config_file}")
@@ -105,7 +123,7 @@ def load_settings(
         if option.env and option.env_var in env:
             raw[option.key] = env[option.env_var]
     raw.update({k: v for k, v in flags.items() if v is not None and k in BY_KEY})
-    return _build(raw, tables, prefetch, env)
+    return _build(raw, tables, prefetch, env, parse_access(access))
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -118,7 +136,13 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
 
 
-def _build(raw: Mapping[str, Any], tables: Any, prefetch: Any, env: Mapping[str, str]) -> Settings:
+def _build(
+    raw: Mapping[str, Any],
+    tables: Any,
+    prefetch: Any,
+    env: Mapping[str, str],
+    access: tuple[AccessRule, ...],
+) -> Settings:
     fields: dict[str, Any] = {}
     every: dict[str, Any] = {}  # applied to every upstream, under its own table's values
     default: dict[str, Any] = {}  # applied to the default upstream over everything
@@ -140,4 +164,4 @@ def _build(raw: Mapping[str, Any], tables: Any, prefetch: Any, env: Mapping[str,
             raise ConfigError(f"upstreams.{upstream.name}.username: required with a password")
     if prefetch is not None:
         fields["prefetch"] = parse_prefetch(prefetch, {u.name for u in upstreams})
-    return Settings(upstreams=upstreams, **fields)
+    return Settings(upstreams=upstreams, access=access, **fields)

@@ -64,6 +64,14 @@ def directory(option: str, value: Any) -> Path:
     return Path(path)
 
 
+def file_path(option: str, value: Any) -> Path | None:
+    """A file's path; empty means none (so an environment variable can switch it off)."""
+    path = str(value)
+    if "\0" in path:
+        raise ConfigError(f"{option}: must be a file path")
+    return Path(path) if path else None
+
+
 def patterns(option: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(p, str) and p for p in value):
         raise ConfigError(f"{option}: must be a list of patterns")

@@ -69,8 +69,15 @@ def build_catalogue() -> Catalogue:
     """Build every image in memory (the 200 MiB one included) with distinct contents."""
     catalogue = Catalogue()
     for client in CLIENTS:
-        # "hit" and "offline" belong to test_cache_hits.py and test_offline.py.
-        kinds = (("schema2", False), ("oci", True), ("hit", False), ("offline", True))
+        # "hit", "offline" and "login" belong to test_cache_hits.py, test_offline.py and
+        # test_login.py.
+        kinds = (
+            ("schema2", False),
+            ("oci", True),
+            ("hit", False),
+            ("offline", True),
+            ("login", True),
+        )
         for kind, oci in kinds:
             name = f"e2e-{client}-{kind}"
             catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=oci, seed=name)))

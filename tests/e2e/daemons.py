@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -128,10 +129,10 @@ class Daemon:
         return f"{self.name} did not start; last log lines of {self.log}:\n{tail(self.log)}"
 
 
-def http_ok(url: str) -> bool:
-    """True when GET `url` answers 200."""
+def http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    """True when GET `url` answers 200 (over TLS trusting `context`'s CAs, for https)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return bool(response.status == 200)
     except urllib.error.URLError:
         return False
@@ -144,10 +145,20 @@ class MirrorServer:
     daemon: Daemon
     port: int
     cache_dir: Path
+    ca_file: Path | None = None  # the CA of its certificate, when it serves HTTPS
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting the server's CA (None for plain HTTP)."""
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else None
 
     @property
     def host(self) -> str:
@@ -162,9 +173,11 @@ class MirrorServer:
         tag_ttl: float,
         cache_dir: Path | None = None,
         extra_args: Sequence[str] = (),
+        ca_file: Path | None = None,
     ) -> MirrorServer:
-        """Start `python -m mirror serve` against `upstream_url` and wait until /v2/ answers;
-        the cache is `workdir/cache` unless another directory (shared with another) is given."""
+        """Start `python -m mirror serve` against `upstream_url` and wait until it answers;
+        the cache is `workdir/cache` unless another directory (shared with another) is given.
+        With `ca_file`, `extra_args` set up TLS and the server is asked over HTTPS."""
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = [
@@ -184,9 +197,11 @@ class MirrorServer:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
         daemon = Daemon("mirror", argv, workdir / "mirror.log", env=env)
-        server = cls(daemon, port, workdir / "cache")
+        server = cls(daemon, port, cache_dir or workdir / "cache", ca_file)
         daemon.start()
-        if not daemon.wait_until(lambda: http_ok(f"{server.url}/v2/"), timeout=30):
+        context = server.ssl_context()
+        # /healthz: /v2/ may demand a login.
+        if not daemon.wait_until(lambda: http_ok(f"{server.url}/healthz", context), timeout=30):
             failure = daemon.describe_failure()
             daemon.stop()
             pytest.fail(failure)

@@ -1,0 +1,63 @@
+"""The login and access middleware in front of `/v2/`: present only when the settings ask for
+`--htpasswd` or `[[access]]` rules, so a mirror without them pays nothing.
+
+Access is decided as soon as routing knows the registry and repository, before any handler
+runs, so a refused request never touches the cache: its answer, and the time it takes, are the
+same whether the content is cached or not. Health probes stay outside, unauthenticated.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from aiohttp import web
+
+from mirror.api.keys import ROUTER
+from mirror.api.middlewares import Handler
+from mirror.auth.access import PULL, AccessPolicy
+from mirror.auth.htpasswd import HtpasswdFile
+from mirror.auth.logins import Logins
+from mirror.config import Settings
+from mirror.errors import Denied, Unauthorized
+
+
+def setup_client_auth(app: web.Application, settings: Settings) -> None:
+    """Put the middleware in `app` when logins or access rules are configured."""
+    if settings.htpasswd is None and not settings.access:
+        return
+    logins = Logins(HtpasswdFile(settings.htpasswd)) if settings.htpasswd else None
+    policy = AccessPolicy(settings.access)
+    # With a user file, a client that did not log in gets nowhere unless a rule names it.
+    anonymous_in = logins is None or policy.lets_anonymous_in
+
+    @web.middleware
+    async def client_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/v2" and not request.path.startswith("/v2/"):
+            return await handler(request)
+        user = None
+        if logins is not None:
+            user = await logins.user(request.headers.get("Authorization"), request.remote or "")
+            if user is None and not anonymous_in:
+                raise Unauthorized("log in to pull from this mirror")
+        name = request.match_info.get("name")
+        if name is None:  # the ping (or a refused method): nothing of a repository is at stake
+            if user is None and logins is not None and request.path in ("/v2", "/v2/"):
+                # Clients learn from the ping's challenge that they may log in (docker login
+                # sends its credentials only after one).
+                raise Unauthorized("log in to pull from this mirror")
+            return await handler(request)
+        route = request.app[ROUTER].route(name, request.query.get("ns"))
+        target = f"{route.upstream.name}/{route.repo}"
+        if not policy.allows(user, PULL, target):
+            if user is None and logins is not None:
+                raise Unauthorized(f"log in to pull {target[:300]}")
+            raise Denied(f"pulling {target[:300]} is not allowed")
+        return await handler(request)
+
+    app.middlewares.append(client_auth)
+    if logins is not None:
+        app.on_cleanup.append(functools.partial(_close, logins))
+
+
+async def _close(logins: Logins, _app: web.Application) -> None:
+    logins.close()

@@ -1,0 +1,127 @@
+"""Checking Basic credentials (RFC 7617) against the htpasswd file, cheaply and safely.
+
+bcrypt is slow on purpose, and a pull sends dozens of requests, each with the same
+`Authorization` header. So a result is remembered for a short while under a keyed hash of the
+header (never the password itself), and only a header not seen lately costs a bcrypt round, run
+in a small thread pool of its own so that logins never hold up the event loop or the threads
+that write the cache.
+
+Failed logins cost bounded work: a client address whose checks failed `MAX_FAILURES` times in a
+row is answered `429` without any bcrypt round until `FAILURE_WINDOW` passes with no new
+attempt; a header that just failed fails again from memory; and no more than `MAX_PENDING`
+checks wait or run at once in a process, beyond which new ones are refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+from cachetools import TTLCache
+
+from mirror import log
+from mirror.auth.htpasswd import HtpasswdFile
+from mirror.errors import TooManyRequests, Unauthorized
+
+REMEMBER_FOR = 60.0  # seconds a checked header is answered from memory
+REMEMBERED = 4096
+FAILURE_WINDOW = 60.0
+MAX_FAILURES = 10
+MAX_PENDING = 32
+THREADS = 2
+# bcrypt reads at most 72 bytes of a password; htpasswd -B hashes those and ignores the rest.
+BCRYPT_MAX_PASSWORD = 72
+# Checked when the user name is unknown, so that a wrong name takes as long as a wrong password.
+_STAND_IN = bcrypt.hashpw(b"stand-in", bcrypt.gensalt(rounds=5))
+
+
+def basic_credentials(header: str) -> tuple[str, str]:
+    """(user, password) of an `Authorization: Basic …` header."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise Unauthorized("this registry accepts Basic credentials only")
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized("malformed Basic credentials") from None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        raise Unauthorized("malformed Basic credentials")
+    return user, password
+
+
+def _matches(password: str, hashed: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password.encode()[:BCRYPT_MAX_PASSWORD], hashed)
+    except ValueError:  # a hash bcrypt cannot read
+        return False
+
+
+class Logins:
+    """Who a request logged in as, by its `Authorization` header."""
+
+    def __init__(
+        self, htpasswd: HtpasswdFile, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._htpasswd = htpasswd
+        self._version = htpasswd.version
+        self._key = os.urandom(32)  # what the remembered headers are hashed with
+        self._checked: TTLCache[bytes, str | None] = TTLCache(REMEMBERED, REMEMBER_FOR, timer=clock)
+        self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
+        self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="bcrypt")
+        self._pending = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def user(self, header: str | None, client: str) -> str | None:
+        """The user name the credentials belong to; None when there are none.
+
+        Raises `Unauthorized` for wrong or malformed ones, `TooManyRequests` when `client` (an
+        address) failed too often or too many checks are under way.
+        """
+        if not header:
+            return None
+        entries = await self._htpasswd.entries()
+        if self._htpasswd.version != self._version:  # users or passwords may have changed
+            self._version = self._htpasswd.version
+            self._checked.clear()
+        key = hmac.digest(self._key, header.encode(errors="surrogateescape"), hashlib.sha256)
+        if key in self._checked:
+            known = self._checked[key]
+            if known is None:
+                raise Unauthorized("wrong user name or password")
+            return known
+        user, password = basic_credentials(header)
+        if self._failures.get(client, 0) >= MAX_FAILURES:
+            raise TooManyRequests(
+                "too many failed logins from this address; try again later",
+                headers={"Retry-After": str(int(FAILURE_WINDOW))},
+            )
+        if self._pending >= MAX_PENDING:
+            raise TooManyRequests(
+                "too many logins are being checked; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+        hashed = entries.get(user)
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self._pool, _matches, password, hashed or _STAND_IN)
+        finally:
+            self._pending -= 1
+        if ok and hashed is not None:
+            self._checked[key] = user
+            return user
+        self._checked[key] = None
+        self._failures[client] = self._failures.get(client, 0) + 1
+        log.get_logger().warning("login failed", user=user[:100], client=client)
+        raise Unauthorized("wrong user name or password")

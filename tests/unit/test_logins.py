@@ -1,0 +1,158 @@
+"""Checking logins against an htpasswd file written by the real `htpasswd -B`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mirror.auth import logins as logins_module
+from mirror.auth.htpasswd import HtpasswdFile
+from mirror.auth.logins import FAILURE_WINDOW, MAX_FAILURES, REMEMBER_FOR, Logins
+from mirror.config import ConfigError
+from mirror.errors import TooManyRequests, Unauthorized
+from tests.support.htpasswd import htpasswd_entry, write_htpasswd
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.fixture
+def bcrypt_rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The passwords of every bcrypt check made, in order (the real check still runs)."""
+    calls: list[str] = []
+    real = logins_module._matches
+
+    def counting(password: str, hashed: bytes) -> bool:
+        calls.append(password)
+        return real(password, hashed)
+
+    monkeypatch.setattr(logins_module, "_matches", counting)
+    yield calls
+
+
+async def test_a_good_login_costs_one_bcrypt_round_until_it_is_forgotten(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """The same header is answered from memory for REMEMBER_FOR seconds, then checked again."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "other": "x"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        for _ in range(20):
+            assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        assert bcrypt_rounds == ["s3cret"]
+        clock.now += REMEMBER_FOR + 1
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        assert len(bcrypt_rounds) == 2
+        assert await logins.user(None, "10.0.0.1") is None
+    finally:
+        logins.close()
+
+
+async def test_wrong_logins_are_refused_and_repeats_cost_nothing(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """A wrong password, an unknown user and a malformed header are 401; a repeated wrong
+    header is refused from memory."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        for header in [basic("ci", "nope"), basic("ci", "nope"), basic("ghost", "s3cret")]:
+            with pytest.raises(Unauthorized):
+                await logins.user(header, "10.0.0.1")
+        assert len(bcrypt_rounds) == 2  # the repeated header was not checked again
+        for header in ["Bearer abc", "Basic !!!", "Basic " + base64.b64encode(b"no").decode()]:
+            with pytest.raises(Unauthorized):
+                await logins.user(header, "10.0.0.1")
+        assert len(bcrypt_rounds) == 2
+    finally:
+        logins.close()
+
+
+async def test_a_client_that_fails_too_often_waits_without_costing_bcrypt(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """After MAX_FAILURES failed checks an address gets 429 with no bcrypt round, other
+    addresses and remembered good logins are unaffected, and the window passing lifts it."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.9") == "ci"
+        for attempt in range(MAX_FAILURES):
+            with pytest.raises(Unauthorized):
+                await logins.user(basic("ci", f"guess-{attempt}"), "10.0.0.9")
+        rounds = len(bcrypt_rounds)
+        with pytest.raises(TooManyRequests) as refused:
+            await logins.user(basic("ci", "another-guess"), "10.0.0.9")
+        assert refused.value.headers["Retry-After"] == str(int(FAILURE_WINDOW))
+        assert len(bcrypt_rounds) == rounds
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.9") == "ci"  # remembered
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ci", "guess"), "10.0.0.10")  # another address
+        clock.now += FAILURE_WINDOW + 1
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ci", "later-guess"), "10.0.0.9")
+    finally:
+        logins.close()
+
+
+async def test_a_changed_file_is_reloaded_and_forgets_remembered_logins(tmp_path: Path) -> None:
+    """Once the interval passes, a rewritten file is read: a removed user is refused at once
+    even though the header was remembered, and a new user gets in."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret"})
+    htpasswd = HtpasswdFile(users, clock=clock, interval=2.0)
+    logins = Logins(htpasswd, clock=clock)
+    try:
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        write_htpasswd(users, {"new": "pw"})
+        clock.now += 1.0  # not yet time to look
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        clock.now += 1.5
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ci", "s3cret"), "10.0.0.1")
+        assert await logins.user(basic("new", "pw"), "10.0.0.1") == "new"
+        # A broken rewrite keeps the users in force.
+        users.write_text(htpasswd_entry("md5user", "pw", kind="-m") + "\n")
+        clock.now += 3.0
+        assert await logins.user(basic("new", "pw"), "10.0.0.1") == "new"
+        assert htpasswd.users == 1
+    finally:
+        logins.close()
+
+
+@pytest.mark.parametrize("kind", ["-m", "-s", "-p"])
+def test_a_file_with_other_hash_kinds_is_refused_at_start(tmp_path: Path, kind: str) -> None:
+    """MD5, SHA-1 and plain-text entries stop start-up with the file, the line and the user."""
+    users = tmp_path / "users"
+    users.write_text(
+        htpasswd_entry("good", "pw") + "\n" + htpasswd_entry("weak", "pw", kind=kind) + "\n"
+    )
+    with pytest.raises(ConfigError) as refused:
+        HtpasswdFile(users)
+    message = str(refused.value)
+    assert message.startswith(f"--htpasswd: {users} line 2: the password of 'weak'")
+    assert "htpasswd -B" in message
+    assert "\n" not in message
+
+
+def test_an_unreadable_file_is_refused_at_start(tmp_path: Path) -> None:
+    """A missing file is one line naming the option."""
+    with pytest.raises(ConfigError, match=r"^--htpasswd: cannot read .*No such file"):
+        HtpasswdFile(tmp_path / "missing")
