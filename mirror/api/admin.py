@@ -81,7 +81,7 @@ async def admin_listener(
     app[SETTINGS] = settings
     app[EXPOSITION] = main[EXPOSITION]
     add_admin_routes(app)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=True).start()

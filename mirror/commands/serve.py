@@ -53,11 +53,16 @@ def _claim_resources(settings: Settings) -> socket.socket:
         raise ConfigError(f"--cache-dir: cannot create {settings.cache_dir}: {e.strerror}") from e
     if not os.access(settings.cache_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--cache-dir: {settings.cache_dir} is not writable")
-    check_admin_address(settings)
     try:
-        return listening_socket(settings)
+        sock = listening_socket(settings)
     except OSError as e:
         raise ConfigError(f"--listen: cannot listen on {settings.listen}: {e.strerror}") from e
+    try:
+        check_admin_address(settings)  # after the main port is taken: it may be the one in use
+    except ConfigError:
+        sock.close()
+        raise
+    return sock
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)

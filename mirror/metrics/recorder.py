@@ -18,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, values
 
 from mirror.log import RequestFacts
+from mirror.meta.redis import RedisStore
 from mirror.meta.store import MetadataStore
 from mirror.metrics.activity import Activity
 from mirror.metrics.families import Families
@@ -136,5 +137,5 @@ class Metrics:
         families.fills.set(sources.fills.in_flight)
         families.slots_used.set(sources.slots.in_use)
         families.slots_queued.set(sources.slots.waiting)
-        if families.redis_up is not None:
-            families.redis_up.set(1 if getattr(sources.meta, "available", True) else 0)
+        if families.redis_up is not None and isinstance(sources.meta, RedisStore):
+            families.redis_up.set(1 if sources.meta.available else 0)

@@ -1,17 +1,22 @@
 """The parts of the metrics that need no server: import order, bounded activity, the page's
-figures and escaping."""
+escaping, the admin options and their start-up checks."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from mirror.api import status
+from mirror.config import ConfigError, load_settings
 from mirror.metrics.activity import Activity, merge
 from mirror.metrics.families import Families
 from mirror.metrics.summary import summarize
+from tests.support.processes import free_port
 
 
 def test_the_command_line_does_not_import_prometheus_client() -> None:
@@ -62,3 +67,37 @@ def test_the_page_escapes_what_clients_named() -> None:
     page = status.render(summarize(registry.collect(), ["docker.io"]), merge([activity.snapshot()]))
     assert "<script>" not in page and "<img" not in page
     assert "&lt;script&gt;" in page and "&quot;&gt;&lt;img" in page
+
+
+@pytest.mark.parametrize("holder", ["another program", "the mirror's own port"])
+def test_serve_refuses_an_admin_address_in_use_with_one_line(tmp_path: Path, holder: str) -> None:
+    """An --admin-listen address already listened on (by anything, the mirror's own --listen
+    included) stops start-up with one line naming the option."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        if holder == "another program":
+            listen, admin = free_port(), busy
+        else:
+            taken.close()
+            listen = admin = busy
+        result = subprocess.run(
+            [sys.executable, "-m", "mirror", "serve", "--listen", f"0.0.0.0:{listen}",
+             "--admin-listen", f"127.0.0.1:{admin}", "--cache-dir", str(tmp_path / "cache")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mirror: --admin-listen: cannot listen"), lines
+
+
+def test_admin_allow_takes_lists_and_comma_separated_ranges() -> None:
+    """The file's list and a flag's commas give the same ranges; a bad one names the option."""
+    from_file = load_settings(None, {"admin_allow": ["10.0.0.0/8", "::1"]}, environ={})
+    from_env = load_settings(None, {}, environ={"MIRROR_ADMIN_ALLOW": "10.0.0.0/8, ::1"})
+    assert from_file.admin_allow == from_env.admin_allow
+    assert [str(r) for r in from_env.admin_allow] == ["10.0.0.0/8", "::1/128"]
+    assert load_settings(None, {}, environ={"MIRROR_ADMIN_ALLOW": ""}).admin_allow == ()
+    with pytest.raises(ConfigError, match=r"^--admin-allow: "):
+        load_settings(None, {"admin_allow": "10.0.0.300/8"}, environ={})
