@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from bench.context import Context, describe_problems
 from bench.curl import fetch_parallel
+from bench.procs import tree_cpu_seconds
 from bench.redisinfo import total_commands
 from bench.report import PhaseReport, table
 from bench.rss import RssSampler
@@ -70,6 +71,7 @@ class Measurement:
     upstream_requests: int | None
     redis_commands: int | None
     error: str | None = None
+    cpu_us_per_request: float | None = None  # the mirror's processes only
 
 
 @dataclass
@@ -143,6 +145,7 @@ def _measure(ctx: Context, target: Target, kind: str, path: str, run: int) -> Me
         ctx.upstream.settle()
         mark = ctx.upstream.mark()
         before = total_commands(target.redis.port) if target.redis else None
+        cpu_before = tree_cpu_seconds(target.mirror.pid) if target.mirror else None
         result = run_wrk(
             target.url + path,
             seconds=plan.wrk_seconds,
@@ -153,8 +156,12 @@ def _measure(ctx: Context, target: Target, kind: str, path: str, run: int) -> Me
         # The INFO that took `before` is itself counted in the difference.
         after = total_commands(target.redis.port) if target.redis else None
         commands = after - before - 1 if after is not None and before is not None else None
+        cpu = None
+        if target.mirror is not None and cpu_before is not None and result.requests:
+            spent = tree_cpu_seconds(target.mirror.pid) - cpu_before
+            cpu = spent / result.requests * 1e6
         traffic = ctx.upstream.since(mark)
-        return Measurement(target.name, kind, run, result, traffic.requests, commands)
+        return Measurement(target.name, kind, run, result, traffic.requests, commands, None, cpu)
     except Exception as e:
         return Measurement(target.name, kind, run, None, None, None, f"{type(e).__name__}: {e}")
 
@@ -268,7 +275,8 @@ def _summarize(report: PhaseReport, state: _State, paths: dict[str, str]) -> Non
 
 def _metrics_cost(state: _State, paths: dict[str, str]) -> tuple[list[str], dict[str, object]]:
     """Each set-up with metrics against the same without, measured in the same rounds: the
-    median req/s with metrics over the median without."""
+    median req/s with metrics over the median without, and the CPU time per request each
+    spent (which the other work on a shared machine hardly changes)."""
 
     def rps(target: str, kind: str) -> float | None:
         return median(
@@ -276,6 +284,15 @@ def _metrics_cost(state: _State, paths: dict[str, str]) -> tuple[list[str], dict
                 m.wrk.requests_per_s
                 for m in state.measurements
                 if m.target == target and m.reference == kind and m.wrk
+            ]
+        )
+
+    def cpu(target: str, kind: str) -> float | None:
+        return median(
+            [
+                m.cpu_us_per_request
+                for m in state.measurements
+                if m.target == target and m.reference == kind and m.cpu_us_per_request
             ]
         )
 
@@ -287,10 +304,17 @@ def _metrics_cost(state: _State, paths: dict[str, str]) -> tuple[list[str], dict
             continue
         for kind in paths:
             cost = ratio(rps(on, kind), rps(off, kind))
-            data[f"{on} {kind}"] = cost
+            cpu_on, cpu_off = cpu(on, kind), cpu(off, kind)
+            data[f"{on} {kind}"] = {"rate_on_off": cost, "cpu_us": [cpu_on, cpu_off]}
             row = [on, kind, fmt(rps(on, kind)), fmt(rps(off, kind)), fmt(cost, ".3f", "x")]
+            row += [
+                fmt(cpu_on, ".1f"),
+                fmt(cpu_off, ".1f"),
+                fmt(ratio(cpu_off, cpu_on), ".3f", "x"),
+            ]
             rows.append([*row, GOAL_METRICS])
     if not rows:
         return [], data
-    headers = ["metrics on/off", "ref", "on req/s", "off req/s", "on/off", "target"]
+    headers = ["metrics on/off", "ref", "on req/s", "off req/s", "on/off"]
+    headers += ["on CPU us/req", "off CPU us/req", "off/on CPU", "target"]
     return table(headers, rows), data

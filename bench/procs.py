@@ -108,3 +108,17 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) used so far by `pid` and the processes below it: a cost
+    that, unlike a rate, the other work on a shared machine hardly changes."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for process in descendants(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+    return total / ticks

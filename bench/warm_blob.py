@@ -23,6 +23,7 @@ from bench.sendfile import sendfile_bytes
 from bench.servers import MirrorServer, NginxServer
 from bench.stats import fmt, median, ratio
 from bench.upstream import SeededImage
+from mirror.metrics.exposition import PUBLISH_INTERVAL
 from tests.support.processes import direct
 
 GOAL = "≥0.95x nginx"
@@ -167,6 +168,7 @@ def run_warm_blob_phase(ctx: Context) -> PhaseReport:
         for run in range(plan.runs):
             for name, url in live:
                 runs.append(_one_run(name, url, run, ctx, image))
+        time.sleep(2 * PUBLISH_INTERVAL)  # each worker adds its counts once a second
         for name, url in live:
             if name not in mirrors:
                 continue

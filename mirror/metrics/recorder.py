@@ -1,8 +1,11 @@
 """The metrics of one server process: counted as requests are answered, sampled from the parts
 that hold state (downloads, slots, Redis), exported by `exposition`.
 
-The request hook runs on every request, hot manifest hits included, so it resolves each label
-combination once and keeps the children: a request costs a dictionary lookup and two increments.
+The request hook runs on every request, hot manifest hits included, so it only adds to plain
+counts in memory; they reach the metric families (each label combination resolved once) when
+the values are read out, and once a second in each worker of several. With `--workers N` a
+family's value is a write to a shared file, and a write per request would cost a hot hit a
+good share of its time.
 """
 
 from __future__ import annotations
@@ -72,10 +75,14 @@ class Metrics:
         # The cache's own measure, once it keeps one; the status page says "not measured".
         self.cache_usage: Callable[[], CacheUsage | None] = lambda: None
         self._kinds = kinds
+        # Counted since the last flush: requests by (kind, status, cache), bytes by cache.
+        self._requests: dict[tuple[str, int, str | None], int] = {}
+        self._bytes: dict[str | None, int] = {}
+        # Every cache result has its series from the start, so dashboards find them all.
         self._served = {
             cache: families.served_bytes.labels(cache or "none") for cache in CACHE_RESULTS
         }
-        self._requests: dict[tuple[str, int, str | None], tuple[Counter, Counter]] = {}
+        self._counters: dict[tuple[str, int, str | None], Counter] = {}
         self._upstreams: dict[str, UpstreamMetrics] = {}
         self._sources: _Sources | None = None
         families.started.set(time.time())
@@ -94,13 +101,9 @@ class Metrics:
             return
         cache = facts.cache
         key = (kind, status, cache)
-        children = self._requests.get(key)
-        if children is None:
-            counted = self.families.requests.labels(kind, str(status), cache or "none")
-            children = self._requests[key] = (counted, self._served[cache])
-        children[0].inc()
+        self._requests[key] = self._requests.get(key, 0) + 1
         if sent:
-            children[1].inc(sent)
+            self._bytes[cache] = self._bytes.get(cache, 0) + sent
         if facts.repo is None or facts.upstream is None:
             return
         if kind == "manifest" and status == 200 and request.method == "GET":
@@ -128,8 +131,10 @@ class Metrics:
         self._sources = _Sources(fills, slots, meta)
 
     def sample(self) -> None:
-        """Set the gauges from the parts' current state (before an export, and every second
-        in each worker of several, whose gauges another worker exports)."""
+        """Bring the families up to date: the requests counted since the last time, and the
+        gauges from the parts' current state (before an export, and every second in each worker
+        of several, whose values another worker exports)."""
+        self._flush()
         sources = self._sources
         if sources is None:
             return
@@ -139,3 +144,18 @@ class Metrics:
         families.slots_queued.set(sources.slots.waiting)
         if families.redis_up is not None and isinstance(sources.meta, RedisStore):
             families.redis_up.set(1 if sources.meta.available else 0)
+
+    def _flush(self) -> None:
+        requests, self._requests = self._requests, {}
+        for key, count in requests.items():
+            counter = self._counters.get(key)
+            if counter is None:
+                kind, status, cache = key
+                counter = self.families.requests.labels(kind, str(status), cache or "none")
+                self._counters[key] = counter
+            counter.inc(count)
+        sent, self._bytes = self._bytes, {}
+        for cache, count in sent.items():
+            if cache not in self._served:  # a cache result this version does not name
+                self._served[cache] = self.families.served_bytes.labels(cache or "none")
+            self._served[cache].inc(count)

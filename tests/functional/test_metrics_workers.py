@@ -105,6 +105,8 @@ async def test_two_workers_add_up_and_forget_the_dead(
                 lines = await asyncio.to_thread(server.entries, mark)
                 served_by = {_pid_of(e["request_id"]) for e in lines if e.get("event") == "request"}
             assert len(served_by) == 2, f"{sent} requests all went to {served_by}"
+            # Each worker adds its counts to the shared files within a second.
+            await _until(s, admin, lambda f: f.total("mirror_requests_total") == sent)
             answered_by: set[int] = set()
             for _ in range(10):  # each scrape on a connection of its own: either worker
                 found = await _scrape(s, admin)
