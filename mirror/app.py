@@ -11,9 +11,11 @@ from mirror import log
 from mirror.api.auth import setup_client_auth
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
+    ACCESS,
     BLOBS,
     HOT_ANSWERS,
     LISTINGS,
+    LOCAL,
     MANIFESTS,
     META,
     READINESS,
@@ -23,8 +25,10 @@ from mirror.api.keys import (
 from mirror.api.middlewares import request_middleware
 from mirror.api.readiness import Readiness
 from mirror.api.routes import setup_routes
+from mirror.auth.access import AccessPolicy
 from mirror.config import Settings
 from mirror.images.schedule import PrefetchSchedule
+from mirror.local.registry import LocalRegistry
 from mirror.pullthrough.listings import ListingService
 from mirror.services import open_services
 from mirror.upstream.targets import Network
@@ -34,9 +38,11 @@ def create_app(settings: Settings, network: Network | None = None) -> web.Applic
     """The mirror as an aiohttp application, ready for `web.run_app` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
     test substitutes its own."""
-    # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
+    # No handler reads a body whole: pushed manifests and blobs are streamed under limits of
+    # their own. Anything else is refused before the handler runs.
     app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
     app[SETTINGS] = settings
+    app[ACCESS] = AccessPolicy(settings.access)
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
     setup_routes(app)
     setup_client_auth(app, settings)
@@ -54,6 +60,14 @@ async def _services(app: web.Application, *, network: Network) -> AsyncIterator[
         app[META] = services.meta
         app[HOT_ANSWERS] = HotAnswers()
         app[READINESS] = readiness = Readiness(services.layout, settings.redis_url)
+        app[LOCAL] = local = LocalRegistry(
+            settings,
+            services.layout,
+            services.blob_store,
+            services.manifest_store,
+            services.tag_store,
+        )
+        await local.start()
         schedule = None
         if settings.prefetch is not None and settings.upstream.offline:
             log.get_logger().warning("offline: the [prefetch] table is not refreshed")
@@ -65,4 +79,5 @@ async def _services(app: web.Application, *, network: Network) -> AsyncIterator[
         finally:
             if schedule is not None:
                 await schedule.close()
+            await local.close()
             await readiness.close()

@@ -273,3 +273,38 @@ async def make_fake_upstream(
     finally:
         for fake in fakes:
             fake.release.set()
+
+
+class LocalMirrorFactory(Protocol):
+    def __call__(
+        self, upstream: Registry, *, default: bool = False, rules: str | None = None
+    ) -> Awaitable[TestClient[Any, Any]]: ...
+
+
+@pytest.fixture
+def local_mirror(
+    mirror_from: MirrorFromSettings, cache_dir: Path, tmp_path: Path
+) -> LocalMirrorFactory:
+    """A mirror of `upstream` (as docker.io) with the local namespace `tests.support.push.LOCAL`,
+    the users and access rules of `tests.support.push`."""
+    import tomllib
+
+    from mirror.config import LocalSettings
+    from mirror.config.access import parse_access
+    from tests.support.htpasswd import write_htpasswd
+    from tests.support.push import LOCAL, RULES, USERS
+
+    async def make(
+        upstream: Registry, *, default: bool = False, rules: str | None = None
+    ) -> TestClient[Any, Any]:
+        users = write_htpasswd(tmp_path / "users", USERS)
+        settings = Settings(
+            cache_dir=cache_dir,
+            upstreams=(UpstreamSettings(default=True, url=upstream.url),),
+            htpasswd=users,
+            access=parse_access(tomllib.loads(RULES if rules is None else rules).get("access")),
+            local=(LocalSettings(LOCAL, default=default),),
+        )
+        return await mirror_from(settings)
+
+    return make

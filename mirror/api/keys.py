@@ -6,7 +6,9 @@ from aiohttp import web
 
 from mirror.api.hot import HotAnswers
 from mirror.api.readiness import Readiness
+from mirror.auth.access import AccessPolicy
 from mirror.config import Settings
+from mirror.local.registry import LocalRegistry
 from mirror.meta.store import MetadataStore
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.listings import ListingService
@@ -21,3 +23,7 @@ LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
 READINESS = web.AppKey("readiness", Readiness)
+ACCESS = web.AppKey("access", AccessPolicy)
+LOCAL = web.AppKey("local", LocalRegistry)
+# Who the request logged in as (absent: nobody, or no --htpasswd); set by the auth middleware.
+USER = web.RequestKey("user", str)
