@@ -277,7 +277,13 @@ async def make_fake_upstream(
 
 class LocalMirrorFactory(Protocol):
     def __call__(
-        self, upstream: Registry, *, default: bool = False, rules: str | None = None
+        self,
+        upstream: Registry,
+        *,
+        default: bool = False,
+        rules: str | None = None,
+        cache_dir: Path | None = None,
+        **settings: Any,
     ) -> Awaitable[TestClient[Any, Any]]: ...
 
 
@@ -295,16 +301,23 @@ def local_mirror(
     from tests.support.push import LOCAL, RULES, USERS
 
     async def make(
-        upstream: Registry, *, default: bool = False, rules: str | None = None
+        upstream: Registry,
+        *,
+        default: bool = False,
+        rules: str | None = None,
+        cache_dir: Path | None = cache_dir,
+        **settings: Any,
     ) -> TestClient[Any, Any]:
+        """`settings` are further fields of `Settings` (max_uploads, fill_wait, …)."""
         users = write_htpasswd(tmp_path / "users", USERS)
-        settings = Settings(
-            cache_dir=cache_dir,
+        built = Settings(
+            cache_dir=cache_dir or Path("cache"),
             upstreams=(UpstreamSettings(default=True, url=upstream.url),),
             htpasswd=users,
             access=parse_access(tomllib.loads(RULES if rules is None else rules).get("access")),
             local=(LocalSettings(LOCAL, default=default),),
+            **settings,
         )
-        return await mirror_from(settings)
+        return await mirror_from(built)
 
     return make

@@ -34,7 +34,8 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.spool import mark_verified, open_spool
 
 UPLOADS = "uploads"  # the one key uploads take their slots under
-# Room left on the disk beyond a declared body, so that the cache's own writes still fit.
+# Room left on the disk beyond a declared body, so that the cache's own writes still fit (a
+# sixteenth of the file system when that is less).
 DISK_RESERVE = 64 << 20
 
 
@@ -184,5 +185,6 @@ class LocalBlobs:
             stats = os.statvfs(self._uploads.root)
         except OSError:
             return
-        if length + DISK_RESERVE > stats.f_bavail * stats.f_frsize:
+        reserve = min(DISK_RESERVE, stats.f_blocks * stats.f_frsize // 16)
+        if length + reserve > stats.f_bavail * stats.f_frsize:
             raise StorageFull(f"the mirror's disk has no room for {length} more bytes")

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import shutil
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from mirror.api.keys import LOCAL as LOCAL_KEY
 from tests.conftest import LocalMirrorFactory, Seeded
@@ -426,3 +431,103 @@ async def test_uploads_go_through_a_path_prefix_or_ns_alike(
     via_prefix = await pusher.request("GET", f"/v2/{REPO}/blobs/{blob.digest}")
     assert await via_prefix.read() == blob.data
     assert sha256_digest(blob.data) == blob.digest
+
+
+async def test_an_upload_goes_on_in_another_process(
+    local_mirror: LocalMirrorFactory, registry: Registry, cache_dir: Path
+) -> None:
+    """A session started and fed through one mirror is finished through another on the same
+    cache directory (another worker or replica), which hashes the data it did not see."""
+    first = Pusher(await local_mirror(registry))
+    second = Pusher(await local_mirror(registry))
+    blob = _blob(2_000_000, seed=11)
+    location = await first.start_upload(REPO)
+    half = blob.size // 2
+    patched = await first.request(
+        "PATCH", location, data=io.BytesIO(blob.data[:half]), headers=OCTETS
+    )
+    assert patched.status == 202
+    status = await second.request("GET", location)
+    assert status.headers["Range"] == f"0-{half - 1}"
+    finished = await second.request(
+        "PUT",
+        location,
+        params={"digest": blob.digest},
+        data=io.BytesIO(blob.data[half:]),
+        headers={**OCTETS, "Content-Range": f"{half}-{blob.size - 1}"},
+    )
+    assert finished.status == 201, await finished.text()
+    assert cached_blob(cache_dir, blob.digest).read_bytes() == blob.data
+
+
+async def test_uploads_beyond_the_cap_wait_then_get_503(
+    local_mirror: LocalMirrorFactory, registry: Registry
+) -> None:
+    """With max_uploads = 1, a second body while one streams waits fill_wait, then 503 with
+    Retry-After; once the first is done, uploads go through again."""
+    client = await local_mirror(registry, max_uploads=1, fill_wait=0.5)
+    pusher = Pusher(client)
+    release = asyncio.Event()
+    streaming = asyncio.Event()
+
+    async def slow() -> Any:
+        yield b"first"
+        streaming.set()
+        await release.wait()
+        yield b" and the rest"
+
+    location = await pusher.start_upload(REPO)
+    held = asyncio.ensure_future(pusher.request("PATCH", location, data=slow(), headers=OCTETS))
+    await asyncio.wait_for(streaming.wait(), 10)
+    second = await pusher.start_upload(REPO)
+    busy = await pusher.request("PATCH", second, data=b"x", headers=OCTETS)
+    await assert_oci_error(busy, 503, "UNAVAILABLE")
+    assert busy.headers["Retry-After"] == "1"
+    release.set()
+    assert (await held).status == 202
+    assert (await pusher.request("PATCH", second, data=b"x", headers=OCTETS)).status == 202
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_a_full_disk_refuses_the_body_and_keeps_the_upload_as_it_was(
+    local_mirror: LocalMirrorFactory, registry: Registry, small_disk: Path
+) -> None:
+    """On a 4 MiB file system: a body declared bigger than the free space is 507 before a
+    byte is read; one of unknown length that fills the disk is 507 and cut back; what the
+    upload held before stays, and it can still be finished."""
+    cache_dir = small_disk / "cache"
+    client = await local_mirror(registry, cache_dir=cache_dir)
+    pusher = Pusher(client)
+    blob = _blob(1000, seed=13)
+    location = await pusher.start_upload(REPO)
+    first = await pusher.request("PATCH", location, data=blob.data[:500], headers=OCTETS)
+    assert first.status == 202
+    declared = await pusher.request(
+        "PATCH", location, data=io.BytesIO(b"\0" * (8 << 20)), headers=OCTETS
+    )
+    await assert_oci_error(declared, 507, "UNAVAILABLE")
+
+    async def endless() -> Any:
+        for _ in range(16):
+            yield b"\0" * (512 << 10)
+
+    filled = await pusher.request("PATCH", location, data=endless(), headers=OCTETS)
+    await assert_oci_error(filled, 507, "UNAVAILABLE")
+    assert (await pusher.request("GET", location)).headers["Range"] == "0-499"
+    finished = await pusher.request(
+        "PUT", location, params={"digest": blob.digest}, data=blob.data[500:]
+    )
+    assert finished.status == 201, await finished.text()
