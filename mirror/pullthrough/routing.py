@@ -52,14 +52,10 @@ class Router:
         self._local = {n.name: n for n in local}
         self._local_default = next((n.name for n in self._local.values() if n.default), None)
 
-    @property
-    def local_names(self) -> tuple[str, ...]:
-        return tuple(self._local)
-
     def resolve(self, name: str, namespace: str | None) -> Route | LocalRoute:
         """The repository a request names, mirrored or local."""
         local = self.local(name, namespace)
-        return local if local is not None else self.route(name, namespace)
+        return local if local is not None else self._mirrored(name, namespace)
 
     def local(self, name: str, namespace: str | None) -> LocalRoute | None:
         """The local repository a request names, or None when it names a mirrored one (cheap
@@ -82,6 +78,9 @@ class Router:
         """The mirrored repository a request names."""
         if self.local(name, namespace) is not None:
             raise NameUnknown(f"{name[:200]!r} is in a local namespace, not a mirrored registry")
+        return self._mirrored(name, namespace)
+
+    def _mirrored(self, name: str, namespace: str | None) -> Route:
         if namespace is not None:
             upstream = self._known(namespace)
             if upstream is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from mirror.api.keys import LOCAL as LOCAL_KEY
 from mirror.local.collect import collect
 from mirror.storage.layout import CacheLayout
-from tests.conftest import LocalMirrorFactory, Seeded
+from tests.conftest import LocalMirrorFactory, MirrorFactory, Seeded
 from tests.support.images import make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, cached_manifest, wait_until
 from tests.support.push import LOCAL, Pusher, basic
@@ -159,3 +159,18 @@ async def test_gc_keeps_pushed_and_cached_images_and_removes_what_was_deleted(
         assert cached_blob(cache_dir, blob.digest).exists()
     again = await admin.request("GET", f"/v2/{REPO}/manifests/keep", headers={"Accept": ACCEPT_ALL})
     assert await again.read() == kept.manifest
+
+
+async def test_the_catalog_of_a_mirror_without_local_namespaces(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded
+) -> None:
+    """Without logins or local namespaces, the catalog lists the cached repositories: none
+    before a pull, the pulled one (under its registry's name) after."""
+    client = await make_mirror(registry)
+    assert await (await client.get("/v2/_catalog")).json() == {"repositories": []}
+    repo, tag = seeded.schema2_ref
+    pulled = await client.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200
+    listed = await client.get("/v2/_catalog")
+    assert listed.headers["Content-Type"] == "application/json"
+    assert await listed.json() == {"repositories": [f"docker.io/{repo}"]}
