@@ -82,7 +82,7 @@ def build_catalogue() -> Catalogue:
             name = f"e2e-{client}-{kind}"
             catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=oci, seed=name)))
     # test_push.py: pulled through the mirror, then pushed to its local namespace.
-    for client in ("docker", "podman", "skopeo"):
+    for client in ("docker", "podman", "skopeo", "containerd"):
         name = f"e2e-{client}-push"
         catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=True, seed=name)))
     for client in ("docker", "containerd"):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.catalogue import Catalogue
 from tests.e2e.checks import assert_ok
-from tests.e2e.clients import Docker, Podman, Skopeo
+from tests.e2e.clients import Containerd, Docker, Podman, Skopeo
 from tests.e2e.daemons import MirrorServer
 from tests.support.certs import CertificateAuthority
 from tests.support.htpasswd import write_htpasswd
@@ -181,6 +181,36 @@ def test_podman_pushes_to_the_local_namespace(
         blob_status, _, _ = push_mirror.get(f"/v2/{LOCAL}/team/podman/blobs/{layer['digest']}")
         assert blob_status == 200
     assert headers["Docker-Content-Digest"].startswith("sha256:")
+
+
+def test_containerd_pushes_to_the_local_namespace(
+    containerd: Containerd, push_mirror: PushMirror, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """`ctr images push --user` with the CA in hosts.toml: the image pulled through the mirror
+    goes back into the local namespace, byte for byte."""
+    host = push_mirror.host
+    item = catalogue["containerd-push"]
+    hosts = tmp_path / "hosts"
+    (hosts / host).mkdir(parents=True)
+    (hosts / host / "hosts.toml").write_text(
+        f'server = "https://{host}"\n\n[host."https://{host}"]\n'
+        f'  capabilities = ["pull", "resolve", "push"]\n  ca = "{push_mirror.ca.ca_file}"\n'
+    )
+    user = f"pusher:{PASSWORD}"
+    source = f"{host}/{item.tag_ref}"
+    target = push_mirror.local("team/containerd:1")
+    common = ["--hosts-dir", str(hosts), "--user", user]
+    assert_ok(containerd.run("images", "pull", "--snapshotter", "native", *common, source))
+    try:
+        assert_ok(containerd.run("images", "tag", source, target, timeout=30))
+        assert_ok(containerd.run("images", "push", *common, target, timeout=120))
+    finally:
+        for ref in (source, target):
+            containerd.run("images", "rm", "--sync", ref, timeout=60)
+    status, headers, body = push_mirror.get(f"/v2/{LOCAL}/team/containerd/manifests/1")
+    assert status == 200
+    assert body == item.image.manifest
+    assert headers["Docker-Content-Digest"] == item.image.digest
 
 
 def test_oras_pushes_an_artifact_with_a_subject_in_chunks(
