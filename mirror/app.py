@@ -9,6 +9,7 @@ from aiohttp import web
 
 from mirror import log
 from mirror.api.auth import setup_client_auth
+from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     ACCESS,
@@ -34,13 +35,16 @@ from mirror.services import open_services
 from mirror.upstream.targets import Network
 
 
-def create_app(settings: Settings, network: Network | None = None) -> web.Application:
-    """The mirror as an aiohttp application, ready for `web.run_app` or a test client;
+def create_app(
+    settings: Settings, network: Network | None = None, connections: Connections | None = None
+) -> web.Application:
+    """The mirror as an aiohttp application, ready for `mirror.server` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
-    test substitutes its own."""
+    test substitutes its own; `connections` is the server's count of client connections, told
+    which of them are busy."""
     # No handler reads a body whole: pushed manifests and blobs are streamed under limits of
     # their own. Anything else is refused before the handler runs.
-    app = web.Application(middlewares=[request_middleware()], client_max_size=64 << 10)
+    app = web.Application(middlewares=[request_middleware(connections)], client_max_size=64 << 10)
     app[SETTINGS] = settings
     app[ACCESS] = AccessPolicy(settings.access)
     app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))

@@ -5,6 +5,7 @@ Code raises these; one middleware renders them as `{"errors":[{"code","message",
 
 from __future__ import annotations
 
+import errno
 from typing import ClassVar
 
 
@@ -79,6 +80,12 @@ class Unsupported(MirrorError):
 
 class TooManyRequests(MirrorError):
     code, status = "TOOMANYREQUESTS", 429
+
+
+def out_of_descriptors(error: OSError) -> bool:
+    """The process (EMFILE) or the system (ENFILE) has no file descriptor left: a condition
+    that passes as other requests finish, answered with Busy rather than a failure."""
+    return error.errno in (errno.EMFILE, errno.ENFILE)
 
 
 class UpstreamError(MirrorError):

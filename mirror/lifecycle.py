@@ -19,16 +19,10 @@ import signal
 import socket
 from collections.abc import Callable
 
-from aiohttp import web
-
 from mirror import log
 from mirror.auth.htpasswd import HtpasswdFile
 from mirror.config import Settings
 from mirror.tls import ServerTls
-
-# After the listening socket is closed: time for a connection accepted just before to deliver
-# its request, which is then answered rather than cut as idle.
-SETTLE = 0.5
 
 
 def check_files(settings: Settings) -> None:
@@ -46,34 +40,21 @@ def serve(settings: Settings, sock: socket.socket, ready: Callable[[], None] | N
 
 
 async def _serve(settings: Settings, sock: socket.socket, ready: Callable[[], None] | None) -> None:
-    from mirror.app import create_app
+    from mirror.server import serving
 
     tls = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = ServerTls(settings.tls_cert, settings.tls_key)
-    runner = web.AppRunner(
-        create_app(settings),
-        handle_signals=False,
-        access_log=None,  # the request middleware writes the one line per request
-        shutdown_timeout=settings.shutdown_grace,
-    )
-    await runner.setup()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _reload, tls)
-    site = web.SockSite(runner, sock, ssl_context=tls.context if tls else None)
-    try:
-        await site.start()
+    async with serving(settings, sock, tls.context if tls else None):
         if ready is not None:
             ready()
         await stop.wait()
         log.get_logger().info("stopping", pid=os.getpid(), grace=settings.shutdown_grace)
-        await site.stop()
-        await asyncio.sleep(SETTLE)
-    finally:
-        await runner.cleanup()
     log.get_logger().info("stopped", pid=os.getpid())
 
 

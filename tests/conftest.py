@@ -7,6 +7,7 @@ through `make_registry` or pushes to a repository no other test reads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import uuid
@@ -19,7 +20,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.config import Settings, UpstreamSettings
+from mirror.server import serving
 from mirror.upstream.targets import Network
+from mirror.workers import listening_socket
 from tests.faults import FakeUpstream
 from tests.support.images import (
     Image,
@@ -31,6 +34,7 @@ from tests.support.images import (
 )
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
+from tests.support.served import Served, ServeFactory
 from tests.support.tokens import TokenService
 
 BIG_LAYER = 8 * 1024 * 1024
@@ -273,6 +277,26 @@ async def make_fake_upstream(
     finally:
         for fake in fakes:
             fake.release.set()
+
+
+@pytest.fixture
+async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFactory]:
+    """Serve the mirror over the session registry, with these settings, for this test."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**settings: Any) -> Served:
+            upstream = UpstreamSettings(
+                default=True, url=registry.url, connect_timeout=2.0, read_timeout=5.0
+            )
+            base = Settings(cache_dir=cache_dir, upstreams=(upstream,), host="127.0.0.1", port=0)
+            configured = dataclasses.replace(base, **settings)
+            sock = listening_socket(configured)
+            port = sock.getsockname()[1]
+            stack.callback(sock.close)
+            connections = await stack.enter_async_context(serving(configured, sock, settle=0))
+            return Served(port, connections)
+
+        yield start
 
 
 class LocalMirrorFactory(Protocol):

@@ -10,7 +10,7 @@ from yarl import URL
 from mirror import log
 from mirror.api.hot import HotAnswer
 from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER
-from mirror.api.responses import blob_file_response, manifest_response, stream_fill
+from mirror.api.responses import blob_head, manifest_response, open_cached, send_blob
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
@@ -77,25 +77,28 @@ async def blob(request: web.Request) -> web.StreamResponse:
     service = request.app[BLOBS]
     cached = service.cached(digest)
     headers = _blob_headers(digest, route)
-    if cached is None and request.method == "HEAD":
-        size = await service.uncached_size(route.upstream, route.repo, digest)
-        response = web.StreamResponse(headers=headers)
-        if size is not None:
-            response.content_length = size
-        return response
+    if request.method == "HEAD":
+        if cached is not None:
+            return blob_head(request, headers, cached.size)
+        return blob_head(
+            request, headers, await service.uncached_size(route.upstream, route.repo, digest)
+        )
     if cached is None:
         source = await service.fetch(route.upstream, route.repo, digest)
         if not isinstance(source, CachedBlob):
-            return await stream_fill(request, source, headers)
+            return await send_blob(request, headers, source)
         cached = source
-    return await blob_file_response(request, cached.path, headers)
+    with open_cached(cached.path, cached.size) as body:
+        return await send_blob(request, headers, body)
 
 
 def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:
+    """The headers of every blob answer, cached or in flight, GET or HEAD."""
     headers = {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
     }
     if route.namespace is not None:
         headers["OCI-Namespace"] = route.namespace

@@ -12,7 +12,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mirror import log
-from mirror.errors import MirrorError, NameUnknown, Unsupported, error_body
+from mirror.api.connections import Connections
+from mirror.errors import (
+    Busy,
+    MirrorError,
+    NameUnknown,
+    Unsupported,
+    error_body,
+    out_of_descriptors,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -34,21 +42,35 @@ def _from_http(exc: web.HTTPException, request: web.Request) -> MirrorError:
     return NameUnknown(f"no such endpoint: {request.path[:200]}")
 
 
+def _unexpected(request: web.Request) -> web.Response:
+    """A defect: logged with its traceback, answered as a bare internal error."""
+    log.get_logger().exception("unexpected error", path=request.path[:500])
+    return error_response(MirrorError("internal error"))
+
+
 def abort(request: web.Request) -> None:
     """Cut the connection: after headers went out, this is the only honest way to fail."""
     if request.transport is not None:
         request.transport.abort()
 
 
-def request_middleware() -> Middleware:
+def request_middleware(connections: Connections | None = None) -> Middleware:
     """The middleware of one app (one process): its request ids are a process prefix and a
-    counter, unique across the workers and restarts of a host and free to make."""
+    counter, unique across the workers and restarts of a host and free to make. It tells
+    `connections` which connections are busy, so that only idle ones are closed for room."""
     prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
     ids = itertools.count(1)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await _handle(request, handler, f"{prefix}-{next(ids):x}")
+        request_id = f"{prefix}-{next(ids):x}"
+        if connections is None:
+            return await _handle(request, handler, request_id)
+        connections.busy(request.protocol)
+        try:
+            return await _handle(request, handler, request_id)
+        finally:
+            connections.rested(request.protocol)
 
     return middleware
 
@@ -63,9 +85,16 @@ async def _handle(request: web.Request, handler: Handler, request_id: str) -> we
         response = error_response(e)
     except web.HTTPException as e:
         response = error_response(_from_http(e, request))
+    except OSError as e:
+        if out_of_descriptors(e):
+            # Whatever needed a descriptor (a cached file, a spool file, a lock, a connection
+            # upstream) will get one once other requests finish: refuse, do not fail.
+            log.warn_once("out of file descriptors; answering 503", error=e.strerror)
+            response = error_response(Busy("the mirror is out of file descriptors"))
+        else:
+            response = _unexpected(request)
     except Exception:
-        log.get_logger().exception("unexpected error", path=request.path[:500])
-        response = error_response(MirrorError("internal error"))
+        response = _unexpected(request)
     complete = True
     if request.writer.output_size > 0 and not response.prepared:
         # The handler failed after it started its own response: no error body can follow.

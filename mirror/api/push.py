@@ -21,7 +21,7 @@ from mirror import log
 from mirror.api.handlers import unsupported
 from mirror.api.keys import ACCESS, LOCAL, ROUTER, USER
 from mirror.api.middlewares import Handler
-from mirror.api.responses import blob_file_response, manifest_response
+from mirror.api.responses import blob_head, manifest_response, open_cached, send_blob
 from mirror.auth.access import PULL
 from mirror.errors import (
     DigestInvalid,
@@ -80,14 +80,19 @@ def _url(request: web.Request, path: str) -> str:
 
 
 async def blob(request: web.Request, route: LocalRoute) -> web.StreamResponse:
+    """Served as a cached blob is (handlers.blob): the same headers, ranges and sendfile."""
     digest = Digest.parse(request.match_info["digest"])
     found = request.app[LOCAL].blobs.find(route, digest)
     headers = {
         "Content-Type": "application/octet-stream",
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
     }
-    return await blob_file_response(request, found.path, headers)
+    if request.method == "HEAD":
+        return blob_head(request, headers, found.size)
+    with open_cached(found.path, found.size) as body:
+        return await send_blob(request, headers, body)
 
 
 async def manifest(request: web.Request, route: LocalRoute) -> web.StreamResponse:

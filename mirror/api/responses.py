@@ -1,31 +1,55 @@
-"""Response builders: cached bytes through sendfile, manifests from memory, fills streamed."""
+"""Response builders: manifests from memory, blobs (cached or in flight) by sendfile."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 
 from mirror import log
 from mirror.api.middlewares import abort
-from mirror.errors import RangeInvalid
-from mirror.pullthrough.fills import FillFailed, FillView
+from mirror.api.ranges import etag_matches, requested_range
+from mirror.pullthrough.fills import FillFailed
 from mirror.pullthrough.manifests import ManifestAnswer
 
 
-class BlobFileResponse(web.FileResponse):
-    """A FileResponse that may be prepared early (the middleware finishes every response
-    itself, and a multi-range request is prepared by the handler)."""
+class BlobBody(Protocol):
+    """A blob's bytes as they can be sent: a cached file, or a fill's spool as it grows."""
 
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        if self.prepared:
-            return self._payload_writer
-        return await super().prepare(request)
+    @property
+    def size(self) -> int | None: ...
+
+    def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]: ...
+
+
+class CachedBody:
+    """A committed blob file, opened before any header goes out (so that a failure to open
+    it, such as no descriptor left, is still an error answer rather than a cut body)."""
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self.file = file
+        self.size = size
+
+    async def segments(
+        self, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
+        count = (self.size if end is None else end) - start
+        if count > 0:
+            yield self.file, start, count
+
+
+@contextlib.contextmanager
+def open_cached(path: Path, size: int) -> Iterator[CachedBody]:
+    # A local open of a file just found by stat: quicker than a hop to a thread.
+    with open(path, "rb", buffering=0) as file:
+        yield CachedBody(file, size)
 
 
 def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
@@ -42,56 +66,53 @@ def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
     return web.Response(body=answer.data, headers=headers)
 
 
-async def blob_file_response(
-    request: web.Request, path: Path, headers: dict[str, str]
-) -> web.FileResponse:
-    response = BlobFileResponse(path, headers=headers)
-    if "," in request.headers.get("Range", ""):
-        # FileResponse answers 416 to multi-range requests, which podman's partial pulls
-        # treat as fatal; the whole body with 200 is an answer they accept.
-        without_range = {k: v for k, v in request.headers.items() if k.lower() != "range"}
-        await response.prepare(request.clone(headers=without_range))
+def blob_head(
+    request: web.Request, headers: dict[str, str], size: int | None
+) -> web.StreamResponse:
+    """HEAD of a blob: its headers and length, with no body (and no range: RFC 9110 §14.2
+    defines ranges for GET only)."""
+    if etag_matches(request.headers.get("If-None-Match"), headers["ETag"]):
+        return web.StreamResponse(status=304, headers=headers)
+    response = web.StreamResponse(headers=headers)
+    if size is not None:
+        response.content_length = size
     return response
 
 
-async def stream_fill(
-    request: web.Request, fill: FillView, headers: dict[str, str]
+async def send_blob(
+    request: web.Request, headers: dict[str, str], body: BlobBody
 ) -> web.StreamResponse:
-    """Send the blob (or the one range asked for) as the fill writes it; on failure, abort
-    rather than end cleanly."""
-    start, end, status = 0, fill.size, 200
-    range_header = request.headers.get("Range", "")
-    # Several ranges get the whole blob (podman's partial pulls accept that, not a 416).
-    if fill.size is not None and range_header and "," not in range_header:
-        try:
-            wanted = request.http_range
-        except ValueError:
-            wanted = slice(fill.size, None)  # as FileResponse does for cached blobs: 416
-        # RFC 9110 §14: clamp past the end, suffix ranges count from the end.
-        start, end, _ = wanted.indices(fill.size)
-        if start >= end:
-            raise RangeInvalid(
-                "requested range not satisfiable",
-                headers={"Content-Range": f"bytes */{fill.size}"},
-            )
-        status = 206
-        headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{fill.size}"}
-    response = web.StreamResponse(status=status, headers=headers)
+    """Send the blob (or the one range asked for) by sendfile as its bytes become readable;
+    when they cannot all be sent, cut the connection rather than end cleanly."""
+    etag = headers["ETag"]
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.StreamResponse(status=304, headers=headers)
+    wanted = requested_range(
+        request.method,
+        request.headers.get("Range"),
+        request.headers.get("If-Range"),
+        etag,
+        body.size,
+    )
+    start, end = (0, body.size) if wanted is None else (wanted.start, wanted.end)
+    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+    if wanted is not None:
+        response.headers["Content-Range"] = wanted.content_range
     if end is not None:
         response.content_length = end - start
     await response.prepare(request)
     sent = 0
     try:
-        # Closed at once when the client goes away, so the fill stops counting it as a reader.
-        async with contextlib.aclosing(fill.segments(start, end)) as segments:
+        # Closed at once when the client goes away, so a fill stops counting it as a reader.
+        async with contextlib.aclosing(body.segments(start, end)) as segments:
             async for file, offset, count in segments:
                 await _send(request, response, file, offset, count, zero_copy=end is not None)
                 sent += count
-    except FillFailed:
+    except (FillFailed, OSError):
+        # A failed fill, or a client gone or timed out (TCP_USER_TIMEOUT ends a connection
+        # that made no progress with ETIMEDOUT): the body can only be cut short.
         abort(request)
         return response
-    except ConnectionError:
-        return response  # the client went away; the fill goes on without it
     finally:
         log.note_streamed(sent)
     await response.write_eof()
@@ -107,7 +128,7 @@ async def _send(
     *,
     zero_copy: bool,
 ) -> None:
-    """Bytes of a spool file to the client: by sendfile (no Python buffers, no copies) when the
+    """Bytes of a file to the client: by sendfile (no Python buffers, no copies) when the
     length was announced, else through the response writer (chunked encoding needs it)."""
     transport = request.transport
     if transport is None or transport.is_closing():

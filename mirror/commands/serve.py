@@ -9,6 +9,7 @@ import socket
 from mirror import log
 from mirror.commands import Command
 from mirror.config import ConfigError, Settings
+from mirror.descriptors import max_connections, raise_open_files_limit
 from mirror.lifecycle import check_files, serve
 from mirror.workers import inherited_socket, listening_socket, supervise
 
@@ -20,6 +21,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         return 0
     check_files(settings)
     sock = _claim_resources(settings)
+    open_files = raise_open_files_limit()  # before the workers start: they inherit it
     log.configure()
     log.get_logger().info(
         "starting",
@@ -30,6 +32,9 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         offline=settings.upstream.offline,
         metadata="redis" if settings.redis_url else "embedded",
         workers=settings.workers,
+        open_files=open_files,
+        max_connections=max_connections(settings),
+        send_timeout=settings.send_timeout,
     )
     if settings.workers > 1:
         return supervise(settings, sock)

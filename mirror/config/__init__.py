@@ -56,6 +56,8 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    send_timeout: float = 60.0
+    max_connections: int | None = None  # None: derived from the descriptor limit at start
     max_fills: int = 32
     fill_wait: float = 20.0
     prefetch: PrefetchSettings | None = None  # the `[prefetch]` table

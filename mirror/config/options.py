@@ -68,6 +68,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),
     Option("workers", v.counter(1, 64), "processes serving one port, default 1", metavar="N"),
     Option(
+        "send_timeout",
+        v.seconds,
+        "close a client connection that takes no data for this long, default 60",
+        metavar="SECONDS",
+    ),
+    Option(
+        "max_connections",
+        v.counter(1, 1 << 20),
+        "client connections per process, default from the descriptor limit",
+        metavar="N",
+    ),
+    Option(
         "max_fills",
         v.counter(1, 10_000),
         "blob downloads one process runs at once, default 32; more wait their turn",

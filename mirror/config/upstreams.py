@@ -87,9 +87,9 @@ BUILTIN_UPSTREAMS = (
     UpstreamSettings(name="gcr.io", url="https://gcr.io"),
 )
 
-# Registry host names as clients write them: DNS labels, an optional port.
+# Registry host names as clients write them: DNS labels, an optional port (matched whole).
 _HOST = re.compile(
-    r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::\d{1,5})?$"
+    r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*(?::[0-9]{1,5})?"
 )
 
 # Each key of an `[upstreams."<host>"]` table and its validator; credentials are read apart.
@@ -131,7 +131,7 @@ def _parse_one(
     where = f"upstreams.{name}"
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
-    if len(name) > 255 or not _HOST.match(name):
+    if len(name) > 255 or not _HOST.fullmatch(name):
         raise ConfigError(f"{where}: the key must be a registry host like ghcr.io")
     for key in table:
         if key not in _KEYS:

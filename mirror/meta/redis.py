@@ -27,17 +27,22 @@ import contextlib
 import os
 import time
 from collections import Counter
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from cachetools import TLRUCache
 from redis.exceptions import RedisError
 
 from mirror import log
+from mirror.flight import SingleFlight
 from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
 FLUSH_INTERVAL = 1.0
+R = TypeVar("R")
+P = TypeVar("P")
 
 
 class RedisStore:
@@ -56,7 +61,7 @@ class RedisStore:
             maxsize=1000, ttu=lambda _k, ttl, now: now + ttl, timer=time.monotonic
         )
         self._fallback = EmbeddedStore()
-        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        self._lookups: SingleFlight[str, str | None] = SingleFlight(note=False)
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
         self._pending: Counter[str] = Counter()
         self._last_access: dict[str, float] = {}
@@ -80,26 +85,22 @@ class RedisStore:
         remembered = self._front.get(key)
         if remembered is not None:
             return remembered[0]
-        if not self._up:
-            return await self._fallback.fresh_digest(key)
         # When the front cache lapses under load, every request in flight asks at once: one
         # round trip answers them all.
-        lookup = self._lookups.get(key)
-        if lookup is None:
-            lookup = asyncio.ensure_future(self._lookup(key))
-            self._lookups[key] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
-        return await asyncio.shield(lookup)
+        return await self._lookups.run(
+            key,
+            partial(
+                self._shared,
+                partial(self._read_fresh, key),
+                partial(self._fallback.fresh_digest, key),
+            ),
+        )
 
-    async def _lookup(self, key: str) -> str | None:
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.get(self._prefix + "fresh:" + key)
-                pipe.pttl(self._prefix + "fresh:" + key)
-                value, pttl = await pipe.execute()
-        except (RedisError, OSError) as e:
-            self._went_down(e)
-            return await self._fallback.fresh_digest(key)
+    async def _read_fresh(self, key: str) -> str | None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._prefix + "fresh:" + key)
+            pipe.pttl(self._prefix + "fresh:" + key)
+            value, pttl = await pipe.execute()
         if value is None or pttl is None or pttl <= 0:
             return None
         digest = str(value.decode())
@@ -111,74 +112,76 @@ class RedisStore:
             self._front.pop(key, None)
             return
         self._front[key] = (digest, min(self._front_ttl, ttl))
-        if self._up:
-            try:
-                await self._redis.set(self._prefix + "fresh:" + key, digest, px=int(ttl * 1000))
-                return
-            except (RedisError, OSError) as e:
-                self._went_down(e)
-        await self._fallback.mark_fresh(key, digest, ttl)
+        await self._shared(
+            partial(self._redis.set, self._prefix + "fresh:" + key, digest, px=int(ttl * 1000)),
+            partial(self._fallback.mark_fresh, key, digest, ttl),
+        )
 
     async def try_lease(self, key: str, ttl: float) -> bool:
-        if self._up:
-            try:
-                taken = await self._redis.set(
-                    self._prefix + "lease:" + key, self._owner, nx=True, px=int(ttl * 1000)
-                )
-                return bool(taken)
-            except (RedisError, OSError) as e:
-                self._went_down(e)
-        return await self._fallback.try_lease(key, ttl)
+        taken = await self._shared(
+            partial(
+                self._redis.set,
+                self._prefix + "lease:" + key,
+                self._owner,
+                nx=True,
+                px=int(ttl * 1000),
+            ),
+            partial(self._fallback.try_lease, key, ttl),
+        )
+        return bool(taken)
 
     async def release_lease(self, key: str) -> None:
-        if self._up:
-            try:
-                # Delete only our own lease: it may have expired and been taken by another.
-                await self._redis.eval(_RELEASE, 1, self._prefix + "lease:" + key, self._owner)
-                return
-            except (RedisError, OSError) as e:
-                self._went_down(e)
-        await self._fallback.release_lease(key)
+        # Delete only our own lease: it may have expired and been taken by another.
+        await self._shared(
+            partial(self._redis.eval, _RELEASE, 1, self._prefix + "lease:" + key, self._owner),
+            partial(self._fallback.release_lease, key),
+        )
 
     async def set_flag(self, key: str, ttl: float) -> None:
         self._flags[key] = min(self._front_ttl, ttl)
-        if self._up:
-            try:
-                await self._redis.set(self._prefix + "flag:" + key, "1", px=max(1, int(ttl * 1000)))
-                return
-            except (RedisError, OSError) as e:
-                self._went_down(e)
-        await self._fallback.set_flag(key, ttl)
+        await self._shared(
+            partial(self._redis.set, self._prefix + "flag:" + key, "1", px=max(1, int(ttl * 1000))),
+            partial(self._fallback.set_flag, key, ttl),
+        )
 
     async def has_flag(self, key: str) -> bool:
         if key in self._flags:
             return True
-        if not self._up:
-            return await self._fallback.has_flag(key)
-        try:
-            return bool(await self._redis.exists(self._prefix + "flag:" + key))
-        except (RedisError, OSError) as e:
-            self._went_down(e)
-            return await self._fallback.has_flag(key)
+        found = await self._shared(
+            partial(self._redis.exists, self._prefix + "flag:" + key),
+            partial(self._fallback.has_flag, key),
+        )
+        return bool(found)
 
     async def clear_flag(self, key: str) -> None:
         self._flags.pop(key, None)
+        # Cleared in both places: a flag raised while Redis was down lives in the fallback and
+        # would come back the next time Redis goes away.
         await self._fallback.clear_flag(key)
-        if self._up:
-            try:
-                await self._redis.delete(self._prefix + "flag:" + key)
-            except (RedisError, OSError) as e:
-                self._went_down(e)
+        await self._shared(
+            partial(self._redis.delete, self._prefix + "flag:" + key),
+            partial(self._fallback.clear_flag, key),
+        )
 
     async def note_upstream(self, name: str, facts: dict[str, str]) -> None:
+        await self._shared(
+            # redis-py types `mapping` invariantly; a dict[str, str] is what it takes.
+            partial(self._redis.hset, self._prefix + "upstream:" + name, mapping=cast(Any, facts)),
+            partial(self._fallback.note_upstream, name, facts),
+        )
+
+    async def _shared(
+        self, in_redis: Callable[[], Awaitable[R]], in_process: Callable[[], Awaitable[P]]
+    ) -> R | P:
+        """Ask Redis while it is up; when it fails, mark it down (once, with a warning and a
+        background probe) and ask the in-process store instead, which answers until the probe
+        finds Redis again."""
         if self._up:
             try:
-                # redis-py types `mapping` invariantly; a dict[str, str] is what it takes.
-                await self._redis.hset(self._prefix + "upstream:" + name, mapping=cast(Any, facts))
-                return
+                return await in_redis()
             except (RedisError, OSError) as e:
                 self._went_down(e)
-        await self._fallback.note_upstream(name, facts)
+        return await in_process()
 
     def record_access(self, digest: str) -> None:
         self._pending[digest] += 1

@@ -11,9 +11,10 @@ from mirror.errors import DigestInvalid
 # OCI image-spec descriptor.md: registered algorithms and their encodings. Only these two are
 # accepted, so a digest can always be verified and always maps to a safe file name.
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^(sha256|sha512):([a-f0-9]+)$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+_DIGEST = re.compile(r"(sha256|sha512):([a-f0-9]+)")
 # The general grammar (algorithm-component[+.-_ ...]:encoded); used to tell a digest from a tag.
-_LOOKS_LIKE_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_LOOKS_LIKE_DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +26,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST.match(text)
+        match = _DIGEST.fullmatch(text)
         if not match or len(match.group(2)) != _HEX_LENGTH[match.group(1)]:
             raise DigestInvalid(f"invalid or unsupported digest {text[:200]!r}")
         return cls(match.group(1), match.group(2))
@@ -43,4 +44,4 @@ class Digest:
 
 def looks_like_digest(reference: str) -> bool:
     """A manifest reference with a colon is a digest (tags may not contain colons)."""
-    return ":" in reference and bool(_LOOKS_LIKE_DIGEST.match(reference))
+    return ":" in reference and bool(_LOOKS_LIKE_DIGEST.fullmatch(reference))

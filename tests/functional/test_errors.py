@@ -54,6 +54,9 @@ async def test_writes_and_deletes_to_a_mirrored_registry_are_unsupported(
         ("/v2/seed/schema2/blobs/notadigest", "DIGEST_INVALID"),
         ("/v2/seed/schema2/blobs/sha256:" + "G" * 64, "DIGEST_INVALID"),
         ("/v2/seed/schema2/blobs/latest", "DIGEST_INVALID"),
+        # A trailing newline (%0A) passes a `$`-anchored match: the grammar is matched whole.
+        ("/v2/seed/schema2/manifests/v1%0A", "TAG_INVALID"),
+        ("/v2/seed/schema2/blobs/sha256:" + "a" * 64 + "%0A", "DIGEST_INVALID"),
     ],
 )
 async def test_invalid_names_tags_and_digests_are_400(

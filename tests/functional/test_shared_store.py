@@ -181,6 +181,31 @@ async def test_mirror_starts_and_serves_with_redis_down(
     assert await pull(client, f"/v2/{repo}/manifests/{tag}") == seeded.schema2.manifest
 
 
+async def test_every_operation_answers_from_the_process_store_while_redis_is_down(
+    redis_server: RedisServer,
+) -> None:
+    """Freshness, leases, flags and upstream facts all work on without Redis, warning once."""
+    store = RedisStore(redis_server.url, prefix="down:", front_ttl=0.0)
+    with structlog.testing.capture_logs() as logs:
+        await store.start()
+        redis_server.stop()
+        await store.mark_fresh("hub/app:v1", "sha256:" + "a" * 64, 60)
+        assert await store.fresh_digest("hub/app:v1") == "sha256:" + "a" * 64
+        assert await store.try_lease("hub/app:v1", 10)
+        assert not await store.try_lease("hub/app:v1", 10)
+        await store.release_lease("hub/app:v1")
+        assert await store.try_lease("hub/app:v1", 10)
+        await store.set_flag("breaker:hub", 60)
+        assert await store.has_flag("breaker:hub")
+        await store.clear_flag("breaker:hub")
+        assert not await store.has_flag("breaker:hub")
+        await store.note_upstream("hub", {"ratelimit_remaining": "5"})
+        await store.close()
+    assert not store.available
+    warnings = [e for e in logs if "redis unavailable" in str(e.get("event"))]
+    assert len(warnings) == 1, logs
+
+
 async def test_access_counts_reach_redis_in_batches(
     make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
     redis_server: RedisServer,

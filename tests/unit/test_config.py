@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mirror.config import DOCKER_HUB, ConfigError, load_settings
+from mirror.config import DOCKER_HUB, ConfigError, Settings, load_settings
+from mirror.descriptors import max_connections
 from tests.support.processes import free_port
 
 
@@ -57,6 +58,10 @@ def test_upstream_credentials_from_file_never_print(tmp_path: Path) -> None:
         ({"tag_ttl": "soon"}, "--tag-ttl"),
         ({"tag_ttl": "-1"}, "--tag-ttl"),
         ({"redis_url": "http://x"}, "--redis-url"),
+        ({"send_timeout": "0"}, "--send-timeout"),
+        ({"send_timeout": "never"}, "--send-timeout"),
+        ({"max_connections": "0"}, "--max-connections"),
+        ({"max_connections": "lots"}, "--max-connections"),
     ],
 )
 def test_bad_values_name_the_option(flags: dict[str, str], option: str) -> None:
@@ -124,3 +129,31 @@ def test_cli_refuses_an_unusable_cache_dir_with_one_line(tmp_path: Path) -> None
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mirror: --cache-dir: cannot create"), lines
+
+
+def test_connection_limits_come_from_flags_env_or_file(tmp_path: Path) -> None:
+    """`send_timeout` and `max_connections` are options like the others; both default sanely."""
+    assert (Settings().send_timeout, Settings().max_connections) == (60.0, None)
+    config = tmp_path / "mirror.toml"
+    config.write_text("send_timeout = 15\nmax_connections = 300\n")
+    settings = load_settings(str(config), {"send_timeout": "20"}, environ={})
+    assert (settings.send_timeout, settings.max_connections) == (20.0, 300)
+    settings = load_settings(None, {}, environ={"MIRROR_MAX_CONNECTIONS": "40"})
+    assert settings.max_connections == 40
+
+
+@pytest.mark.parametrize(
+    ("open_files", "expected"),
+    [(1_048_576, (1_048_576 - 128 - 1000) // 2), (65_536, 32_204), (2048, 460), (1024, 16)],
+)
+def test_default_connection_cap_leaves_room_for_two_descriptors_each(
+    open_files: int, expected: int
+) -> None:
+    """By default half the descriptors left after the five built-in upstreams' two pools (100
+    connections each) and a reserve of 128, and never fewer than 16."""
+    assert max_connections(Settings(), open_files) == expected
+
+
+def test_a_configured_connection_cap_is_used_as_given() -> None:
+    """An explicit cap is the operator's choice, whatever the descriptor limit."""
+    assert max_connections(Settings(max_connections=5000), 256) == 5000

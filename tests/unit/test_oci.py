@@ -36,6 +36,7 @@ def test_digest_round_trips_and_hashes() -> None:
         "sha256:../../etc",
         "",
         "sha256",
+        f"sha256:{HEX}\n",
     ],
 )
 def test_bad_digests_are_rejected(text: str) -> None:
@@ -49,6 +50,7 @@ def test_references_with_a_colon_are_digests() -> None:
     assert looks_like_digest(f"sha256:{HEX}")
     assert looks_like_digest("sha256:totallywrong")
     assert not looks_like_digest("latest")
+    assert not looks_like_digest(f"sha256:{HEX}\n")
 
 
 @pytest.mark.parametrize("name", ["alpine", "library/alpine", "a/b/c/d", "my-org/app_1.2", "a__b"])
@@ -58,7 +60,8 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["..", "a/../b", "/abs", "A", "a//b", "a/", ".a", "a\0b", "a" * 256, "a/_tags"]
+    "name",
+    ["..", "a/../b", "/abs", "A", "a//b", "a/", ".a", "a\0b", "a" * 256, "a/_tags", "alpine\n"],
 )
 def test_invalid_names(name: str) -> None:
     """Traversal, upper case, empty components, NUL and over-long names are refused."""
@@ -66,7 +69,7 @@ def test_invalid_names(name: str) -> None:
         validate_name(name)
 
 
-@pytest.mark.parametrize("tag", [".hidden", "-x", "a" * 129, "a/b", "", "a b"])
+@pytest.mark.parametrize("tag", [".hidden", "-x", "a" * 129, "a/b", "", "a b", "latest\n"])
 def test_invalid_tags(tag: str) -> None:
     """Tags follow `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`."""
     with pytest.raises(TagInvalid):

@@ -285,3 +285,11 @@ def test_a_password_without_a_username_is_refused(tmp_path: Path) -> None:
     """Half a credential is a mistake worth stopping for."""
     with pytest.raises(ConfigError, match="username"):
         load(tmp_path, '[upstreams."ghcr.io"]\nurl = "https://ghcr.io"\npassword = "x"\n')
+
+
+@pytest.mark.parametrize("host", ["ghcr.io\n", "-ghcr.io", "ghcr..io", "GHCR.io", "ghcr.io:port"])
+def test_an_upstream_key_must_be_a_whole_registry_host(tmp_path: Path, host: str) -> None:
+    """A key that is not a host name (a trailing newline included) names the table at fault."""
+    table = json.dumps(host)
+    with pytest.raises(ConfigError, match="the key must be a registry host"):
+        load(tmp_path, f'[upstreams.{table}]\nurl = "https://ghcr.io"\n')

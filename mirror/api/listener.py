@@ -1,0 +1,189 @@
+"""Accepting client connections: within the cap, each with a send timeout, refused cleanly.
+
+The mirror accepts connections itself rather than through `loop.create_server`, so that it
+decides before a connection costs anything: one over the cap is answered `503` with
+`Retry-After` and closed (only closed, over TLS), and when the process is out of descriptors
+(EMFILE, ENFILE) one descriptor kept in reserve lets it accept and close the next connection
+instead of leaving every client waiting in the backlog (the technique of libuv and nginx).
+
+The send timeout is the kernel's TCP_USER_TIMEOUT (Linux, RFC 5482): a connection whose sent
+data stays unacknowledged, or that advertises a zero window (a client that stopped reading),
+for that long is closed with ETIMEDOUT. Measured on loopback with kernel 6.18, a reader that
+stops is cut within half a second of the timeout, while one that keeps reading, however
+slowly, is not. The kernel applies it to every byte alike (blobs sent by sendfile, spool
+streams, manifests, and what a closed connection still has queued); a watchdog in the
+application would have to poll every socket's TCP_INFO, since a sendfile in progress reports
+no progress to Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import socket
+import ssl
+from collections.abc import Callable
+
+from mirror import log
+from mirror.errors import Busy, error_body, out_of_descriptors
+
+# accept(2): errors of the one pending connection, to be treated like EAGAIN.
+_CONNECTION_FAILED = {
+    errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.ENETDOWN, errno.ENOPROTOOPT,
+    errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
+}  # fmt: skip
+ACCEPT_PAUSE = 0.1  # when nothing can be accepted, not even to be refused
+LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
+MAX_LINGERING = 64
+
+
+def refusal(message: str) -> bytes:
+    """A complete HTTP/1.1 503 answer with an OCI error body, sent without aiohttp."""
+    error = Busy(message)
+    body = json.dumps(error_body([error])).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {error.headers['Retry-After']}\r\n"
+        "Docker-Distribution-API-Version: registry/2.0\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+TOO_MANY_CONNECTIONS = refusal("the mirror has too many connections; retry shortly")
+OUT_OF_DESCRIPTORS = refusal("the mirror is out of file descriptors; retry shortly")
+
+
+class Listener:
+    """Accepts connections on a listening socket from `start()` to `stop()`."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        make_room: Callable[[], bool],
+        protocol_factory: Callable[[], asyncio.Protocol],
+        send_timeout: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._sock = sock
+        self._make_room = make_room
+        self._protocol_factory = protocol_factory
+        self._ssl_context = ssl_context
+        self._task: asyncio.Task[None] | None = None
+        # TCP_USER_TIMEOUT is in milliseconds, as an unsigned int.
+        self._user_timeout = min(int(send_timeout * 1000), 2**31 - 1)
+        self._has_user_timeout = hasattr(socket, "TCP_USER_TIMEOUT")  # Linux
+        self._spare: int | None = None
+        self._lingering: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._accept_forever())
+
+    async def stop(self) -> None:
+        """Stop accepting and close the socket: alone, the process now refuses connections;
+        with `--workers N`, the other workers' sockets take them."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._sock.close()
+
+    async def _accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sock.setblocking(False)
+        self._spare = _open_spare()
+        try:
+            while True:
+                try:
+                    client, _ = await loop.sock_accept(self._sock)
+                except OSError as e:
+                    await self._accept_failed(e)
+                    continue
+                if self._spare is None:
+                    self._spare = _open_spare()
+                if not self._make_room():
+                    self._refuse(client, TOO_MANY_CONNECTIONS, "too many connections")
+                    await asyncio.sleep(0)  # a flood of refusals must not starve the served
+                    continue
+                await self._connect(client)
+        finally:
+            for task in self._lingering:
+                task.cancel()
+            if self._spare is not None:
+                os.close(self._spare)
+
+    async def _connect(self, client: socket.socket) -> None:
+        try:
+            if self._has_user_timeout:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, self._user_timeout)
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._protocol_factory, client, ssl=self._ssl_context
+            )
+        except OSError:  # gone before it could be served, or no memory for it
+            client.close()
+
+    async def _accept_failed(self, error: OSError) -> None:
+        if error.errno in _CONNECTION_FAILED:
+            await asyncio.sleep(0)  # that connection is gone; the next may be fine
+            return
+        if out_of_descriptors(error) and self._spare is not None:
+            # Free the reserve, take the connection waiting longest and turn it away.
+            os.close(self._spare)
+            with contextlib.suppress(OSError):
+                client, _ = self._sock.accept()
+                self._refuse(client, OUT_OF_DESCRIPTORS, str(error.strerror), linger=False)
+            self._spare = _open_spare()
+            await asyncio.sleep(0)
+            return
+        # No descriptor even to refuse with, no memory (ENOBUFS, ENOMEM), or worse: pause,
+        # never spin, never stop.
+        log.warn_once("refusing connections", error=str(error.strerror))
+        await asyncio.sleep(ACCEPT_PAUSE)
+
+    def _refuse(
+        self, client: socket.socket, answer: bytes, reason: str, *, linger: bool = True
+    ) -> None:
+        """Answer 503 and close; a short lingering read lets the client's request arrive
+        and its reader see the answer, rather than a reset for unread data. Over TLS the
+        connection is only closed: an answer before the handshake would be noise to it."""
+        log.warn_once("refusing connections", error=reason)
+        if self._ssl_context is not None:
+            client.close()
+            return
+        client.setblocking(False)
+        try:
+            client.send(answer)
+            client.shutdown(socket.SHUT_WR)
+        except OSError:
+            linger = False
+        if not linger or len(self._lingering) >= MAX_LINGERING:
+            client.close()
+            return
+        task = asyncio.create_task(_linger(client))
+        self._lingering.add(task)
+        task.add_done_callback(self._lingering.discard)
+
+
+async def _linger(client: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(LINGER):
+            while await loop.sock_recv(client, 4096):
+                pass
+    except (OSError, TimeoutError):
+        pass
+    finally:
+        client.close()
+
+
+def _open_spare() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None

@@ -1,0 +1,148 @@
+"""Clients cannot hold the mirror's resources: slow readers time out, connections are capped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import structlog
+
+from tests.conftest import Seeded
+from tests.support.clients import (
+    is_closed_by_server,
+    open_connection,
+    read_answer,
+    request_bytes,
+    stalled_get,
+)
+from tests.support.images import OCI_MANIFEST, Image, make_image, push_image, sha256_digest
+from tests.support.oci import cached_blob, wait_until
+from tests.support.registry import Registry
+from tests.support.served import Served, ServeFactory
+
+
+@pytest.fixture(scope="module")
+def big_manifest(registry: Registry) -> tuple[str, str]:
+    """A 1 MiB manifest (a big annotation), far more than a stopped reader's window: (repo,
+    digest)."""
+    image = make_image(oci=True, seed="big-manifest")
+    document = json.loads(image.manifest)
+    document["annotations"] = {"padding": "x" * (1 << 20)}
+    manifest = json.dumps(document).encode()
+    padded = Image(image.config, image.layers, manifest, sha256_digest(manifest), OCI_MANIFEST)
+    push_image(registry.url, "limits/big-manifest", None, padded)
+    return "limits/big-manifest", padded.digest
+
+
+async def _cached(served: Served, path: str, cache_dir: Path, digest: str) -> None:
+    status, _, _ = await served.get(path)
+    assert status == 200
+    assert await wait_until(cached_blob(cache_dir, digest).exists)
+
+
+@pytest.mark.parametrize("kind", ["cached blob", "blob from its fill", "manifest"])
+async def test_a_reader_that_stops_is_disconnected_after_the_send_timeout(
+    serve: ServeFactory,
+    seeded: Seeded,
+    big_manifest: tuple[str, str],
+    cache_dir: Path,
+    kind: str,
+) -> None:
+    """A client that takes no data for `send_timeout` loses its connection, whatever it asked
+    for: a blob by sendfile, a blob streamed from its download, or a manifest."""
+    served = await serve(send_timeout=1.0)
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    if kind == "cached blob":
+        await _cached(served, path, cache_dir, layer.digest)
+    elif kind == "manifest":
+        path = f"/v2/{big_manifest[0]}/manifests/{big_manifest[1]}"
+    with structlog.testing.capture_logs() as logs:
+        client = await stalled_get(served.host, served.port, path)
+        try:
+            assert await wait_until(lambda: served.connections.count == 1, within=10)
+            assert await wait_until(lambda: served.connections.count == 0, within=30)
+        finally:
+            client.close()
+    assert not [e for e in logs if e.get("log_level") in ("error", "critical")], logs
+
+
+async def test_a_reader_that_keeps_reading_slowly_is_not_disconnected(
+    serve: ServeFactory, seeded: Seeded, cache_dir: Path
+) -> None:
+    """The timeout is about progress, not duration: a slow but steady reader gets every byte."""
+    served = await serve(send_timeout=2.0)
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    await _cached(served, path, cache_dir, layer.digest)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    wanted = 2 << 20
+    with contextlib.closing(sock):
+        await loop.sock_connect(sock, (served.host, served.port))
+        request = f"GET {path} HTTP/1.1\r\nHost: m\r\nRange: bytes=0-{wanted - 1}\r\n\r\n"
+        await loop.sock_sendall(sock, request.encode())
+        raw = b""
+        while (head := raw.find(b"\r\n\r\n")) < 0 or len(raw) - head - 4 < wanted:
+            await asyncio.sleep(0.1)  # far less than the timeout between reads
+            chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 20), 10)
+            assert chunk, "the mirror closed the connection of a reader making progress"
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 206 ")
+    assert raw[head + 4 :] == layer.data[:wanted]
+
+
+async def test_connections_beyond_the_cap_are_refused_with_503_and_retry_after(
+    serve: ServeFactory, seeded: Seeded, cache_dir: Path
+) -> None:
+    """With every connection busy, a new one gets an OCI 503 at once; served again later."""
+    served = await serve(max_connections=2)
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    await _cached(served, path, cache_dir, layer.digest)
+    assert await wait_until(lambda: served.connections.count == 0)
+    busy = [await stalled_get(served.host, served.port, path) for _ in range(2)]
+    try:
+        assert await wait_until(lambda: served.connections.count == 2)
+        extra = await open_connection(served.host, served.port)
+        with contextlib.closing(extra):
+            await asyncio.get_running_loop().sock_sendall(extra, request_bytes("/v2/", close=True))
+            status, raw = await read_answer(extra)
+        assert status == 503, raw[:300]
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"\r\nRetry-After: " in head
+        assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+    finally:
+        for sock in busy:
+            sock.close()
+    assert await wait_until(lambda: served.connections.count == 0, within=10)
+    status, body, _ = await served.get(path)
+    assert status == 200
+    assert body == layer.data
+
+
+async def test_idle_connections_are_closed_to_make_room(serve: ServeFactory) -> None:
+    """At the cap, the connection idle the longest is closed for a newcomer; busy ones stay."""
+    served = await serve(max_connections=2)
+    loop = asyncio.get_running_loop()
+    never_asked = await open_connection(served.host, served.port)
+    kept_alive = await open_connection(served.host, served.port)
+    with contextlib.closing(never_asked), contextlib.closing(kept_alive):
+        await loop.sock_sendall(kept_alive, request_bytes("/v2/"))
+        assert (await loop.sock_recv(kept_alive, 4096)).startswith(b"HTTP/1.1 200 ")
+        assert await wait_until(lambda: served.connections.count == 2)
+        status, body, _ = await served.get("/v2/")
+        assert (status, body) == (200, b"{}")
+        assert await wait_until(lambda: is_closed_by_server(never_asked))
+        assert not is_closed_by_server(kept_alive)
+        await loop.sock_sendall(kept_alive, request_bytes("/v2/"))
+        assert (await loop.sock_recv(kept_alive, 4096)).startswith(b"HTTP/1.1 200 ")
