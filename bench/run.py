@@ -17,6 +17,7 @@ from bench.machine import describe_machine
 from bench.manifest import run_manifest_phase
 from bench.memory import memory_report
 from bench.plan import Plan
+from bench.push import run_push_phase
 from bench.report import PhaseReport, render, write_json
 from bench.tools import check_tools
 from bench.upstream import Upstream
@@ -27,6 +28,7 @@ PHASES: dict[str, Callable[[Context], PhaseReport]] = {
     "warm-blob": run_warm_blob_phase,
     "cold": run_cold_phase,
     "abuse": run_abuse_phase,
+    "push": run_push_phase,
 }
 ALL_PHASES = (*PHASES, "memory")
 

@@ -14,10 +14,12 @@ from mirror.api.auth import setup_client_auth
 from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
+    ACCESS,
     BLOBS,
     EXPOSITION,
     HOT_ANSWERS,
     LISTINGS,
+    LOCAL,
     MANIFESTS,
     META,
     METRICS,
@@ -28,8 +30,10 @@ from mirror.api.keys import (
 from mirror.api.middlewares import request_middleware
 from mirror.api.readiness import Readiness
 from mirror.api.routes import REQUEST_KINDS, setup_routes
+from mirror.auth.access import AccessPolicy
 from mirror.config import Settings
 from mirror.images.schedule import PrefetchSchedule
+from mirror.local.registry import LocalRegistry
 from mirror.metrics.exposition import Exposition, Publisher
 from mirror.metrics.hooks import unobserved
 from mirror.metrics.recorder import Metrics
@@ -52,11 +56,13 @@ def create_app(
             REQUEST_KINDS, redis=settings.redis_url is not None, directory=shared_directory()
         )
     observe = metrics.observe if metrics is not None else None
-    # A pull-only registry reads no request bodies: refuse big ones before the handler runs.
+    # No handler reads a body whole: pushed manifests and blobs are streamed under limits of
+    # their own. Anything else is refused before the handler runs.
     app = web.Application(
         middlewares=[request_middleware(connections, observe)], client_max_size=64 << 10
     )
     app[SETTINGS] = settings
+    app[ACCESS] = AccessPolicy(settings.access)
     if metrics is not None:
         app[METRICS] = metrics
         app[EXPOSITION] = Exposition(metrics, settings.cache_dir)
@@ -81,6 +87,14 @@ async def _services(app: web.Application, *, network: Network) -> AsyncIterator[
         app[META] = services.meta
         app[HOT_ANSWERS] = HotAnswers()
         app[READINESS] = readiness = Readiness(services.layout, settings.redis_url)
+        app[LOCAL] = local = LocalRegistry(
+            settings,
+            services.layout,
+            services.blob_store,
+            services.manifest_store,
+            services.tag_store,
+        )
+        await local.start()
         schedule = None
         if settings.prefetch is not None and settings.upstream.offline:
             log.get_logger().warning("offline: the [prefetch] table is not refreshed")
@@ -101,4 +115,5 @@ async def _services(app: web.Application, *, network: Network) -> AsyncIterator[
         finally:
             if schedule is not None:
                 await schedule.close()
+            await local.close()
             await readiness.close()

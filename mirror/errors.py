@@ -153,3 +153,37 @@ class Busy(MirrorError):
 
     def __init__(self, message: str, *, retry_after: int = 5) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class BlobUploadUnknown(MirrorError):
+    """An upload session that does not exist (never did, finished, cancelled or expired)."""
+
+    code, status = "BLOB_UPLOAD_UNKNOWN", 404
+
+
+class BlobUploadInvalid(MirrorError):
+    code, status = "BLOB_UPLOAD_INVALID", 400
+
+
+class SizeInvalid(MirrorError):
+    """A body longer or shorter than its `Content-Length` or `Content-Range` declared."""
+
+    code, status = "SIZE_INVALID", 400
+
+
+class ManifestBlobUnknown(MirrorError):
+    """A pushed manifest names a blob or child manifest the repository does not hold."""
+
+    code, status = "MANIFEST_BLOB_UNKNOWN", 400
+
+
+class ManifestTooLarge(MirrorError):
+    """distribution-spec "Pushing Manifests": 413 above the registry's limit."""
+
+    code, status = "MANIFEST_INVALID", 413
+
+
+class StorageFull(MirrorError):
+    """The cache's file system has no room for what a client pushes (RFC 4918 §11.5)."""
+
+    code, status = "UNAVAILABLE", 507

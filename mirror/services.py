@@ -82,7 +82,7 @@ async def open_services(
             settings=settings,
             layout=layout,
             meta=meta,
-            router=Router(upstreams),
+            router=Router(upstreams, settings.local),
             manifests=ManifestService(manifest_store, tag_store, meta, layout.spool),
             blobs=BlobService(blob_store, fills, meta, layout.spool, sizes),
             fills=fills,

@@ -297,3 +297,51 @@ async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFacto
             return Served(port, connections)
 
         yield start
+
+
+class LocalMirrorFactory(Protocol):
+    def __call__(
+        self,
+        upstream: Registry,
+        *,
+        default: bool = False,
+        rules: str | None = None,
+        cache_dir: Path | None = None,
+        **settings: Any,
+    ) -> Awaitable[TestClient[Any, Any]]: ...
+
+
+@pytest.fixture
+def local_mirror(
+    mirror_from: MirrorFromSettings, cache_dir: Path, tmp_path: Path
+) -> LocalMirrorFactory:
+    """A mirror of `upstream` (as docker.io) with the local namespace `tests.support.push.LOCAL`,
+    the users and access rules of `tests.support.push`."""
+    import tomllib
+
+    from mirror.config import LocalSettings
+    from mirror.config.access import parse_access
+    from tests.support.htpasswd import write_htpasswd
+    from tests.support.push import LOCAL, RULES, USERS
+
+    async def make(
+        upstream: Registry,
+        *,
+        default: bool = False,
+        rules: str | None = None,
+        cache_dir: Path | None = cache_dir,
+        **settings: Any,
+    ) -> TestClient[Any, Any]:
+        """`settings` are further fields of `Settings` (max_uploads, fill_wait, …)."""
+        users = write_htpasswd(tmp_path / "users", USERS)
+        built = Settings(
+            cache_dir=cache_dir or Path("cache"),
+            upstreams=(UpstreamSettings(default=True, url=upstream.url),),
+            htpasswd=users,
+            access=parse_access(tomllib.loads(RULES if rules is None else rules).get("access")),
+            local=(LocalSettings(LOCAL, default=default),),
+            **settings,
+        )
+        return await mirror_from(built)
+
+    return make

@@ -12,13 +12,16 @@ import functools
 
 from aiohttp import web
 
-from mirror.api.keys import ROUTER
+from mirror.api.keys import ACCESS, ROUTER, USER
 from mirror.api.middlewares import Handler
-from mirror.auth.access import PULL, AccessPolicy
+from mirror.auth.access import DELETE, PULL, PUSH
 from mirror.auth.htpasswd import HtpasswdFile
 from mirror.auth.logins import Logins
 from mirror.config import Settings
 from mirror.errors import Denied, Unauthorized
+from mirror.pullthrough.routing import LocalRoute
+
+_DOING = {PULL: "pulling", PUSH: "pushing to", DELETE: "deleting from"}
 
 
 def setup_client_auth(app: web.Application, settings: Settings) -> None:
@@ -26,7 +29,7 @@ def setup_client_auth(app: web.Application, settings: Settings) -> None:
     if settings.htpasswd is None and not settings.access:
         return
     logins = Logins(HtpasswdFile(settings.htpasswd)) if settings.htpasswd else None
-    policy = AccessPolicy(settings.access)
+    policy = app[ACCESS]
     # With a user file, a client that did not log in gets nowhere unless a rule names it.
     anonymous_in = logins is None or policy.lets_anonymous_in
 
@@ -39,6 +42,8 @@ def setup_client_auth(app: web.Application, settings: Settings) -> None:
             user = await logins.user(request.headers.get("Authorization"), request.remote or "")
             if user is None and not anonymous_in:
                 raise Unauthorized("log in to pull from this mirror")
+            if user is not None:
+                request[USER] = user
         name = request.match_info.get("name")
         if name is None:  # the ping (or a refused method): nothing of a repository is at stake
             if user is None and logins is not None and request.path in ("/v2", "/v2/"):
@@ -46,17 +51,28 @@ def setup_client_auth(app: web.Application, settings: Settings) -> None:
                 # sends its credentials only after one).
                 raise Unauthorized("log in to pull from this mirror")
             return await handler(request)
-        route = request.app[ROUTER].route(name, request.query.get("ns"))
-        target = f"{route.upstream.name}/{route.repo}"
-        if not policy.allows(user, PULL, target):
+        route = request.app[ROUTER].resolve(name, request.query.get("ns"))
+        target = f"{route.registry}/{route.repo}"
+        # Only local namespaces take writes; a write to a mirrored registry is checked as the
+        # pull it is not, and its handler answers 405.
+        action = _action(request) if isinstance(route, LocalRoute) else PULL
+        if not policy.allows(user, action, target):
             if user is None and logins is not None:
-                raise Unauthorized(f"log in to pull {target[:300]}")
-            raise Denied(f"pulling {target[:300]} is not allowed")
+                raise Unauthorized(f"log in to {action} {target[:300]}")
+            raise Denied(f"{_DOING[action]} {target[:300]} is not allowed")
         return await handler(request)
 
     app.middlewares.append(client_auth)
     if logins is not None:
         app.on_cleanup.append(functools.partial(_close, logins))
+
+
+def _action(request: web.Request) -> str:
+    """What a request to a local repository does: every request to an upload (its status and
+    its cancelling included) is part of a push."""
+    if "session" in request.match_info or request.method == "POST":
+        return PUSH
+    return {"GET": PULL, "HEAD": PULL, "DELETE": DELETE}.get(request.method, PUSH)
 
 
 async def _close(logins: Logins, _app: web.Application) -> None:

@@ -3,7 +3,9 @@ times) skip routing, validation and the metadata store for a bounded interval.
 
 An answer is kept for at most `ttl` seconds (one by default), keyed by everything it depends on:
 the path (repository and reference), the `ns` parameter and the Accept header. A tag whose own
-TTL is shorter is never kept, so this adds at most `ttl` to a tag's freshness.
+TTL is shorter is never kept, so this adds at most `ttl` to a tag's freshness. The answers take
+at most `max_bytes` of memory together; a request with an outlandish Accept header is not kept
+(its key would cost more than the answer).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from aiohttp import web
 from cachetools import TTLCache
 
 HOT_TTL = 1.0
+MAX_KEY = 1024  # bytes of path, ns and Accept together
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +31,17 @@ class HotAnswer:
     def response(self) -> web.Response:
         return web.Response(body=self.body, headers=self.headers)
 
+    @property
+    def weight(self) -> int:
+        """Memory it holds, its key included (bounded by MAX_KEY)."""
+        return len(self.body) + MAX_KEY + sum(len(k) + len(v) for k, v in self.headers.items())
+
 
 class HotAnswers:
-    def __init__(self, ttl: float = HOT_TTL, max_entries: int = 10_000) -> None:
+    def __init__(self, ttl: float = HOT_TTL, max_bytes: int = 32 << 20) -> None:
         self.ttl = ttl
         self._answers: TTLCache[tuple[str, str, str], HotAnswer] = TTLCache(
-            maxsize=max_entries, ttl=ttl, timer=time.monotonic
+            maxsize=max_bytes, ttl=ttl, timer=time.monotonic, getsizeof=lambda a: a.weight
         )
 
     @staticmethod
@@ -45,4 +53,14 @@ class HotAnswers:
         return self._answers.get(key)
 
     def put(self, key: tuple[str, str, str], answer: HotAnswer) -> None:
-        self._answers[key] = answer
+        if sum(map(len, key)) <= MAX_KEY and answer.weight <= self._answers.maxsize:
+            self._answers[key] = answer
+
+    @property
+    def memory_bound(self) -> int:
+        return int(self._answers.maxsize)
+
+    @property
+    def memory(self) -> int:
+        """Bytes the kept answers hold."""
+        return int(self._answers.currsize)

@@ -6,7 +6,9 @@ from aiohttp import web
 
 from mirror.api.hot import HotAnswers
 from mirror.api.readiness import Readiness
+from mirror.auth.access import AccessPolicy
 from mirror.config import Settings
+from mirror.local.registry import LocalRegistry
 from mirror.meta.store import MetadataStore
 from mirror.metrics.exposition import Exposition
 from mirror.metrics.recorder import Metrics
@@ -23,6 +25,10 @@ LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
 READINESS = web.AppKey("readiness", Readiness)
+ACCESS = web.AppKey("access", AccessPolicy)
+LOCAL = web.AppKey("local", LocalRegistry)
+# Who the request logged in as (absent: nobody, or no --htpasswd); set by the auth middleware.
+USER = web.RequestKey("user", str)
 # Only with metrics on (`metrics = false` leaves them out).
 METRICS = web.AppKey("metrics", Metrics)
 EXPOSITION = web.AppKey("exposition", Exposition)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror.config.access import AccessRule, parse_access
+from mirror.config.local import LocalSettings, parse_local
 from mirror.config.options import BY_KEY, NOT_IN_FILE, OPTIONS, Target
 from mirror.config.prefetch import PrefetchSettings, parse_prefetch
 from mirror.config.upstreams import (
@@ -27,7 +28,15 @@ from mirror.config.upstreams import (
 )
 from mirror.config.values import AddressRange, ConfigError
 
-__all__ = ["DOCKER_HUB", "ConfigError", "Settings", "TtlRule", "UpstreamSettings", "load_settings"]
+__all__ = [
+    "DOCKER_HUB",
+    "ConfigError",
+    "LocalSettings",
+    "Settings",
+    "TtlRule",
+    "UpstreamSettings",
+    "load_settings",
+]
 
 DOCKER_HUB = "https://registry-1.docker.io"
 
@@ -58,6 +67,9 @@ class Settings:
     htpasswd: Path | None = None
     access: tuple[AccessRule, ...] = ()
     shutdown_grace: float = 30.0
+    local: tuple[LocalSettings, ...] = ()  # the `[local]` tables: namespaces that take pushes
+    upload_expiry: float = 3600.0
+    max_uploads: int = 16
     metrics: bool = True
     # Who may reach /metrics and the status page (health probes are open to all).
     admin_allow: tuple[AddressRange, ...] = (
@@ -85,6 +97,14 @@ class Settings:
             for i, rule in enumerate(self.access):
                 if rule.users:
                     raise ConfigError(f"access[{i}].users: no --htpasswd is set to log users in")
+        if self.local and self.htpasswd is None:
+            raise ConfigError(
+                f"local.{self.local[0].name}: local namespaces take pushes, and pushes need a "
+                "login: set --htpasswd"
+            )
+        for namespace in self.local:
+            if namespace.name in names:
+                raise ConfigError(f"local.{namespace.name}: also configured as an upstream")
         if self.admin_listen == (self.host, self.port):
             raise ConfigError("--admin-listen: must differ from --listen")
 
@@ -109,12 +129,14 @@ def load_settings(
     tables: Any = None
     prefetch: Any = None
     access: Any = None
+    local: Any = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
         data = _read_toml(config_file)
         tables = data.pop("upstreams", None)
         prefetch = data.pop("prefetch", None)
         access = data.pop("access", None)
+        local = data.pop("local", None)
         for key in data:
             if key not in BY_KEY or key in NOT_IN_FILE:
                 raise ConfigError(f"{key}: unknown option in {config_file}")
@@ -123,7 +145,7 @@ def load_settings(
         if option.env and option.env_var in env:
             raw[option.key] = env[option.env_var]
     raw.update({k: v for k, v in flags.items() if v is not None and k in BY_KEY})
-    return _build(raw, tables, prefetch, env, parse_access(access))
+    return _build(raw, tables, prefetch, env, parse_access(access), parse_local(local))
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -142,6 +164,7 @@ def _build(
     prefetch: Any,
     env: Mapping[str, str],
     access: tuple[AccessRule, ...],
+    local: tuple[LocalSettings, ...],
 ) -> Settings:
     fields: dict[str, Any] = {}
     every: dict[str, Any] = {}  # applied to every upstream, under its own table's values
@@ -164,4 +187,4 @@ def _build(
             raise ConfigError(f"upstreams.{upstream.name}.username: required with a password")
     if prefetch is not None:
         fields["prefetch"] = parse_prefetch(prefetch, {u.name for u in upstreams})
-    return Settings(upstreams=upstreams, access=access, **fields)
+    return Settings(upstreams=upstreams, access=access, local=local, **fields)

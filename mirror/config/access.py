@@ -15,8 +15,8 @@ from typing import Any
 from mirror.config.values import ConfigError, boolean, patterns
 
 ANY_USER = "*"  # in `users`: every client that logged in
-# Only pulls exist today; the table names its actions so that other ones can be granted later.
-ACTIONS = frozenset({"pull"})
+# `push` and `delete` apply to local namespaces only: mirrored registries are read-only.
+ACTIONS = frozenset({"pull", "push", "delete"})
 _KEYS = {"users", "anonymous", "allow", "deny", "actions"}
 
 
@@ -81,6 +81,8 @@ def _parse_one(label: str, table: dict[str, Any]) -> AccessRule:
                 f"{label}.actions: {action!r} is not an action of this mirror "
                 f"(known: {', '.join(sorted(ACTIONS))})"
             )
+    if anonymous and set(actions) - {"pull"}:
+        raise ConfigError(f"{label}.actions: clients that did not log in may only pull")
     return AccessRule(
         allow=allow,
         users=frozenset(users),

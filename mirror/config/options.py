@@ -135,6 +135,18 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
     Option(
+        "upload_expiry",
+        v.seconds,
+        "seconds an unfinished push upload is kept after its last request, default 3600",
+        flag=False,
+    ),
+    Option(
+        "max_uploads",
+        v.counter(1, 10_000),
+        "push uploads one process receives at once, default 16; more wait their turn",
+        flag=False,
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

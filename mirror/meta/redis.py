@@ -36,6 +36,7 @@ from cachetools import TLRUCache
 from redis.exceptions import RedisError
 
 from mirror import log
+from mirror.flight import SingleFlight
 from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
@@ -60,7 +61,7 @@ class RedisStore:
             maxsize=1000, ttu=lambda _k, ttl, now: now + ttl, timer=time.monotonic
         )
         self._fallback = EmbeddedStore()
-        self._lookups: dict[str, asyncio.Future[str | None]] = {}
+        self._lookups: SingleFlight[str, str | None] = SingleFlight(note=False)
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
         self._pending: Counter[str] = Counter()
         self._last_access: dict[str, float] = {}
@@ -86,16 +87,14 @@ class RedisStore:
             return remembered[0]
         # When the front cache lapses under load, every request in flight asks at once: one
         # round trip answers them all.
-        lookup = self._lookups.get(key)
-        if lookup is None:
-            lookup = asyncio.ensure_future(
-                self._shared(
-                    partial(self._read_fresh, key), partial(self._fallback.fresh_digest, key)
-                )
-            )
-            self._lookups[key] = lookup
-            lookup.add_done_callback(lambda _: self._lookups.pop(key, None))
-        return await asyncio.shield(lookup)
+        return await self._lookups.run(
+            key,
+            partial(
+                self._shared,
+                partial(self._read_fresh, key),
+                partial(self._fallback.fresh_digest, key),
+            ),
+        )
 
     async def _read_fresh(self, key: str) -> str | None:
         async with self._redis.pipeline(transaction=False) as pipe:

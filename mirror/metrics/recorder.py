@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, values
@@ -51,14 +50,15 @@ class _Sources:
 class Metrics:
     """Every metric of one app, and the bounded activity the status page lists.
 
-    `kinds` maps each `/v2/` route handler to its request kind; requests to other handlers
-    (health probes, the admin endpoints, unknown paths) are not counted. `directory` is the
+    `kinds` maps the canonical path of `/v2/` routes to the kind of request they take; other
+    routes under `/v2/` are "other", and requests outside it (health probes, the admin
+    endpoints, unknown paths) are not counted. `directory` is the
     directory several worker processes add their values up in, or None for one process.
     """
 
     def __init__(
         self,
-        kinds: Mapping[Callable[..., Any], str],
+        kinds: Mapping[str, str],
         *,
         redis: bool,
         directory: Path | None = None,
@@ -96,9 +96,14 @@ class Metrics:
     def observe(self, request: web.Request, status: int, facts: RequestFacts, sent: int) -> None:
         """Count an answered request: what it was, how it ended, what it cost (the bytes of
         its log line)."""
-        kind = self._kinds.get(request.match_info.handler)
-        if kind is None:
+        resource = request.match_info.route.resource
+        if resource is None:  # the router's own answer: no route
             return
+        kind = self._kinds.get(resource.canonical)
+        if kind is None:
+            if not request.path.startswith("/v2"):
+                return
+            kind = "other"
         cache = facts.cache
         key = (kind, status, cache)
         self._requests[key] = self._requests.get(key, 0) + 1

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from mirror import log
 from mirror.errors import Busy, UpstreamError
+from mirror.flight import SingleFlight
 from mirror.meta.store import MetadataStore
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import Fills, FillTaken, FillView
-from mirror.pullthrough.flight import SingleFlight
 from mirror.pullthrough.follower import FollowedFill
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, claim_name, is_claimed, poll

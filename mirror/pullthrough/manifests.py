@@ -9,10 +9,10 @@ from pathlib import Path
 
 from mirror import log
 from mirror.errors import UpstreamError
+from mirror.flight import SingleFlight
 from mirror.meta.store import MetadataStore
 from mirror.oci.contents import media_type_of
 from mirror.oci.digest import Digest
-from mirror.pullthrough.flight import SingleFlight
 from mirror.storage.claims import once
 from mirror.storage.manifests import ManifestStore, StoredManifest
 from mirror.storage.tags import TagStore

@@ -12,7 +12,6 @@ s3.amazonaws.com). A realm on an IP address gets them only if it is the upstream
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
@@ -26,6 +25,7 @@ from yarl import URL
 
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import Denied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mirror.flight import SingleFlight
 from mirror.upstream.pool import MAX_TOKEN_SIZE, Pool, read_limited
 from mirror.upstream.targets import RefusedAddress, TargetGuard, literal_address
 
@@ -110,7 +110,8 @@ class Authenticator:
             ttu=lambda _key, token, now: now + token.lifetime - _EXPIRY_MARGIN,
             getsizeof=lambda token: len(token.authorization) + _ENTRY_OVERHEAD,
         )
-        self._fetching: dict[tuple[str, str, str], asyncio.Future[_Token]] = {}
+        # Concurrent requests share one token fetch; a caller that goes away does not cancel it.
+        self._fetching: SingleFlight[tuple[str, str, str], _Token] = SingleFlight(note=False)
 
     @property
     def cached_tokens(self) -> int:
@@ -155,22 +156,13 @@ class Authenticator:
         key = (challenge.params.get("realm", ""), challenge.params.get("service", ""), scope)
         if not refresh and (cached := self._tokens.get(key)) is not None:
             return cached.authorization
-        fetching = self._fetching.get(key)
-        if fetching is None:
-            # Concurrent requests share one token fetch; it is a task of its own, so a caller
-            # that goes away does not cancel it for the others.
-            fetching = self._fetching[key] = asyncio.ensure_future(self._fetch(key))
-            fetching.add_done_callback(lambda done: self._fetched(key, done))
-        return (await asyncio.shield(fetching)).authorization
+        return (await self._fetching.run(key, lambda: self._fetch_and_keep(key))).authorization
 
-    def _fetched(self, key: tuple[str, str, str], done: asyncio.Future[_Token]) -> None:
-        if self._fetching.get(key) is done:
-            del self._fetching[key]
-        if done.cancelled() or done.exception() is not None:
-            return
-        token = done.result()
+    async def _fetch_and_keep(self, key: tuple[str, str, str]) -> _Token:
+        token = await self._fetch(key)
         if len(token.authorization) + _ENTRY_OVERHEAD <= TOKEN_CACHE_BYTES:
             self._tokens[key] = token
+        return token
 
     async def _fetch(self, key: tuple[str, str, str]) -> _Token:
         realm, service, scope = key

@@ -81,6 +81,10 @@ def build_catalogue() -> Catalogue:
         for kind, oci in kinds:
             name = f"e2e-{client}-{kind}"
             catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=oci, seed=name)))
+    # test_push.py: pulled through the mirror, then pushed to its local namespace.
+    for client in ("docker", "podman", "skopeo", "containerd"):
+        name = f"e2e-{client}-push"
+        catalogue.add(Seeded(name, make_image(layer_sizes=(4096, 1024), oci=True, seed=name)))
     for client in ("docker", "containerd"):
         name = f"e2e-{client}-index"
         images = [make_image(oci=True, arch=arch, seed=name) for arch in ("amd64", "arm64")]

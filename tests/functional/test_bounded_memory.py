@@ -10,14 +10,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from mirror.api.keys import LISTINGS, ROUTER
+from mirror.api.hot import HotAnswers
+from mirror.api.keys import HOT_ANSWERS, LISTINGS, ROUTER
 from mirror.pullthrough.listings import REFERRERS_MEMORY
 from mirror.upstream.auth import TOKEN_CACHE_BYTES
 from tests.conftest import MirrorFactory
-from tests.faults import FakeUpstream, bearer_auth, error, token_endpoint
+from tests.faults import FakeUpstream, bearer_auth, content, error, token_endpoint
 
 FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 REPOSITORIES = 1500
+HOT_MEMORY = HotAnswers().memory_bound
 TOKEN = "t" * 8000  # a JWT carrying many claims: ~125 fit in the token cache
 SUBJECT = "sha256:" + "ab" * 32
 INDEX = json.dumps(
@@ -70,3 +72,23 @@ async def test_thousands_of_random_repositories_leave_the_maps_bounded(
     assert 0 < auth.cached_tokens <= TOKEN_CACHE_BYTES // len(TOKEN)
     assert auth.fetches_in_flight == 0
     assert 0 < client.app[LISTINGS].memory <= REFERRERS_MEMORY
+
+
+async def test_ready_answers_stay_within_their_bytes_whatever_the_accept_headers(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
+) -> None:
+    """Every Accept header is a key of its own for the ready manifest answers: thousands of
+    them for a big manifest keep those answers within their memory bound."""
+    fake = await make_fake_upstream()
+    big = json.loads(INDEX)
+    big["annotations"]["padding"] = "p" * (1 << 20)
+    body = json.dumps(big).encode()
+    fake.route("/v2/lib/app/manifests/v1", content(body, "application/vnd.oci.image.index.v1+json"))
+    client = await make_mirror(fake)
+    for n in range(200):
+        accept = f"application/vnd.oci.image.index.v1+json, application/x-junk-{n}"
+        response = await client.get("/v2/lib/app/manifests/v1", headers={"Accept": accept})
+        assert response.status == 200
+        assert await response.read() == body
+    hot = client.app[HOT_ANSWERS]
+    assert 0 < hot.memory <= HOT_MEMORY

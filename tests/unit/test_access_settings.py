@@ -68,7 +68,7 @@ def test_no_access_tables_let_everyone_pull_everything() -> None:
         ('allow = ["docker.io/*"]', "access[0]: names no one"),
         ('users = ["ci"]', "access[0].allow: required"),
         ('users = ["ci"]\nallow = []', "access[0].allow: must name at least one"),
-        ('users = ["ci"]\nallow = ["*"]\nactions = ["push"]', "'push' is not an action"),
+        ('users = ["ci"]\nallow = ["*"]\nactions = ["tag"]', "'tag' is not an action"),
         ('users = ["ci"]\nallow = ["*"]\nrepos = ["x"]', "access[0].repos: unknown key"),
         ('users = ["a:b"]\nallow = ["*"]', "access[0].users: must be a list of user names"),
         ('users = "ci"\nallow = ["*"]', "access[0].users: must be a list"),

@@ -17,8 +17,15 @@ class SingleFlight(Generic[K, T]):
     """The first caller's work runs as a task, so it completes (and is cached) even if that
     caller goes away; everyone else awaits the same task. Only work in flight is remembered."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, note: bool = True) -> None:
         self._inflight: dict[K, asyncio.Task[T]] = {}
+        # Whether a caller that joins is a request served by another's work (its log line says
+        # `cache=coalesced`), or this is bookkeeping below the request's level.
+        self._note = note
+
+    def __len__(self) -> int:
+        """How much work is in flight."""
+        return len(self._inflight)
 
     async def run(self, key: K, work: Callable[[], Awaitable[T]]) -> T:
         task = self._inflight.get(key)
@@ -26,7 +33,7 @@ class SingleFlight(Generic[K, T]):
             task = asyncio.ensure_future(work())
             self._inflight[key] = task
             task.add_done_callback(lambda t: self._done(key, t))
-        else:
+        elif self._note:
             log.note_cache("coalesced")
         return await asyncio.shield(task)
 
