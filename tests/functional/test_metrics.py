@@ -167,14 +167,16 @@ async def test_unreachable_upstream_counts_errors_and_opens_the_breaker(
 async def test_every_request_kind_is_labelled(
     make_mirror: MirrorFactory, registry: Registry, seeded: Seeded
 ) -> None:
-    """Tag lists, referrers, the API root and refused methods are counted as their kind; a
-    manifest that does not exist is a 404."""
+    """Requests are labelled by what their path addresses (a refused push to a manifest is a
+    manifest request); the API root, the catalog and upload sessions are "other"."""
     repo, _ = seeded.schema2_ref
     client = await make_mirror(registry)
     assert (await client.get(f"/v2/{repo}/tags/list")).status == 200
     referrers = await client.get(f"/v2/{repo}/referrers/{seeded.schema2.digest}")
     assert referrers.status == 200
     assert (await client.get("/v2/")).status == 200
+    assert (await client.get("/v2/_catalog")).status == 200
+    assert (await client.post(f"/v2/{repo}/blobs/uploads/")).status == 405
     assert (await client.put(f"/v2/{repo}/manifests/v9")).status == 405
     assert (await client.get(f"/v2/{repo}/manifests/nope")).status == 404
     found = await scrape(client)
@@ -182,9 +184,10 @@ async def test_every_request_kind_is_labelled(
     def kind(name: str) -> float:
         return found.total("mirror_requests_total", kind=name)
 
-    assert (kind("tags"), kind("referrers"), kind("other"), kind("manifest")) == (1, 1, 2, 1)
-    assert found.total("mirror_requests_total", kind="manifest", status="404") == 1
-    assert found.total("mirror_requests_total", status="405", cache="none") == 1
+    assert (kind("tags"), kind("referrers"), kind("other"), kind("manifest")) == (1, 1, 3, 2)
+    assert found.get("mirror_requests_total", kind="manifest", status="404", cache="miss") == 1
+    assert found.get("mirror_requests_total", kind="manifest", status="405", cache="none") == 1
+    assert found.get("mirror_requests_total", kind="other", status="405", cache="none") == 1
 
 
 async def test_counting_costs_no_sendfile(
