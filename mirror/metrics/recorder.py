@@ -3,9 +3,8 @@ that hold state (downloads, slots, Redis), exported by `exposition`.
 
 The request hook runs on every request, hot manifest hits included, so it only adds to plain
 counts in memory; they reach the metric families (each label combination resolved once) when
-the values are read out, and once a second in each worker of several. With `--workers N` a
-family's value is a write to a shared file, and a write per request would cost a hot hit a
-good share of its time.
+the values are read out, and once a second in each worker of several. With `--workers N` every
+update of a family is a locked write to a shared file: that stays off the hot path.
 """
 
 from __future__ import annotations
