@@ -103,9 +103,12 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop up
-        for _ in range(self._count):
-            self._spawn()
+        started = [self._spawn() for _ in range(self._count)]
         log.get_logger().info("workers started", workers=self._count, pids=self.pids)
+        if all(self._until_ready(worker) for worker in started):
+            # Every worker read its settings and accepts: from here on the settings file may
+            # change without affecting them (until SIGHUP).
+            log.get_logger().info("workers ready", pids=self.pids)
         while not self._stopping:
             self._reap()
             if self._restart:

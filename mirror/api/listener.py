@@ -36,6 +36,7 @@ _CONNECTION_FAILED = {
     errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
 }  # fmt: skip
 ACCEPT_PAUSE = 0.1  # when nothing can be accepted, not even to be refused
+ACCEPT_BATCH = 100
 LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
 MAX_LINGERING = 64
 
@@ -60,7 +61,12 @@ OUT_OF_DESCRIPTORS = refusal("the mirror is out of file descriptors; retry short
 
 
 class Listener:
-    """Accepts connections on a listening socket from `start()` to `stop()`."""
+    """Accepts connections on a listening socket from `start()` to `stop()`.
+
+    Accepting is a reader callback on the socket, not a task awaiting `sock_accept`: stopping
+    removes the callback, so no connection is ever taken from the kernel's queue and then
+    dropped, and a connection being set up (a TLS handshake) when the process stops is finished
+    and served, not cut."""
 
     def __init__(
         self,
@@ -74,49 +80,59 @@ class Listener:
         self._make_room = make_room
         self._protocol_factory = protocol_factory
         self._ssl_context = ssl_context
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused: asyncio.TimerHandle | None = None
         # TCP_USER_TIMEOUT is in milliseconds, as an unsigned int.
         self._user_timeout = min(int(send_timeout * 1000), 2**31 - 1)
         self._has_user_timeout = hasattr(socket, "TCP_USER_TIMEOUT")  # Linux
         self._spare: int | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
         self._lingering: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._accept_forever())
+        self._loop = asyncio.get_running_loop()
+        self._sock.setblocking(False)
+        self._spare = _open_spare()
+        self._loop.add_reader(self._sock, self._accept_ready)
 
     async def stop(self) -> None:
         """Stop accepting and close the socket: alone, the process now refuses connections;
-        with `--workers N`, the other workers' sockets take them."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        with `--workers N`, the other workers' sockets take them. Connections accepted
+        already are set up and handed to the server (it drains them)."""
+        if self._loop is None:
+            return
+        loop, self._loop = self._loop, None
+        loop.remove_reader(self._sock)
+        if self._paused is not None:
+            self._paused.cancel()
         self._sock.close()
+        if self._connecting:
+            await asyncio.wait(self._connecting)
+        for task in self._lingering:
+            task.cancel()
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
 
-    async def _accept_forever(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sock.setblocking(False)
-        self._spare = _open_spare()
-        try:
-            while True:
-                try:
-                    client, _ = await loop.sock_accept(self._sock)
-                except OSError as e:
-                    await self._accept_failed(e)
+    def _accept_ready(self) -> None:
+        """Take what the kernel has queued, a batch at a time (as asyncio's own servers do)."""
+        for _ in range(ACCEPT_BATCH):
+            try:
+                client, _ = self._sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if self._accept_failed(e):
                     continue
-                if self._spare is None:
-                    self._spare = _open_spare()
-                if not self._make_room():
-                    self._refuse(client, TOO_MANY_CONNECTIONS, "too many connections")
-                    await asyncio.sleep(0)  # a flood of refusals must not starve the served
-                    continue
-                await self._connect(client)
-        finally:
-            for task in self._lingering:
-                task.cancel()
-            if self._spare is not None:
-                os.close(self._spare)
+                return
+            if self._spare is None:
+                self._spare = _open_spare()
+            if not self._make_room():
+                self._refuse(client, TOO_MANY_CONNECTIONS, "too many connections")
+                continue
+            task = asyncio.ensure_future(self._connect(client))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, client: socket.socket) -> None:
         try:
@@ -125,13 +141,13 @@ class Listener:
             await asyncio.get_running_loop().connect_accepted_socket(
                 self._protocol_factory, client, ssl=self._ssl_context
             )
-        except OSError:  # gone before it could be served, or no memory for it
+        except (OSError, ssl.SSLError, TimeoutError):  # gone, a failed handshake, no memory
             client.close()
 
-    async def _accept_failed(self, error: OSError) -> None:
+    def _accept_failed(self, error: OSError) -> bool:
+        """Handle a failed accept; True when accepting may go on at once."""
         if error.errno in _CONNECTION_FAILED:
-            await asyncio.sleep(0)  # that connection is gone; the next may be fine
-            return
+            return True  # that connection is gone; the next may be fine
         if out_of_descriptors(error) and self._spare is not None:
             # Free the reserve, take the connection waiting longest and turn it away.
             os.close(self._spare)
@@ -139,12 +155,19 @@ class Listener:
                 client, _ = self._sock.accept()
                 self._refuse(client, OUT_OF_DESCRIPTORS, str(error.strerror), linger=False)
             self._spare = _open_spare()
-            await asyncio.sleep(0)
-            return
+            return False
         # No descriptor even to refuse with, no memory (ENOBUFS, ENOMEM), or worse: pause,
         # never spin, never stop.
         log.warn_once("refusing connections", error=str(error.strerror))
-        await asyncio.sleep(ACCEPT_PAUSE)
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock)
+            self._paused = self._loop.call_later(ACCEPT_PAUSE, self._resume)
+        return False
+
+    def _resume(self) -> None:
+        self._paused = None
+        if self._loop is not None:
+            self._loop.add_reader(self._sock, self._accept_ready)
 
     def _refuse(
         self, client: socket.socket, answer: bytes, reason: str, *, linger: bool = True

@@ -99,7 +99,7 @@ async def test_a_pull_in_flight_survives_a_rolling_restart(
     fake.route(SLOW_PATH, slow_content(SLOW_BLOB, stall, first=256 << 10))
     server = MirrorServer.start(tmp_path, fake.url, tag_ttl=300, extra_args=["--workers", "2"])
     try:
-        await asyncio.to_thread(wait_until, lambda: len(children(server.pid)) == 2)
+        await asyncio.to_thread(wait_until, lambda: "workers ready" in server.log_text())
         before = children(server.pid)
         async with (
             aiohttp.ClientSession() as session,
@@ -185,7 +185,7 @@ def test_sighup_replaces_every_worker_without_refusing_a_connection(
     one: every request is answered, the worker pids all change, the new workers serve the
     certificate now on disk, and SIGTERM then stops everything with status 0."""
     server, live_cert, renewed_cert = tls_workers
-    wait_until(lambda: len(children(server.pid)) == 2)
+    wait_until(lambda: "workers ready" in server.log_text())
     before = children(server.pid)
     with Hammer(f"{server.url}/v2/", server.ssl_context()) as hammer:
         hammer.wait_for(20)
@@ -220,7 +220,7 @@ def test_a_worker_that_cannot_start_ends_the_rolling_restart(
         tmp_path, registry.url, tag_ttl=300, extra_args=["--workers", "2", "--config", str(config)]
     )
     try:
-        wait_until(lambda: len(children(server.pid)) == 2)
+        wait_until(lambda: "workers ready" in server.log_text())
         before = children(server.pid)
         config.write_text("tag_ttl = \n")  # not TOML
         os.kill(server.pid, signal.SIGHUP)
