@@ -3,8 +3,8 @@ status page, so the two always agree.
 
 With several workers, the values come from every worker's files in the shared directory (live
 workers and exited ones: counters count since the start), and each worker writes its counts,
-its gauges and its activity snapshot there once a second. A few values are read only when asked: the file
-system under the cache, and the cache's own size and cap when it measures them.
+its gauges and its activity snapshot there once a second. A few values are read only when
+asked: the file system under the cache, and the cache's own size and cap when it measures them.
 """
 
 from __future__ import annotations
