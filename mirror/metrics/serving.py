@@ -5,11 +5,14 @@ worker writes its own into files in one directory, named by `PROMETHEUS_MULTIPRO
 must be set before a worker first imports prometheus_client (the library picks its mode then).
 The supervisor makes a fresh directory for it, hands it down in the environment, forgets each
 worker that exits (its live gauges go, its counters stay: they count since the start) and
-removes the directory when it stops. This module imports no metrics library itself.
+removes the directory when it stops. It holds a lock on the directory while it runs, so one
+left behind by a supervisor killed outright is known as such, and removed by the next to start.
+This module imports no metrics library itself.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -22,6 +25,8 @@ from mirror.config import ConfigError, Settings
 
 # prometheus_client's own variable.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PREFIX = "mirror-metrics-"
+LOCK = ".lock"
 
 
 def shared_directory() -> Path | None:
@@ -37,17 +42,33 @@ def workers_metrics(settings: Settings) -> Iterator[Path | None]:
     if not settings.metrics or settings.workers < 2:
         yield None
         return
-    directory = Path(tempfile.mkdtemp(prefix="mirror-metrics-"))
+    parent = Path(tempfile.gettempdir())
+    _remove_abandoned(parent)
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
     before = os.environ.get(MULTIPROCESS_ENV)
     os.environ[MULTIPROCESS_ENV] = str(directory)
     try:
-        yield directory
+        with open(directory / LOCK, "wb") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released by the kernel if we die
+            yield directory
     finally:
         if before is None:
             os.environ.pop(MULTIPROCESS_ENV, None)
         else:
             os.environ[MULTIPROCESS_ENV] = before
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_abandoned(parent: Path) -> None:
+    """Remove the directories of supervisors that died without removing their own: those whose
+    lock nobody holds (one without a lock file yet is being made, and is left alone)."""
+    for directory in parent.glob(f"{PREFIX}*"):
+        try:
+            with open(directory / LOCK, "rb") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(directory)
+        except OSError:
+            continue  # no lock file yet (being made), or its supervisor holds the lock
 
 
 def forget_worker(pid: int) -> None:

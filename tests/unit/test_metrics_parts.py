@@ -3,18 +3,22 @@ escaping, the admin options and their start-up checks."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from mirror.api import status
-from mirror.config import ConfigError, load_settings
+from mirror.config import ConfigError, Settings, load_settings
 from mirror.metrics.activity import Activity, merge
 from mirror.metrics.families import Families
+from mirror.metrics.serving import LOCK, MULTIPROCESS_ENV, PREFIX, workers_metrics
 from mirror.metrics.summary import summarize
 from tests.support.processes import free_port
 
@@ -101,3 +105,27 @@ def test_admin_allow_takes_lists_and_comma_separated_ranges() -> None:
     assert load_settings(None, {}, environ={"MIRROR_ADMIN_ALLOW": ""}).admin_allow == ()
     with pytest.raises(ConfigError, match=r"^--admin-allow: "):
         load_settings(None, {"admin_allow": "10.0.0.300/8"}, environ={})
+
+
+def test_the_workers_directory_is_locked_while_used_and_abandoned_ones_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A supervisor's directory is locked while it runs and removed after; at start it removes
+    the directories of supervisors that died (unlocked), never a live one's or one being made."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(MULTIPROCESS_ENV, raising=False)
+    dead, live, new = (tmp_path / f"{PREFIX}{name}" for name in ("dead", "live", "new"))
+    for directory in (dead, live, new):
+        directory.mkdir()
+    (dead / LOCK).touch()
+    (dead / "counter_1.db").touch()
+    with open(live / LOCK, "wb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with workers_metrics(Settings(workers=2)) as directory:
+            assert directory is not None and os.environ[MULTIPROCESS_ENV] == str(directory)
+            assert not dead.exists() and live.exists() and new.exists()
+            with open(directory / LOCK, "rb") as lock, pytest.raises(BlockingIOError):
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert not directory.exists() and MULTIPROCESS_ENV not in os.environ
+    with workers_metrics(Settings(workers=1)) as none:
+        assert none is None
