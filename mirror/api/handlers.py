@@ -7,7 +7,7 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, ROUTER
+from mirror.api.keys import ACCESS, BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, ROUTER
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
@@ -40,7 +40,10 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     if (ready := hot.get(key)) is not None:
         log.note_route(ready.upstream)
         log.note_cache("hit")
-        request.app[META].record_access(ready.digest)
+        access = request.app[ACCESS]
+        access.manifest(ready.digest)
+        if ready.tag is not None:
+            access.pulled(ready.upstream, ready.repo, ready.tag)
         return ready.response()
     route = _route(request)
     reference = request.match_info["reference"]
@@ -57,12 +60,19 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         raise ManifestUnknown(
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
+    if not by_digest:
+        request.app[ACCESS].pulled(route.upstream.name, route.repo, reference)
     response = _namespaced(manifest_response(answer), route)
     if answer.data is not None and (
         by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl
     ):
         ready = HotAnswer(
-            route.upstream.name, str(answer.digest), answer.data, dict(response.headers)
+            route.upstream.name,
+            route.repo,
+            None if by_digest else reference,
+            answer.digest,
+            answer.data,
+            dict(response.headers),
         )
         hot.put(key, ready)
     return response
@@ -85,7 +95,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
         if not isinstance(source, CachedBlob):
             return await stream_fill(request, source, headers)
         cached = source
-    return await blob_file_response(request, cached.path, headers)
+    return await blob_file_response(request, cached.path, headers, cached.lease)
 
 
 def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:

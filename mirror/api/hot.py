@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from aiohttp import web
 from cachetools import TTLCache
 
+from mirror.oci.digest import Digest
+
 HOT_TTL = 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class HotAnswer:
     upstream: str
-    digest: str
+    repo: str
+    tag: str | None  # None for a manifest asked for by digest
+    digest: Digest
     body: bytes
     headers: dict[str, str]
 

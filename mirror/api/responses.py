@@ -15,16 +15,25 @@ from mirror.api.middlewares import abort
 from mirror.errors import RangeInvalid
 from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.pullthrough.manifests import ManifestAnswer
+from mirror.storage.files import ReadLease
 
 
 class BlobFileResponse(web.FileResponse):
     """A FileResponse that may be prepared early (the middleware finishes every response
-    itself, and a multi-range request is prepared by the handler)."""
+    itself, and a multi-range request is prepared by the handler), holding the blob's read
+    lease until the body is sent (FileResponse sends it all within `prepare`)."""
+
+    def __init__(self, path: Path, *, headers: dict[str, str], lease: ReadLease) -> None:
+        super().__init__(path, headers=headers)
+        self._lease = lease
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return self._payload_writer
-        return await super().prepare(request)
+        try:
+            return await super().prepare(request)
+        finally:
+            self._lease.release()
 
 
 def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
@@ -42,9 +51,9 @@ def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
 
 
 async def blob_file_response(
-    request: web.Request, path: Path, headers: dict[str, str]
+    request: web.Request, path: Path, headers: dict[str, str], lease: ReadLease
 ) -> web.FileResponse:
-    response = BlobFileResponse(path, headers=headers)
+    response = BlobFileResponse(path, headers=headers, lease=lease)
     if "," in request.headers.get("Range", ""):
         # FileResponse answers 416 to multi-range requests, which podman's partial pulls
         # treat as fatal; the whole body with 200 is an answer they accept.

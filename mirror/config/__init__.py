@@ -22,9 +22,17 @@ from mirror.config.upstreams import (
     UpstreamSettings,
     parse_upstreams,
 )
-from mirror.config.values import ConfigError
+from mirror.config.values import ConfigError, SizeLimit
 
-__all__ = ["DOCKER_HUB", "ConfigError", "Settings", "TtlRule", "UpstreamSettings", "load_settings"]
+__all__ = [
+    "DOCKER_HUB",
+    "ConfigError",
+    "Settings",
+    "SizeLimit",
+    "TtlRule",
+    "UpstreamSettings",
+    "load_settings",
+]
 
 DOCKER_HUB = "https://registry-1.docker.io"
 
@@ -45,6 +53,10 @@ class Settings:
     redis_url: str | None = None
     redis_prefix: str = "mirror:"
     workers: int = 1
+    max_size: SizeLimit | None = None  # the cache's cap; None: it may grow
+    min_free: SizeLimit | None = None  # free space to keep on the cache's file system
+    protect_window: float = 3600.0  # content used this many seconds ago is never evicted
+    pin: tuple[str, ...] = ()  # `registry/repo:tag` patterns whose images are never evicted
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]

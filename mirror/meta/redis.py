@@ -6,7 +6,8 @@ Keys (all under a configurable prefix, `mirror:` by default):
   was last revalidated at.
 - `<p>lease:<upstream>/<repo>:<tag>`: string, TTL 10 s (`SET … NX PX`); which process is
   revalidating the tag right now.
-- `<p>access:<digest>`: hash, no TTL; `hits` (a count) and `last` (unix time of the last access).
+- `<p>access:<digest>`: hash, TTL 30 days from the last hit; `hits` (a count) and `last` (unix
+  time of the last hit), for cached content only.
 - `<p>flag:breaker:<upstream>`: string, TTL = how long the circuit stays open.
 - `<p>flag:spare:<upstream>`: string, TTL = until the upstream's rate-limit window resets.
 - `<p>upstream:<upstream>`: hash, no TTL; what was last seen of it (`ratelimit_remaining`,
@@ -38,6 +39,10 @@ from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
 FLUSH_INTERVAL = 1.0
+ACCESS_TTL = 30 * 86400
+# The most distinct digests counted between two flushes (or while Redis is away); past that,
+# hits on new digests go uncounted: the counts are informative, never load-bearing.
+MAX_PENDING = 50_000
 
 
 class RedisStore:
@@ -181,8 +186,9 @@ class RedisStore:
         await self._fallback.note_upstream(name, facts)
 
     def record_access(self, digest: str) -> None:
-        self._pending[digest] += 1
-        self._last_access[digest] = time.time()
+        if digest in self._pending or len(self._pending) < MAX_PENDING:
+            self._pending[digest] += 1
+            self._last_access[digest] = time.time()
 
     async def _flush_forever(self) -> None:
         while True:
@@ -201,12 +207,14 @@ class RedisStore:
                     key = self._prefix + "access:" + digest
                     pipe.hincrby(key, "hits", hits)
                     pipe.hset(key, "last", f"{last[digest]:.3f}")
+                    pipe.expire(key, ACCESS_TTL)
                 await pipe.execute()
         except (RedisError, OSError) as e:
             self._went_down(e)
-            self._pending.update(pending)
-            for digest, at in last.items():
-                self._last_access.setdefault(digest, at)
+            for digest, hits in pending.items():
+                if digest in self._pending or len(self._pending) < MAX_PENDING:
+                    self._pending[digest] += hits
+                    self._last_access.setdefault(digest, last[digest])
 
     def _went_down(self, error: BaseException) -> None:
         if not self._up:

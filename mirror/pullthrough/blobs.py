@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror import log
+from mirror.cache.recency import AccessLog
 from mirror.errors import UpstreamError
-from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import Fills, FillView
 from mirror.pullthrough.follower import FillerGone, FollowedFill
 from mirror.storage.blobs import BlobStore
+from mirror.storage.files import ReadLease
 from mirror.storage.fill_lock import FillLock, lock_path
 from mirror.upstream.registry import UpstreamRegistry
 
@@ -24,21 +25,27 @@ FOLLOW_START_TIMEOUT = 60.0
 class CachedBlob:
     path: Path
     size: int
+    lease: ReadLease  # keeps eviction off the file until the response has been sent
 
 
 class BlobService:
-    def __init__(self, store: BlobStore, fills: Fills, meta: MetadataStore, spool: Path) -> None:
+    def __init__(self, store: BlobStore, fills: Fills, access: AccessLog, spool: Path) -> None:
         self._store = store
         self._fills = fills
-        self._meta = meta
+        self._access = access
         self._spool = spool
 
     def cached(self, digest: Digest) -> CachedBlob | None:
-        found = self._store.find(digest)
+        found = self._open(digest)
+        if found is not None:
+            log.note_cache("hit")
+        return found
+
+    def _open(self, digest: Digest) -> CachedBlob | None:
+        found = self._store.open_cached(digest)
         if found is None:
             return None
-        log.note_cache("hit")
-        self._meta.record_access(str(digest))
+        self._access.blob(digest)
         return CachedBlob(*found)
 
     async def uncached_size(
@@ -61,7 +68,6 @@ class BlobService:
         """Join the fill of this blob (here or in another process), or start it, and wait for
         the upstream's answer; the blob may also turn out to be committed by now."""
         log.note_cache("miss")
-        self._meta.record_access(str(digest))
         for _ in range(3):
             fill: FillView
             if (running := self._fills.running(digest)) is not None:
@@ -77,16 +83,16 @@ class BlobService:
                     self._store.path(digest),
                     FOLLOW_START_TIMEOUT,
                 )
-            elif (found := self._store.find(digest)) is not None:
+            elif (found := self._open(digest)) is not None:
                 lock.release()  # committed while we looked
-                return CachedBlob(*found)
+                return found
             else:
                 fill = self._fills.start(upstream, repo, digest, lock)
             try:
                 await fill.started()
             except FillerGone:
-                if (found := self._store.find(digest)) is not None:
-                    return CachedBlob(*found)
+                if (found := self._open(digest)) is not None:
+                    return found
                 continue
             return fill
         raise UpstreamError(f"could not start fetching {digest}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -82,7 +83,12 @@ class BlobFill:
         await asyncio.shield(self._started)
 
     async def run(
-        self, upstream: UpstreamRegistry, repo: str, store: BlobStore, lock: FillLock
+        self,
+        upstream: UpstreamRegistry,
+        repo: str,
+        store: BlobStore,
+        lock: FillLock,
+        out_of_space: Callable[[], None] = lambda: None,
     ) -> None:
         try:
             with open_spool(self._part) as spool:
@@ -98,6 +104,8 @@ class BlobFill:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind
             log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                out_of_space()
             self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
             self._fail(UpstreamError("the mirror is shutting down"))
@@ -248,8 +256,10 @@ def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) 
 class Fills:
     """The fills this process runs, keyed by digest; cancelled at shutdown."""
 
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, out_of_space: Callable[[], None] = lambda: None) -> None:
+        """`out_of_space` is called when a fill fails for want of disk space."""
         self._store = store
+        self._out_of_space = out_of_space
         self._fills: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
         self._tasks: dict[asyncio.Task[None], BlobFill] = {}  # every fill still running
 
@@ -262,7 +272,7 @@ class Fills:
     ) -> BlobFill:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock))
+        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock, self._out_of_space))
         self._tasks[task] = fill
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill
