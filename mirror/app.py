@@ -66,7 +66,7 @@ async def _services(app: web.Application, clock: Callable[[], float]) -> AsyncIt
     ]
     upkeep = Upkeep(layout, meta, settings, clock)
     stores = upkeep.stores
-    fills = Fills(stores.blobs, out_of_space=upkeep.evictor.out_of_space)
+    fills = Fills(stores.blobs, room=upkeep.evictor)
     app[ROUTER] = Router(upstreams)
     app[MANIFESTS] = ManifestService(
         stores.manifests, stores.tags, meta, upkeep.access, layout.spool

@@ -1,11 +1,12 @@
 """Keeping the cache within its limits while the mirror serves.
 
-Every process counts what it stores into the shared usage counter and checks it (and the disk's
-free space) when it stores something and every few seconds. Once past a limit, it walks the
-cache and evicts down to the low-water mark (`eviction` says what goes), in a thread, while
-requests go on being served. Only one process on the cache directory does so at a time (the
-upkeep lock); the others leave it to that one. A write that fails for want of space makes the
-next pass free a tenth of the cache, limits or not.
+Every process counts what it stores into the shared usage counter, and checks it (and the disk's
+free space) when it stores something and every few seconds. Past a limit, it walks the cache and
+evicts down to the low-water mark (`eviction` says what goes), in a thread, while requests go on
+being served. A blob about to be committed past the cap waits for that pass first (its readers
+in this process already have every byte), so the cap holds within the blobs in flight. Only one
+process on the cache directory walks it at a time (the upkeep lock). A write that fails for want
+of space makes the next pass free a tenth of the cache, limits or not.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ CHECK_EVERY = 5.0
 # Even within the limits, walk the cache this often to correct the shared count (files removed
 # by hand, a process killed between a commit and its count).
 RECOUNT_EVERY = 600.0
-# After a pass that could not get under the limits (everything left is protected), wait this
-# long before walking the cache again, unless the disk fills.
-RETRY_AFTER = 30.0
+# After a pass that could not get under the limits (what is left is in flight, being read, or
+# protected), walk the cache again only after a pause, doubled each time up to the most.
+RETRY_FIRST = 1.0
+RETRY_MOST = 60.0
+# How long a commit waits for room while another process holds the upkeep lock.
+ROOM_WAIT = 30.0
+POLL = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +69,15 @@ class Evictor:
         self._scanner = Scanner(stores)
         self._lock = UpkeepLock(stores.layout.root)
         self._usage = UsageCounter(stores.layout.root / "usage")
-        self._unsent = 0  # bytes stored here and not yet added to the shared count
+        self._counted: int | None = None  # the shared count as last seen
+        self._unsent = 0  # bytes stored here and not yet added to it
         self._cap: int | None = None  # as last resolved
         self._out_of_space = False
         self._wake = asyncio.Event()
+        self._room = asyncio.Lock()  # commits waiting for room share one pass
         self._next_recount = 0.0  # at once: learn the true size at start-up
         self._hold_until = 0.0
+        self._retry = RETRY_FIRST
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
@@ -88,6 +96,31 @@ class Evictor:
         self._hold_until = 0.0
         self._wake.set()
 
+    async def make_room(self, size: int) -> None:
+        """Before `size` bytes are committed: evict first if they would take the cache past
+        its cap. Never fails; at worst the commit goes ahead over the cap."""
+        if self._fits(size) or time.monotonic() < self._hold_until:
+            return  # room enough, or the last pass found nothing more to evict
+        try:
+            async with self._room:
+                deadline = time.monotonic() + ROOM_WAIT
+                while not self._fits(size) and time.monotonic() >= self._hold_until:
+                    # The blob is in the spool, so the walk counts it.
+                    if await self.run_pass() is not None:
+                        return
+                    if time.monotonic() > deadline:
+                        return
+                    await asyncio.sleep(POLL)  # another process is evicting: see what it left
+                    unsent, self._unsent = self._unsent, 0
+                    await asyncio.to_thread(self._measure, unsent)
+        except Exception:
+            log.get_logger().exception("eviction before a commit failed")
+
+    def _fits(self, size: int) -> bool:
+        if self._cap is None or self._counted is None:
+            return True  # no cap, or not counted yet: the background check sees to it
+        return self._counted + self._unsent + size <= self._cap
+
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
         self._wake.set()
@@ -100,8 +133,11 @@ class Evictor:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the event is set, and the task would never end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), CHECK_EVERY)
+                async with asyncio.timeout(CHECK_EVERY):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.check()
@@ -114,25 +150,27 @@ class Evictor:
         if not self._limits.active and not urgent:
             return None
         unsent, self._unsent = self._unsent, 0
-        usage, over = await asyncio.to_thread(self._measure, unsent)
+        over = await asyncio.to_thread(self._measure, unsent)
         now = time.monotonic()
-        due = urgent or usage is None or now >= self._next_recount
+        due = urgent or self._counted is None or now >= self._next_recount
         if not due and not (over and now >= self._hold_until):
             return None
         return await self.run_pass()
 
-    def _measure(self, unsent: int) -> tuple[int | None, bool]:
-        usage = self._usage.add(unsent)
+    def _measure(self, unsent: int) -> bool:
+        self._counted = self._usage.add(unsent)
         disk = self._limits.disk()
         self._cap = self._limits.cap(disk)
-        return usage, usage is not None and self._limits.excess(usage, disk) > 0
+        return self._counted is not None and self._limits.excess(self._counted, disk) > 0
 
     async def run_pass(self) -> PassResult | None:
-        """Walk the cache and evict what the limits require; None if another process is at it."""
+        """Walk the cache and evict what the limits require; None if another process is at
+        it."""
         urgent, self._out_of_space = self._out_of_space, False
         if self._before_pass is not None:
             await self._before_pass()
-        result = await asyncio.to_thread(self._pass, urgent)
+        unsent, self._unsent = self._unsent, 0
+        result = await asyncio.to_thread(self._pass, urgent, unsent)
         # Whoever made the pass, this one or the one holding the lock, counted the cache.
         self._next_recount = time.monotonic() + RECOUNT_EVERY
         if result is None:
@@ -152,39 +190,42 @@ class Evictor:
                 manifests=freed.manifests,
                 blobs=freed.blobs,
             )
-        if freed.bytes < result.need:
-            self._hold_until = time.monotonic() + RETRY_AFTER
+        if freed.bytes >= result.need:
+            self._retry = RETRY_FIRST
+            return result
+        self._hold_until = time.monotonic() + self._retry
+        if self._retry >= RETRY_MOST:
             log.get_logger().warning(
-                "cannot get the cache within its limits: what is left is pinned, in use, or "
-                "used within the protection window",
+                "cannot get the cache within its limits: what is left is pinned, being "
+                "downloaded or read, or used within the protection window",
                 short_by=result.need - freed.bytes,
             )
+        self._retry = min(self._retry * 2, RETRY_MOST)
         return result
 
-    def _pass(self, urgent: bool) -> PassResult | None:
+    def _pass(self, urgent: bool, unsent: int) -> PassResult | None:
+        counted = self._usage.add(unsent) if self._limits.active else None
+        self._counted = counted
         if not self._lock.try_acquire():
             return None
         try:
-            counted = self._usage.read()
             inventory = self._scanner.scan()
             total = inventory.total
             disk = self._limits.disk()
+            self._cap = cap = self._limits.cap(disk)
             need = self._limits.excess(total, disk)
             if urgent:
                 need = max(need, int(total * (1 - LOW_WATER)))
-            cap = self._limits.cap(disk)
             sweeper = Sweeper(self._stores)
             if need or cap is not None:
                 policy = Policy(self._protect_window, self._pins, cap)
                 evict(inventory, need, policy, sweeper, self._clock())
-            if not self._limits.active:
-                pass
-            elif counted is None:
-                self._usage.set(total - sweeper.freed.bytes)
-            else:
+            if self._limits.active:
+                now = total - sweeper.freed.bytes
                 # A correction rather than a new figure: what other processes counted during
                 # the walk stays counted.
-                self._usage.add(total - counted - sweeper.freed.bytes)
+                fixed = now - counted if counted is not None else None
+                self._counted = self._usage.set(now) if fixed is None else self._usage.add(fixed)
             return PassResult(total, need, sweeper.freed, sweeper.removed_manifests)
         finally:
             self._lock.release()

@@ -134,6 +134,9 @@ class Scanner:
 
     def scan(self) -> Inventory:
         """Walk the whole cache (blocking: run it in a thread)."""
+        # The spool before the blobs: a file committed in between is counted twice rather
+        # than not at all.
+        spool = list(self.stores.spool.iter_files())
         blobs = {b.digest: b for b in self.stores.blobs.iter_blobs()}
         manifests = {}
         for file in self.stores.manifests.iter_manifests():
@@ -146,5 +149,4 @@ class Scanner:
                 self._links[file.digest] = known
             manifests[file.digest] = ManifestFile(file, *known)
         tags = list(self.stores.tags.iter_tags())
-        spool = list(self.stores.spool.iter_files())
         return Inventory(blobs, manifests, tags, spool)

@@ -2,10 +2,10 @@
 
 Each use of a cached blob or manifest sets the file's access time (see `storage.files`), and each
 pull of a tag adds to the tag's pull count, so recency survives restarts and every worker and
-replica on the cache directory sees the same. The request only updates two small maps; a task
-writes them out once a second, off the event loop. A file is touched at most once per
-`touch_every` seconds per process, so a hot manifest costs one `utime` a minute, not one per
-request; eviction's protection window is far longer than that.
+replica on the cache directory sees the same. The request only notes the use, and when, in two
+small maps; a task writes them out once a second, off the event loop. A file is touched at most
+once per `touch_every` seconds per process, so a hot manifest costs one `utime` a minute, not
+one per request; eviction's protection window is far longer than that.
 
 Only content that exists is recorded: callers call this once they hold a cached answer, so a
 request for a digest that is nowhere records nothing. The Redis store, where there is one, also
@@ -53,8 +53,8 @@ class AccessLog:
         self._clock = clock
         # Touched lately by this process: not again until the entry expires.
         self._recent: TTLCache[_Key, None] = TTLCache(MAX_PENDING, touch_every, time.monotonic)
-        self._touches: dict[_Key, None] = {}
-        self._pulls: dict[tuple[str, str, str], int] = {}
+        self._touches: dict[_Key, float] = {}  # item -> when it was used
+        self._pulls: dict[tuple[str, str, str], tuple[int, float]] = {}  # -> (count, last)
         self._task: asyncio.Task[None] | None = None
 
     def blob(self, digest: Digest) -> None:
@@ -70,11 +70,11 @@ class AccessLog:
     def pulled(self, registry: str, repo: str, tag: str) -> None:
         """A cached tag was resolved (a GET or HEAD of its manifest was answered)."""
         key = (registry, repo, tag)
-        count = self._pulls.get(key)
-        if count is not None:
-            self._pulls[key] = count + 1
+        pending = self._pulls.get(key)
+        if pending is not None:
+            self._pulls[key] = (pending[0] + 1, self._clock())
         elif len(self._pulls) < MAX_PENDING:
-            self._pulls[key] = 1
+            self._pulls[key] = (1, self._clock())
 
     def stored_blob(self, digest: Digest, _size: int) -> None:
         """A blob was committed: new content is as recent as content just used."""
@@ -87,7 +87,7 @@ class AccessLog:
         if key in self._recent or len(self._touches) >= MAX_PENDING:
             return
         self._recent[key] = None
-        self._touches[key] = None
+        self._touches[key] = self._clock()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever())
@@ -106,15 +106,15 @@ class AccessLog:
             return
         touches, self._touches = self._touches, {}
         pulls, self._pulls = self._pulls, {}
-        await asyncio.to_thread(self._write, list(touches), pulls, self._clock())
+        await asyncio.to_thread(self._write, touches, pulls)
 
     def _write(
-        self, touches: list[_Key], pulls: dict[tuple[str, str, str], int], now: float
+        self, touches: dict[_Key, float], pulls: dict[tuple[str, str, str], tuple[int, float]]
     ) -> None:
-        for is_blob, digest in touches:
-            (self._blobs if is_blob else self._manifests).touch(digest, now)
-        for (registry, repo, tag), count in pulls.items():
-            self._tags.add_pulls(registry, repo, tag, count, now)
+        for (is_blob, digest), at in touches.items():
+            (self._blobs if is_blob else self._manifests).touch(digest, at)
+        for (registry, repo, tag), (count, last) in pulls.items():
+            self._tags.add_pulls(registry, repo, tag, count, last)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -71,8 +71,9 @@ class UsageCounter:
         """Add `delta`; the new total, or None when nobody has counted the cache yet."""
         return self._update(lambda old: None if old is None else max(0, old + delta))
 
-    def set(self, total: int) -> None:
+    def set(self, total: int) -> int:
         self._update(lambda _old: total)
+        return total
 
     def read(self) -> int | None:
         return self._update(lambda old: old)

@@ -41,6 +41,14 @@ class FillFailed(Exception):
     """Raised to readers when the fill they follow failed after the response started."""
 
 
+class Room(Protocol):
+    """What keeps the cache within its size: asked before each commit, told of a full disk."""
+
+    async def make_room(self, size: int) -> None: ...
+
+    def out_of_space(self) -> None: ...
+
+
 class FillView(Protocol):
     """What a request needs of a fill, whether this process or another one runs it."""
 
@@ -88,7 +96,7 @@ class BlobFill:
         repo: str,
         store: BlobStore,
         lock: FillLock,
-        out_of_space: Callable[[], None] = lambda: None,
+        room: Room | None = None,
     ) -> None:
         try:
             with open_spool(self._part) as spool:
@@ -97,6 +105,8 @@ class BlobFill:
                 self._verified = True
                 self._notify()
                 await asyncio.to_thread(os.fsync, spool.fileno())
+                if room is not None:
+                    await room.make_room(self._written)
                 # Renamed while still open and locked, so no start-up sweep can take it.
                 store.commit(self._part, self.digest)
                 self._committed = True
@@ -104,8 +114,8 @@ class BlobFill:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind
             log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                out_of_space()
+            if room is not None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                room.out_of_space()
             self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
             self._fail(UpstreamError("the mirror is shutting down"))
@@ -256,10 +266,9 @@ def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) 
 class Fills:
     """The fills this process runs, keyed by digest; cancelled at shutdown."""
 
-    def __init__(self, store: BlobStore, out_of_space: Callable[[], None] = lambda: None) -> None:
-        """`out_of_space` is called when a fill fails for want of disk space."""
+    def __init__(self, store: BlobStore, room: Room | None = None) -> None:
         self._store = store
-        self._out_of_space = out_of_space
+        self._room = room
         self._fills: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
         self._tasks: dict[asyncio.Task[None], BlobFill] = {}  # every fill still running
 
@@ -272,7 +281,7 @@ class Fills:
     ) -> BlobFill:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock, self._out_of_space))
+        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock, self._room))
         self._tasks[task] = fill
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill

@@ -102,9 +102,9 @@ class TagStore:
                 # Repository components never start with "_": those are ours.
                 subdirs[:] = sorted(d for d in subdirs if d == _TAGS or not d.startswith("_"))
                 here = Path(directory)
-                repo = here.parent.relative_to(root / registry).as_posix()
-                if here.name != _TAGS or repo == ".":
+                if here.name != _TAGS or here.parent == root / registry:
                     continue
+                repo = here.parent.relative_to(root / registry).as_posix()
                 for tag in sorted(names):
                     record = _read_record(here / tag)
                     if record is not None and _is_tag(tag):
