@@ -7,12 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from mirror import __version__
-from mirror.commands import Command, CommandError
+from mirror.commands import Command, CommandError, du, gc, ls, rm, verify
 from mirror.commands import serve as serve_command
 from mirror.config import ConfigError, load_settings
 from mirror.config.options import BY_KEY, add_flags
 
-COMMANDS: tuple[Command, ...] = (serve_command.COMMAND,)
+COMMANDS: tuple[Command, ...] = (
+    serve_command.COMMAND,
+    ls.COMMAND,
+    du.COMMAND,
+    rm.COMMAND,
+    gc.COMMAND,
+    verify.COMMAND,
+)
 
 
 def _parser() -> argparse.ArgumentParser:

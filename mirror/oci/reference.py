@@ -58,10 +58,13 @@ def parse_reference(text: str) -> ImageReference:
     registry, repository = _split_registry(name)
     if not _DOMAIN.match(registry):
         raise InvalidReference(f"{text!r}: {registry!r} is not a registry host")
+    try:
+        validate_name(repository.lower())
+    except MirrorError as e:
+        raise InvalidReference(f"{text!r}: {e.message}") from None
     if repository != repository.lower():
         raise InvalidReference(f"{text!r}: the repository name must be lowercase")
     try:
-        validate_name(repository)
         if tag is not None:
             validate_tag(tag)
         digest = Digest.parse(digest_text) if digest_text is not None else None
