@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.cold import run_cold_phase
 from bench.context import Context
+from bench.evict import run_evict_phase
 from bench.machine import describe_machine
 from bench.manifest import run_manifest_phase
 from bench.memory import memory_report
@@ -25,6 +26,7 @@ PHASES: dict[str, Callable[[Context], PhaseReport]] = {
     "manifest": run_manifest_phase,
     "warm-blob": run_warm_blob_phase,
     "cold": run_cold_phase,
+    "evict": run_evict_phase,
 }
 ALL_PHASES = (*PHASES, "memory")
 

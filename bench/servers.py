@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,11 @@ class MirrorServer(Service):
         workers: int = 1,
         redis_url: str | None = None,
         source: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """`source`: a directory holding the `mirror` package to run instead of the installed
-        one (`python -m` looks in the working directory first), e.g. an exported commit."""
+        one (`python -m` looks in the working directory first), e.g. an exported commit;
+        `extra_args`: more options for `mirror serve`."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,6 +56,7 @@ class MirrorServer(Service):
         ]
         if redis_url:
             argv += ["--redis-url", redis_url]
+        argv += extra_args
         super().__init__(f"mirror (workers={workers})", argv, workdir / "mirror.log", source)
 
     def start(self) -> None:

@@ -1,30 +1,33 @@
 """Keeping the cache within its limits while the mirror serves.
 
 Every process counts what it stores into the shared usage counter, and checks it (and the disk's
-free space) when it stores something and every few seconds. Past a limit, it walks the cache and
-evicts down to the low-water mark (`eviction` says what goes), in a thread, while requests go on
-being served. A blob about to be committed past the cap waits for that pass first (its readers
-in this process already have every byte), so the cap holds within the blobs in flight. Only one
-process on the cache directory walks it at a time (the upkeep lock). A write that fails for want
-of space makes the next pass free a tenth of the cache, limits or not.
+free space) when it stores something and every second. Past a limit, a helper process walks the
+cache and evicts down to the low-water mark (`passes`, `eviction`), while requests go on being
+served. A blob about to be committed past the cap waits for that pass first (its readers in this
+process already have every byte), so the cap holds within the blobs in flight. Only one process
+on the cache directory walks it at a time (the upkeep lock). A write that fails for want of space
+makes the next pass free a tenth of the cache, limits or not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from mirror import log
-from mirror.cache.eviction import Freed, Policy, Sweeper, evict
-from mirror.cache.inventory import Scanner, Stores
-from mirror.cache.lock import UpkeepLock
-from mirror.cache.usage import LOW_WATER, Limits, UsageCounter
+from mirror.cache import passes
+from mirror.cache.passes import PassJob, PassResult
+from mirror.cache.usage import Limits, UsageCounter
+from mirror.config import SizeLimit
 from mirror.oci.digest import Digest
 
-CHECK_EVERY = 5.0
+CHECK_EVERY = 1.0
 # Even within the limits, walk the cache this often to correct the shared count (files removed
 # by hand, a process killed between a commit and its count).
 RECOUNT_EVERY = 600.0
@@ -37,19 +40,12 @@ ROOM_WAIT = 30.0
 POLL = 0.05
 
 
-@dataclass(frozen=True, slots=True)
-class PassResult:
-    total: int  # bytes before the pass
-    need: int
-    freed: Freed
-    removed_manifests: list[Digest]
-
-
 class Evictor:
     def __init__(
         self,
-        stores: Stores,
-        limits: Limits,
+        root: Path,
+        max_size: SizeLimit | None,
+        min_free: SizeLimit | None,
         protect_window: float,
         pins: tuple[str, ...],
         *,
@@ -59,16 +55,17 @@ class Evictor:
     ) -> None:
         """`before_pass` writes out pending recency; `forget` drops a removed manifest from
         this process's memory."""
-        self._stores = stores
-        self._limits = limits
+        self._root = root
+        self._max_size = max_size
+        self._min_free = min_free
+        self._limits = Limits(root, max_size, min_free)
         self._protect_window = protect_window
         self._pins = pins
         self._clock = clock
         self._before_pass = before_pass
         self._forget = forget
-        self._scanner = Scanner(stores)
-        self._lock = UpkeepLock(stores.layout.root)
-        self._usage = UsageCounter(stores.layout.root / "usage")
+        self._usage = UsageCounter(root / "usage")
+        self._helper: ProcessPoolExecutor | None = None
         self._counted: int | None = None  # the shared count as last seen
         self._unsent = 0  # bytes stored here and not yet added to it
         self._cap: int | None = None  # as last resolved
@@ -79,6 +76,7 @@ class Evictor:
         self._hold_until = 0.0
         self._retry = RETRY_FIRST
         self._task: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[PassResult | None] | None = None
         self.passes = 0
 
     def stored(self, _digest: Digest, size: int) -> None:
@@ -98,27 +96,29 @@ class Evictor:
 
     async def make_room(self, size: int) -> None:
         """Before `size` bytes are committed: evict first if they would take the cache past
-        its cap. Never fails; at worst the commit goes ahead over the cap."""
+        its cap. Waits at most ROOM_WAIT and never fails: at worst the commit goes ahead over
+        the cap, and the pass it started finishes in the background."""
         if self._fits(size) or time.monotonic() < self._hold_until:
             return  # room enough, or the last pass found nothing more to evict
         try:
-            async with self._room:
-                deadline = time.monotonic() + ROOM_WAIT
+            async with asyncio.timeout(ROOM_WAIT), self._room:
                 while not self._fits(size) and time.monotonic() >= self._hold_until:
                     # The blob is in the spool, so the walk counts it.
                     if await self.run_pass() is not None:
                         return
-                    if time.monotonic() > deadline:
-                        return
                     await asyncio.sleep(POLL)  # another process is evicting: see what it left
                     unsent, self._unsent = self._unsent, 0
                     await asyncio.to_thread(self._measure, unsent)
+        except TimeoutError:
+            log.get_logger().warning("committing past the cap: eviction is slow", size=size)
         except Exception:
             log.get_logger().exception("eviction before a commit failed")
 
     def _fits(self, size: int) -> bool:
+        if self._limits.max_size is None:
+            return True
         if self._cap is None or self._counted is None:
-            return True  # no cap, or not counted yet: the background check sees to it
+            return False  # not counted yet: a pass will tell
         return self._counted + self._unsent + size <= self._cap
 
     async def start(self) -> None:
@@ -126,10 +126,14 @@ class Evictor:
         self._wake.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._running):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._helper is not None:
+            self._helper.shutdown(wait=False, cancel_futures=True)
+            self._helper = None
 
     async def _run(self) -> None:
         while True:
@@ -155,6 +159,10 @@ class Evictor:
         due = urgent or self._counted is None or now >= self._next_recount
         if not due and not (over and now >= self._hold_until):
             return None
+        if over or urgent:
+            log.get_logger().info(
+                "evicting", usage=self._counted, cap=self._cap, out_of_space=urgent
+            )
         return await self.run_pass()
 
     def _measure(self, unsent: int) -> bool:
@@ -165,15 +173,37 @@ class Evictor:
 
     async def run_pass(self) -> PassResult | None:
         """Walk the cache and evict what the limits require; None if another process is at
-        it."""
+        it. Callers while a pass runs share it; one that gives up leaves it to finish."""
+        if self._running is None:
+            self._running = running = asyncio.ensure_future(self._make_pass())
+            running.add_done_callback(self._pass_done)
+        return await asyncio.shield(self._running)
+
+    def _pass_done(self, task: asyncio.Task[PassResult | None]) -> None:
+        self._running = None
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that waited report it
+
+    async def _make_pass(self) -> PassResult | None:
         urgent, self._out_of_space = self._out_of_space, False
         if self._before_pass is not None:
             await self._before_pass()
         unsent, self._unsent = self._unsent, 0
-        result = await asyncio.to_thread(self._pass, urgent, unsent)
-        # Whoever made the pass, this one or the one holding the lock, counted the cache.
+        job = PassJob(
+            self._root,
+            self._max_size,
+            self._min_free,
+            self._protect_window,
+            self._pins,
+            self._clock(),
+            unsent,
+            urgent,
+        )
+        result = await self._in_helper(job)
+        self._counted, self._cap = result.counted, result.cap
+        # Whoever made the pass, this process or the one holding the lock, counted the cache.
         self._next_recount = time.monotonic() + RECOUNT_EVERY
-        if result is None:
+        if not result.made or result.freed is None:
             return None
         self.passes += 1
         if self._forget is not None:
@@ -203,29 +233,17 @@ class Evictor:
         self._retry = min(self._retry * 2, RETRY_MOST)
         return result
 
-    def _pass(self, urgent: bool, unsent: int) -> PassResult | None:
-        counted = self._usage.add(unsent) if self._limits.active else None
-        self._counted = counted
-        if not self._lock.try_acquire():
-            return None
+    async def _in_helper(self, job: PassJob) -> PassResult:
+        """Run the pass in the helper process, started on first use (a fresh interpreter: the
+        server's threads and sockets stay behind) and again if it died."""
+        if self._helper is None:
+            self._helper = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=passes.lower_priority,
+            )
         try:
-            inventory = self._scanner.scan()
-            total = inventory.total
-            disk = self._limits.disk()
-            self._cap = cap = self._limits.cap(disk)
-            need = self._limits.excess(total, disk)
-            if urgent:
-                need = max(need, int(total * (1 - LOW_WATER)))
-            sweeper = Sweeper(self._stores)
-            if need or cap is not None:
-                policy = Policy(self._protect_window, self._pins, cap)
-                evict(inventory, need, policy, sweeper, self._clock())
-            if self._limits.active:
-                now = total - sweeper.freed.bytes
-                # A correction rather than a new figure: what other processes counted during
-                # the walk stays counted.
-                fixed = now - counted if counted is not None else None
-                self._counted = self._usage.set(now) if fixed is None else self._usage.add(fixed)
-            return PassResult(total, need, sweeper.freed, sweeper.removed_manifests)
-        finally:
-            self._lock.release()
+            return await asyncio.get_running_loop().run_in_executor(self._helper, passes.run, job)
+        except BrokenProcessPool:
+            self._helper = None
+            raise

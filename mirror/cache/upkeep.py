@@ -9,7 +9,6 @@ from collections.abc import Callable
 from mirror.cache.evictor import Evictor
 from mirror.cache.inventory import Stores
 from mirror.cache.recency import AccessLog
-from mirror.cache.usage import Limits
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
@@ -33,10 +32,10 @@ class Upkeep:
         tags = TagStore(layout)
         self.stores = Stores(layout, blobs, manifests, tags, Spool(layout))
         self.access = AccessLog(blobs, manifests, tags, meta, clock)
-        limits = Limits(layout.root, settings.max_size, settings.min_free)
         self.evictor = Evictor(
-            self.stores,
-            limits,
+            layout.root,
+            settings.max_size,
+            settings.min_free,
             settings.protect_window,
             settings.pin,
             clock=clock,
