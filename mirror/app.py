@@ -12,7 +12,6 @@ from aiohttp import web
 from mirror import __version__
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
-    ACCESS,
     BLOBS,
     HOT_ANSWERS,
     LISTINGS,
@@ -66,7 +65,7 @@ async def _services(app: web.Application, clock: Callable[[], float]) -> AsyncIt
     ]
     upkeep = Upkeep(layout, meta, settings, clock)
     stores = upkeep.stores
-    fills = Fills(stores.blobs, room=upkeep.evictor)
+    fills = Fills(stores.blobs, space=upkeep.evictor)
     app[ROUTER] = Router(upstreams)
     app[MANIFESTS] = ManifestService(
         stores.manifests, stores.tags, meta, upkeep.access, layout.spool
@@ -74,7 +73,6 @@ async def _services(app: web.Application, clock: Callable[[], float]) -> AsyncIt
     app[BLOBS] = BlobService(stores.blobs, fills, upkeep.access, layout.spool)
     app[LISTINGS] = ListingService()
     app[META] = meta
-    app[ACCESS] = upkeep.access
     app[UPKEEP] = upkeep
     app[HOT_ANSWERS] = HotAnswers()
     await upkeep.start()

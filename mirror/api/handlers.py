@@ -7,7 +7,7 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
-from mirror.api.keys import ACCESS, BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, ROUTER
+from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, ROUTER, UPKEEP
 from mirror.api.responses import blob_file_response, manifest_response, stream_fill
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
@@ -40,7 +40,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     if (ready := hot.get(key)) is not None:
         log.note_route(ready.upstream)
         log.note_cache("hit")
-        access = request.app[ACCESS]
+        access = request.app[UPKEEP].access
         access.manifest(ready.digest)
         if ready.tag is not None:
             access.pulled(ready.upstream, ready.repo, ready.tag)
@@ -61,7 +61,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
     if not by_digest:
-        request.app[ACCESS].pulled(route.upstream.name, route.repo, reference)
+        request.app[UPKEEP].access.pulled(route.upstream.name, route.repo, reference)
     response = _namespaced(manifest_response(answer), route)
     if answer.data is not None and (
         by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl

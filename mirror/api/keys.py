@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.api.hot import HotAnswers
-from mirror.cache.recency import AccessLog
 from mirror.cache.upkeep import Upkeep
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
@@ -21,5 +20,4 @@ BLOBS = web.AppKey("blobs", BlobService)
 LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
-ACCESS = web.AppKey("access", AccessLog)
 UPKEEP = web.AppKey("upkeep", Upkeep)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from mirror.cache.inventory import Image, Inventory, ManifestFile, Stores
 from mirror.oci.digest import Digest
 from mirror.storage.files import StoredFile
-from mirror.storage.spool import SpoolFile
+from mirror.storage.spool_files import SpoolFile
 from mirror.storage.tags import TagEntry
 
 

@@ -35,12 +35,16 @@ RECOUNT_EVERY = 600.0
 # protected), walk the cache again only after a pause, doubled each time up to the most.
 RETRY_FIRST = 1.0
 RETRY_MOST = 60.0
-# How long a commit waits for room while another process holds the upkeep lock.
+# The longest a commit waits for room; then it goes ahead, past the cap.
 ROOM_WAIT = 30.0
 POLL = 0.05
+# The helper process goes away after this long without a pass, and its memory with it.
+HELPER_IDLE = 120.0
 
 
 class Evictor:
+    """One per server process: counts what it stores, evicts in a helper process."""
+
     def __init__(
         self,
         root: Path,
@@ -66,12 +70,13 @@ class Evictor:
         self._forget = forget
         self._usage = UsageCounter(root / "usage")
         self._helper: ProcessPoolExecutor | None = None
+        self._helper_used = 0.0
         self._counted: int | None = None  # the shared count as last seen
         self._unsent = 0  # bytes stored here and not yet added to it
         self._cap: int | None = None  # as last resolved
         self._out_of_space = False
         self._wake = asyncio.Event()
-        self._room = asyncio.Lock()  # commits waiting for room share one pass
+        self._room = asyncio.Lock()  # commits waiting for room take turns
         self._next_recount = 0.0  # at once: learn the true size at start-up
         self._hold_until = 0.0
         self._retry = RETRY_FIRST
@@ -94,7 +99,7 @@ class Evictor:
         self._hold_until = 0.0
         self._wake.set()
 
-    async def make_room(self, size: int) -> None:
+    async def reserve(self, size: int) -> None:
         """Before `size` bytes are committed: evict first if they would take the cache past
         its cap. Waits at most ROOM_WAIT and never fails: at worst the commit goes ahead over
         the cap, and the pass it started finishes in the background."""
@@ -199,7 +204,11 @@ class Evictor:
             unsent,
             urgent,
         )
-        result = await self._in_helper(job)
+        try:
+            result = await self._in_helper(job)
+        except BaseException:
+            self._unsent += unsent  # still to be counted
+            raise
         self._counted, self._cap = result.counted, result.cap
         # Whoever made the pass, this process or the one holding the lock, counted the cache.
         self._next_recount = time.monotonic() + RECOUNT_EVERY
@@ -236,6 +245,7 @@ class Evictor:
     async def _in_helper(self, job: PassJob) -> PassResult:
         """Run the pass in the helper process, started on first use (a fresh interpreter: the
         server's threads and sockets stay behind) and again if it died."""
+        loop = asyncio.get_running_loop()
         if self._helper is None:
             self._helper = ProcessPoolExecutor(
                 1,
@@ -243,7 +253,16 @@ class Evictor:
                 initializer=passes.lower_priority,
             )
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._helper, passes.run, job)
+            return await loop.run_in_executor(self._helper, passes.run, job)
         except BrokenProcessPool:
             self._helper = None
             raise
+        finally:
+            self._helper_used = time.monotonic()
+            loop.call_later(HELPER_IDLE, self._retire_helper)
+
+    def _retire_helper(self) -> None:
+        idle = time.monotonic() - self._helper_used >= HELPER_IDLE
+        if idle and self._running is None and self._helper is not None:
+            self._helper.shutdown(wait=False)
+            self._helper = None

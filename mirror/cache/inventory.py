@@ -21,7 +21,7 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.files import StoredFile
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
-from mirror.storage.spool import Spool, SpoolFile
+from mirror.storage.spool_files import SpoolFile, SpoolFiles
 from mirror.storage.tags import TagEntry, TagStore
 
 
@@ -33,13 +33,13 @@ class Stores:
     blobs: BlobStore
     manifests: ManifestStore
     tags: TagStore
-    spool: Spool
+    spool: SpoolFiles
 
     @classmethod
     def at(cls, root: Path) -> Stores:
         layout = CacheLayout(root)
         return cls(
-            layout, BlobStore(layout), ManifestStore(layout), TagStore(layout), Spool(layout)
+            layout, BlobStore(layout), ManifestStore(layout), TagStore(layout), SpoolFiles(layout)
         )
 
 

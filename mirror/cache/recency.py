@@ -2,14 +2,14 @@
 
 Each use of a cached blob or manifest sets the file's access time (see `storage.files`), and each
 pull of a tag adds to the tag's pull count, so recency survives restarts and every worker and
-replica on the cache directory sees the same. The request only notes the use, and when, in two
-small maps; a task writes them out once a second, off the event loop. A file is touched at most
-once per `touch_every` seconds per process, so a hot manifest costs one `utime` a minute, not
-one per request; eviction's protection window is far longer than that.
+replica on the cache directory sees the same. A request only counts the use, and when, in a
+small map (a fraction of a microsecond); once a second a task writes the uses out, off the event
+loop, touching a file at most once per `touch_every` seconds per process (a hot manifest costs
+one `utime` a minute, not one per request; eviction's protection window is far longer), and
+hands the hit counts to the metadata store (Redis keeps them per digest).
 
 Only content that exists is recorded: callers call this once they hold a cached answer, so a
-request for a digest that is nowhere records nothing. The Redis store, where there is one, also
-counts hits per digest (`MetadataStore.record_access`).
+request for a digest that is nowhere records nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-
-from cachetools import TTLCache
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from mirror import log
 from mirror.meta.store import MetadataStore
@@ -30,10 +29,19 @@ from mirror.storage.tags import TagStore
 
 TOUCH_EVERY = 60.0
 FLUSH_EVERY = 1.0
-# The most distinct items remembered between two writes; beyond, uses go unrecorded until then.
+# The most distinct items counted between two writes; uses of others wait for the next round.
 MAX_PENDING = 50_000
 
-_Key = tuple[bool, Digest]  # (is a blob, digest)
+
+class _Use:
+    """Uses of one item since the last write: how many were hits, and when the last was."""
+
+    __slots__ = ("count", "digest", "last")
+
+    def __init__(self, digest: Digest | None, at: float) -> None:
+        self.digest = digest  # None for a tag's pulls
+        self.count = 0
+        self.last = at
 
 
 class AccessLog:
@@ -51,43 +59,43 @@ class AccessLog:
         self._tags = tags
         self._meta = meta
         self._clock = clock
-        # Touched lately by this process: not again until the entry expires.
-        self._recent: TTLCache[_Key, None] = TTLCache(MAX_PENDING, touch_every, time.monotonic)
-        self._touches: dict[_Key, float] = {}  # item -> when it was used
-        self._pulls: dict[tuple[str, str, str], tuple[int, float]] = {}  # -> (count, last)
+        self._touch_every = touch_every
+        # Uses since the last write, by digest hex: served (counted as hits) or stored (not).
+        self._blob_uses: dict[str, _Use] = {}
+        self._manifest_uses: dict[str, _Use] = {}
+        self._pulls: dict[tuple[str, str, str], _Use] = {}
+        # When this process last touched each file (by kind and hex); bounded by MAX_PENDING.
+        self._touched: dict[tuple[bool, str], float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def blob(self, digest: Digest) -> None:
         """A cached blob is being served."""
-        self._meta.record_access(str(digest))
-        self._touch((True, digest))
+        self._use(self._blob_uses, digest.hex, digest, 1)
 
     def manifest(self, digest: Digest) -> None:
         """A cached manifest is being served."""
-        self._meta.record_access(str(digest))
-        self._touch((False, digest))
+        self._use(self._manifest_uses, digest.hex, digest, 1)
 
     def pulled(self, registry: str, repo: str, tag: str) -> None:
         """A cached tag was resolved (a GET or HEAD of its manifest was answered)."""
-        key = (registry, repo, tag)
-        pending = self._pulls.get(key)
-        if pending is not None:
-            self._pulls[key] = (pending[0] + 1, self._clock())
-        elif len(self._pulls) < MAX_PENDING:
-            self._pulls[key] = (1, self._clock())
+        self._use(self._pulls, (registry, repo, tag), None, 1)
 
     def stored_blob(self, digest: Digest, _size: int) -> None:
         """A blob was committed: new content is as recent as content just used."""
-        self._touch((True, digest))
+        self._use(self._blob_uses, digest.hex, digest, 0)
 
     def stored_manifest(self, digest: Digest, _size: int) -> None:
-        self._touch((False, digest))
+        self._use(self._manifest_uses, digest.hex, digest, 0)
 
-    def _touch(self, key: _Key) -> None:
-        if key in self._recent or len(self._touches) >= MAX_PENDING:
-            return
-        self._recent[key] = None
-        self._touches[key] = self._clock()
+    def _use(self, uses: dict[Any, _Use], key: Hashable, digest: Digest | None, hits: int) -> None:
+        use = uses.get(key)
+        if use is None:
+            if len(uses) >= MAX_PENDING:
+                return
+            use = uses[key] = _Use(digest, self._clock())
+        else:
+            use.last = self._clock()
+        use.count += hits
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever())
@@ -102,19 +110,41 @@ class AccessLog:
 
     async def flush(self) -> None:
         """Write out what was used since the last flush."""
-        if not self._touches and not self._pulls:
-            return
-        touches, self._touches = self._touches, {}
+        blobs, self._blob_uses = self._blob_uses, {}
+        manifests, self._manifest_uses = self._manifest_uses, {}
         pulls, self._pulls = self._pulls, {}
-        await asyncio.to_thread(self._write, touches, pulls)
+        await self._meta.add_hits(
+            {
+                str(u.digest): (u.count, u.last)
+                for u in (*blobs.values(), *manifests.values())
+                if u.count
+            }
+        )
+        touches = self._due(True, blobs) + self._due(False, manifests)
+        if touches or pulls:
+            await asyncio.to_thread(self._write, touches, pulls)
+
+    def _due(self, is_blob: bool, uses: dict[str, _Use]) -> list[tuple[bool, Digest, float]]:
+        """The files to touch: those this process has not touched for `touch_every`."""
+        if len(self._touched) > MAX_PENDING:
+            self._touched.clear()  # forgetting only means one more touch each
+        due = []
+        for key, use in uses.items():
+            touched = self._touched.get((is_blob, key))
+            if use.digest is not None and (
+                touched is None or use.last >= touched + self._touch_every
+            ):
+                self._touched[(is_blob, key)] = use.last
+                due.append((is_blob, use.digest, use.last))
+        return due
 
     def _write(
-        self, touches: dict[_Key, float], pulls: dict[tuple[str, str, str], tuple[int, float]]
+        self, touches: list[tuple[bool, Digest, float]], pulls: dict[tuple[str, str, str], _Use]
     ) -> None:
-        for (is_blob, digest), at in touches.items():
+        for is_blob, digest, at in touches:
             (self._blobs if is_blob else self._manifests).touch(digest, at)
-        for (registry, repo, tag), (count, last) in pulls.items():
-            self._tags.add_pulls(registry, repo, tag, count, last)
+        for (registry, repo, tag), use in pulls.items():
+            self._tags.add_pulls(registry, repo, tag, use.count, use.last)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -15,11 +15,13 @@ from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
-from mirror.storage.spool import Spool
+from mirror.storage.spool_files import SpoolFiles
 from mirror.storage.tags import TagStore
 
 
 class Upkeep:
+    """The server's stores, the access log recording their use and the evictor bounding them."""
+
     def __init__(
         self,
         layout: CacheLayout,
@@ -30,7 +32,7 @@ class Upkeep:
         blobs = BlobStore(layout, on_commit=self._blob_stored)
         manifests = ManifestStore(layout, on_store=self._manifest_stored)
         tags = TagStore(layout)
-        self.stores = Stores(layout, blobs, manifests, tags, Spool(layout))
+        self.stores = Stores(layout, blobs, manifests, tags, SpoolFiles(layout))
         self.access = AccessLog(blobs, manifests, tags, meta, clock)
         self.evictor = Evictor(
             layout.root,

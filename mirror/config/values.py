@@ -145,9 +145,6 @@ class SizeLimit:
         assert self.percent is not None
         return int(filesystem_bytes * self.percent / 100)
 
-    def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
-
 
 def size(option: str, value: Any) -> SizeLimit | None:
     """`300MiB`, `50GiB`, `1TB`, `1.5GB`, a plain number of bytes, or a percentage (`80%`);

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import Counter
+from collections.abc import Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
@@ -38,11 +38,7 @@ from mirror import log
 from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
-FLUSH_INTERVAL = 1.0
 ACCESS_TTL = 30 * 86400
-# The most distinct digests counted between two flushes (or while Redis is away); past that,
-# hits on new digests go uncounted: the counts are informative, never load-bearing.
-MAX_PENDING = 50_000
 
 
 class RedisStore:
@@ -63,23 +59,19 @@ class RedisStore:
         self._fallback = EmbeddedStore()
         self._lookups: dict[str, asyncio.Future[str | None]] = {}
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
-        self._pending: Counter[str] = Counter()
-        self._last_access: dict[str, float] = {}
         self._up = True
         self._probe: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
         return self._up
 
     async def start(self) -> None:
-        """Check Redis once (a dead Redis at start-up is logged, not fatal) and start flushing."""
+        """Check Redis once: a dead Redis at start-up is logged, not fatal."""
         try:
             await self._redis.ping()
         except (RedisError, OSError) as e:
             self._went_down(e)
-        self._flusher = asyncio.create_task(self._flush_forever())
 
     async def fresh_digest(self, key: str) -> str | None:
         remembered = self._front.get(key)
@@ -185,36 +177,20 @@ class RedisStore:
                 self._went_down(e)
         await self._fallback.note_upstream(name, facts)
 
-    def record_access(self, digest: str) -> None:
-        if digest in self._pending or len(self._pending) < MAX_PENDING:
-            self._pending[digest] += 1
-            self._last_access[digest] = time.time()
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write the access counts gathered since the last flush in one round trip."""
-        if not self._pending or not self._up:
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """A second's hits in one round trip; lost if Redis is away (they are only counts)."""
+        if not hits or not self._up:
             return
-        pending, last = self._pending, self._last_access
-        self._pending, self._last_access = Counter(), {}
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for digest, hits in pending.items():
+                for digest, (count, last) in hits.items():
                     key = self._prefix + "access:" + digest
-                    pipe.hincrby(key, "hits", hits)
-                    pipe.hset(key, "last", f"{last[digest]:.3f}")
+                    pipe.hincrby(key, "hits", count)
+                    pipe.hset(key, "last", f"{last:.3f}")
                     pipe.expire(key, ACCESS_TTL)
                 await pipe.execute()
         except (RedisError, OSError) as e:
             self._went_down(e)
-            for digest, hits in pending.items():
-                if digest in self._pending or len(self._pending) < MAX_PENDING:
-                    self._pending[digest] += hits
-                    self._last_access.setdefault(digest, last[digest])
 
     def _went_down(self, error: BaseException) -> None:
         if not self._up:
@@ -238,13 +214,10 @@ class RedisStore:
             return
 
     async def close(self) -> None:
-        for task in (self._flusher, self._probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await self._redis.aclose()
         await self._fallback.close()
 

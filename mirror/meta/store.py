@@ -9,6 +9,7 @@ mapping, so losing the store only makes tags stale.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiocache import SimpleMemoryCache
@@ -28,9 +29,9 @@ class MetadataStore(Protocol):
 
     async def release_lease(self, key: str) -> None: ...
 
-    def record_access(self, digest: str) -> None:
-        """Count a hit on cached content; cheap and synchronous, flushed in batches by the
-        backend. Recency for eviction is kept with the cache itself (`cache.recency`)."""
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """Add to the hit counts of cached digests: digest -> (hits, unix time of the last),
+        gathered over a second. Recency for eviction is kept with the cache (`cache.recency`)."""
 
     async def set_flag(self, key: str, ttl: float) -> None:
         """Raise a flag that lowers itself after `ttl` seconds (an open circuit, a spent
@@ -84,8 +85,8 @@ class EmbeddedStore:
     async def release_lease(self, key: str) -> None:
         await self._leases.delete(key)
 
-    def record_access(self, digest: str) -> None:
-        """Nothing to share with: recency and pull counts are kept with the cache."""
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """Nothing to share them with: recency and pull counts are kept with the cache."""
 
     async def set_flag(self, key: str, ttl: float) -> None:
         self._flags[key] = ttl

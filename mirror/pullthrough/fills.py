@@ -41,10 +41,10 @@ class FillFailed(Exception):
     """Raised to readers when the fill they follow failed after the response started."""
 
 
-class Room(Protocol):
+class Space(Protocol):
     """What keeps the cache within its size: asked before each commit, told of a full disk."""
 
-    async def make_room(self, size: int) -> None: ...
+    async def reserve(self, size: int) -> None: ...
 
     def out_of_space(self) -> None: ...
 
@@ -96,7 +96,7 @@ class BlobFill:
         repo: str,
         store: BlobStore,
         lock: FillLock,
-        room: Room | None = None,
+        space: Space | None = None,
     ) -> None:
         try:
             with open_spool(self._part) as spool:
@@ -105,8 +105,8 @@ class BlobFill:
                 self._verified = True
                 self._notify()
                 await asyncio.to_thread(os.fsync, spool.fileno())
-                if room is not None:
-                    await room.make_room(self._written)
+                if space is not None:
+                    await space.reserve(self._written)
                 # Renamed while still open and locked, so no start-up sweep can take it.
                 store.commit(self._part, self.digest)
                 self._committed = True
@@ -114,8 +114,8 @@ class BlobFill:
             self._fail(e)
         except OSError as e:  # disk full, permissions: nothing half-written stays behind
             log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
-            if room is not None and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                room.out_of_space()
+            if space is not None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                space.out_of_space()
             self._fail(UpstreamError(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
             self._fail(UpstreamError("the mirror is shutting down"))
@@ -266,9 +266,9 @@ def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) 
 class Fills:
     """The fills this process runs, keyed by digest; cancelled at shutdown."""
 
-    def __init__(self, store: BlobStore, room: Room | None = None) -> None:
+    def __init__(self, store: BlobStore, space: Space | None = None) -> None:
         self._store = store
-        self._room = room
+        self._space = space
         self._fills: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
         self._tasks: dict[asyncio.Task[None], BlobFill] = {}  # every fill still running
 
@@ -281,7 +281,7 @@ class Fills:
     ) -> BlobFill:
         fill = BlobFill(digest, self._store.new_spool_file(digest), self._store.path(digest))
         self._fills[digest] = fill
-        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock, self._room))
+        task = asyncio.create_task(fill.run(upstream, repo, self._store, lock, self._space))
         self._tasks[task] = fill
         task.add_done_callback(lambda t: self._done(t, digest, fill))
         return fill

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from mirror.api.keys import ACCESS
+from mirror.api.keys import UPKEEP
 from tests.conftest import MirrorFactory, Seeded
 from tests.support.cache import cache_usage, cached_tags, pull_image
 from tests.support.cli import mirror_cli
@@ -30,7 +30,7 @@ async def _pulled(client: TestClient[Any, Any], cache_dir: Path, *pulls: tuple[s
     assert await wait_until(
         lambda: all(cached_blob(cache_dir, b.digest).exists() for _, i in pulls for b in i.blobs)
     )
-    await client.app[ACCESS].flush()
+    await client.app[UPKEEP].access.flush()
 
 
 def _files(cache_dir: Path) -> set[str]:

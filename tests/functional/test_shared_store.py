@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.api.keys import ACCESS, META
+from mirror.api.keys import META, UPKEEP
 from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
 from mirror.meta.redis import ACCESS_TTL, RedisStore
@@ -196,9 +196,7 @@ async def test_access_counts_reach_redis_in_batches(
     assert await wait_until(cached_blob(cache_dir, layer.digest).exists)
     for _ in range(3):
         await pull(client, f"/v2/{repo}/blobs/{layer.digest}")
-    store = client.app[META]
-    assert isinstance(store, RedisStore)
-    await store.flush()
+    await client.app[UPKEEP].access.flush()
     key = f"mirror:access:{layer.digest}"
     stats = await redis_client.hgetall(key)
     assert int(stats[b"hits"]) == 3
@@ -221,10 +219,7 @@ async def test_content_that_does_not_exist_leaves_no_access_record(
         assert response.status == 404
         response = await client.get(f"/v2/{repo}/manifests/{missing}")
         assert response.status == 404
-    store = client.app[META]
-    assert isinstance(store, RedisStore)
-    await store.flush()
-    await client.app[ACCESS].flush()
+    await client.app[UPKEEP].access.flush()
     assert await redis_client.keys("mirror:access:*") == []
 
 

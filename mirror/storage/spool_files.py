@@ -1,5 +1,5 @@
-"""The spool as the upkeep sees it: downloads in progress (counted in the cache's size) and the
-debris of writers that died (removed by `mirror gc`).
+"""The files in the spool as the upkeep sees them: downloads in progress (counted in the cache's
+size) and the debris of writers that died (removed by `mirror gc`).
 
 Every writer holds an exclusive lock on its spool file (and a filler on its `.fill` file) for as
 long as it works on it, so a file nobody holds, and that nobody has written for a while, is
@@ -25,7 +25,9 @@ class SpoolFile:
     modified: float
 
 
-class Spool:
+class SpoolFiles:
+    """Every file in `spool/`, for counting and for removing debris."""
+
     def __init__(self, layout: CacheLayout) -> None:
         self._dir = layout.spool
 
