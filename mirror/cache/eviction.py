@@ -30,6 +30,8 @@ from mirror.storage.tags import TagEntry
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """What eviction spares (recent and pinned images) and the cap it keeps to."""
+
     protect_window: float  # seconds
     pins: tuple[str, ...]  # fnmatch patterns over `registry/repo:tag`
     cap: int | None  # bytes; a blob larger than this is never kept
@@ -51,7 +53,8 @@ class Freed:
 
 
 class Sweeper:
-    """Removes content and counts it; in a dry run it only counts. Blocking: run it in a thread."""
+    """Removes content and counts it; in a dry run it only counts. Blocking: for the helper
+    process or a command."""
 
     def __init__(self, stores: Stores, *, dry_run: bool = False) -> None:
         self.stores = stores

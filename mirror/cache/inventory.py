@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from mirror.cache.links import NONE, Links, links
+from mirror.cache.links import Links, links
 from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.files import StoredFile
@@ -142,11 +142,12 @@ class Scanner:
         for file in self.stores.manifests.iter_manifests():
             known = self._links.get(file.digest)
             if known is None:
-                data = self.stores.manifests.read_quietly(file.digest)
-                if data is None:
+                try:
+                    with self.stores.manifests.open_quietly(file.digest) as f:
+                        data = f.read()
+                except OSError:
                     continue  # removed while we looked
-                known = (len(data), links(data) if data else NONE)
-                self._links[file.digest] = known
+                known = self._links[file.digest] = (len(data), links(data))
             manifests[file.digest] = ManifestFile(file, *known)
         tags = list(self.stores.tags.iter_tags())
         return Inventory(blobs, manifests, tags, spool)

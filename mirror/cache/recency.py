@@ -80,11 +80,11 @@ class AccessLog:
         """A cached tag was resolved (a GET or HEAD of its manifest was answered)."""
         self._use(self._pulls, (registry, repo, tag), None, 1)
 
-    def stored_blob(self, digest: Digest, _size: int) -> None:
+    def stored_blob(self, digest: Digest) -> None:
         """A blob was committed: new content is as recent as content just used."""
         self._use(self._blob_uses, digest.hex, digest, 0)
 
-    def stored_manifest(self, digest: Digest, _size: int) -> None:
+    def stored_manifest(self, digest: Digest) -> None:
         self._use(self._manifest_uses, digest.hex, digest, 0)
 
     def _use(self, uses: dict[Any, _Use], key: Hashable, digest: Digest | None, hits: int) -> None:

@@ -46,11 +46,11 @@ class Upkeep:
         )
 
     def _blob_stored(self, digest: Digest, size: int) -> None:
-        self.access.stored_blob(digest, size)
+        self.access.stored_blob(digest)
         self.evictor.stored(digest, size)
 
     def _manifest_stored(self, digest: Digest, size: int) -> None:
-        self.access.stored_manifest(digest, size)
+        self.access.stored_manifest(digest)
         self.evictor.stored(digest, size)
 
     async def start(self) -> None:

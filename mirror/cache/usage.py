@@ -75,9 +75,6 @@ class UsageCounter:
         self._update(lambda _old: total)
         return total
 
-    def read(self) -> int | None:
-        return self._update(lambda old: old)
-
     def _update(self, change: Callable[[int | None], int | None]) -> int | None:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -150,12 +150,6 @@ def open_quietly(path: Path) -> int:
         return os.open(path, os.O_RDONLY)
 
 
-def read_quietly(path: Path) -> bytes:
-    fd = open_quietly(path)
-    with os.fdopen(fd, "rb") as f:
-        return f.read()
-
-
 def quarantine(path: Path, dest: Path, expected_inode: int) -> bool:
     """Move a damaged file out of the cache, unless it was replaced since it was checked."""
     try:

@@ -88,13 +88,6 @@ class ManifestStore:
                 sidecar = 0
             yield StoredFile(digest, path, st.st_size + sidecar, files.last_used(st))
 
-    def read_quietly(self, digest: Digest) -> bytes | None:
-        """The bytes as stored, unverified and without counting as a use."""
-        try:
-            return files.read_quietly(self._layout.manifest(digest))
-        except OSError:
-            return None
-
     def open_quietly(self, digest: Digest) -> BinaryIO:
         """Open the manifest to re-read it, without counting as a use."""
         return os.fdopen(files.open_quietly(self._layout.manifest(digest)), "rb")

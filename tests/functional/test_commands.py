@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,16 @@ from aiohttp.test_utils import TestClient
 
 from mirror.api.keys import UPKEEP
 from tests.conftest import MirrorFactory, Seeded
-from tests.support.cache import cache_usage, cached_tags, pull_image
+from tests.support.cache import HOUR, cache_usage, cached_tags, pull_image
 from tests.support.cli import mirror_cli
-from tests.support.images import make_image, push_image
+from tests.support.images import Image, make_image, push_image
 from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, wait_until
 from tests.support.registry import Registry
 
-HOUR = 3600
 
-
-async def _pulled(client: TestClient[Any, Any], cache_dir: Path, *pulls: tuple[str, Any]) -> None:
+async def _pulled(
+    client: TestClient[Any, Any], cache_dir: Path, *pulls: tuple[tuple[str, str], Image]
+) -> None:
     """Pull whole images by tag, then wait until they are committed and their pulls counted."""
     for ref, image in pulls:
         repo, tag = ref
@@ -44,7 +45,7 @@ def _files(cache_dir: Path) -> set[str]:
 
 def _age(cache_dir: Path, *digests: str, hours: float = 2) -> None:
     """Date the last use of these blobs and manifests `hours` back, as if time had passed."""
-    at = os.stat(cache_dir).st_mtime - hours * HOUR
+    at = time.time() - hours * HOUR
     for digest in digests:
         for path in (cached_blob(cache_dir, digest), cached_manifest(cache_dir, digest)):
             if path.exists():
