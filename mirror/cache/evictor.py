@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from mirror import log
-from mirror.cache import passes
+from mirror.cache.helper import PassHelper
 from mirror.cache.passes import PassJob, PassResult
 from mirror.cache.usage import Limits, UsageCounter
 from mirror.config import SizeLimit
@@ -69,8 +66,9 @@ class Evictor:
         self._before_pass = before_pass
         self._forget = forget
         self._usage = UsageCounter(root / "usage")
-        self._helper: ProcessPoolExecutor | None = None
+        self._helper = PassHelper()
         self._helper_used = 0.0
+        self._retiring: asyncio.Task[None] | None = None
         self._counted: int | None = None  # the shared count as last seen
         self._unsent = 0  # bytes stored here and not yet added to it
         self._cap: int | None = None  # as last resolved
@@ -136,9 +134,7 @@ class Evictor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._helper is not None:
-            self._helper.shutdown(wait=False, cancel_futures=True)
-            self._helper = None
+        await self._helper.stop()
 
     async def _run(self) -> None:
         while True:
@@ -243,26 +239,14 @@ class Evictor:
         return result
 
     async def _in_helper(self, job: PassJob) -> PassResult:
-        """Run the pass in the helper process, started on first use (a fresh interpreter: the
-        server's threads and sockets stay behind) and again if it died."""
-        loop = asyncio.get_running_loop()
-        if self._helper is None:
-            self._helper = ProcessPoolExecutor(
-                1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=passes.lower_priority,
-            )
+        """Run the pass in the helper process (started on first use, stopped when idle)."""
         try:
-            return await loop.run_in_executor(self._helper, passes.run, job)
-        except BrokenProcessPool:
-            self._helper = None
-            raise
+            return await self._helper.run(job)
         finally:
             self._helper_used = time.monotonic()
-            loop.call_later(HELPER_IDLE, self._retire_helper)
+            asyncio.get_running_loop().call_later(HELPER_IDLE, self._retire_helper)
 
     def _retire_helper(self) -> None:
         idle = time.monotonic() - self._helper_used >= HELPER_IDLE
-        if idle and self._running is None and self._helper is not None:
-            self._helper.shutdown(wait=False)
-            self._helper = None
+        if idle and self._running is None and self._helper.running:
+            self._retiring = asyncio.ensure_future(self._helper.stop())

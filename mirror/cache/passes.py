@@ -1,4 +1,4 @@
-"""One eviction pass, run in a helper process of the server.
+"""One eviction pass, run in a helper process of the server (see `helper`).
 
 A pass over a large cache is mostly Python work between short system calls. In a thread of the
 serving process it would hold the GIL most of the time it runs, and requests would wait for it;
@@ -9,8 +9,6 @@ reads only new manifests.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +18,6 @@ from mirror.cache.lock import UpkeepLock
 from mirror.cache.usage import LOW_WATER, Limits, UsageCounter
 from mirror.config import SizeLimit
 from mirror.oci.digest import Digest
-
-# Below the server's priority, but not so far that a commit waiting for room waits for ever on
-# a busy machine.
-NICENESS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +44,6 @@ class PassResult:
 
 
 _scanners: dict[Path, Scanner] = {}
-
-
-def lower_priority() -> None:
-    """The helper's initializer."""
-    with contextlib.suppress(OSError):
-        os.nice(NICENESS)
 
 
 def run(job: PassJob) -> PassResult:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from tests.support.oci import (
     spool_files,
     wait_until,
 )
+from tests.support.processes import free_port
 from tests.support.registry import Registry
 
 KIB = 1024
@@ -350,3 +353,54 @@ async def test_a_full_disk_evicts_and_the_next_pull_succeeds(
     response = await client.get(f"/v2/{repo}/blobs/{big.digest}")
     assert await response.read() == big.data
     assert await wait_until(cached_blob(cache_dir, big.digest).exists)
+
+
+def test_eviction_helpers_end_with_their_server(tmp_path: Path, registry: Registry) -> None:
+    """`mirror serve --workers 2 --max-size …` evicts through one helper process per worker,
+    and a supervisor killed outright (SIGKILL) leaves none of them behind."""
+    port = free_port()
+    log_path = tmp_path / "mirror.log"
+    command = [
+        sys.executable, "-m", "mirror", "serve", "--workers", "2",
+        "--listen", f"127.0.0.1:{port}", "--upstream", registry.url,
+        "--cache-dir", str(tmp_path / "cache"), "--max-size", "1MiB",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=log)
+    helpers: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(helpers) < 2 and time.monotonic() < deadline:
+            # Every worker counts the cache at start-up, in its helper.
+            helpers = [
+                pid
+                for worker in _children(process.pid)
+                for pid in _children(worker)
+                if "mirror.cache.helper" in Path(f"/proc/{pid}/cmdline").read_text()
+            ]
+            time.sleep(0.1)
+        assert len(helpers) == 2, log_path.read_text()
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = [pid for pid in helpers if _alive(pid)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return " Z " not in Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
