@@ -180,6 +180,7 @@ def _measure(ctx: Context, mirror: MirrorServer, url: str, seconds: int, run: in
                        threads=plan.wrk_threads, headers=ACCEPT_MANIFESTS)  # fmt: skip
         offset = mirror.log_path.stat().st_size
         written = write_images(mirror.cache_dir, images, run)
+        os.sync()  # their write-back is the writer's cost, not eviction's: over before wrk
         UsageCounter(mirror.cache_dir / "usage").add(written)
         started, offset = _wait_for(mirror, "evicting", offset, within=10)
         began = time.monotonic()

@@ -17,6 +17,7 @@ The rules, in order:
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,22 +55,43 @@ class Freed:
 
 class Sweeper:
     """Removes content and counts it; in a dry run it only counts. Blocking: for the helper
-    process or a command."""
+    process or a command. With `per_second`, it removes at most that many files a second: the
+    kernel's work on each unlink is not lowered by a process's priority, and a server must not
+    feel it."""
 
-    def __init__(self, stores: Stores, *, dry_run: bool = False) -> None:
+    def __init__(
+        self, stores: Stores, *, dry_run: bool = False, per_second: int | None = None
+    ) -> None:
         self.stores = stores
         self.dry_run = dry_run
         self.freed = Freed()
         self.removed_manifests: list[Digest] = []
         self._gone: set[Digest] = set()
+        self._per_second = per_second
+        self._second = time.monotonic()
+        self._this_second = 0
+
+    def _removing(self, files: int) -> None:
+        """Called before each removal; waits for the next second once this one's are spent."""
+        if self._per_second is None or self.dry_run:
+            return
+        now = time.monotonic()
+        if now - self._second >= 1:
+            self._second, self._this_second = now, 0
+        elif self._this_second >= self._per_second:
+            time.sleep(1 - (now - self._second))
+            self._second, self._this_second = time.monotonic(), 0
+        self._this_second += files
 
     def tag(self, entry: TagEntry) -> None:
+        self._removing(2)  # the record and its pull counts
         if self.dry_run or self.stores.tags.remove(entry):
             self.freed.tags += 1
 
     def manifest(self, digest: Digest, file: ManifestFile) -> None:
         if digest in self._gone:
             return
+        self._removing(2)  # the manifest and its sidecar
         if self.dry_run or self.stores.manifests.remove(digest):
             self._gone.add(digest)
             self.removed_manifests.append(digest)
@@ -79,6 +101,7 @@ class Sweeper:
     def blob(self, file: StoredFile) -> bool:
         if file.digest in self._gone:
             return True
+        self._removing(1)
         if self.dry_run or self.stores.blobs.remove(file.digest):
             self._gone.add(file.digest)
             self.freed.blobs += 1

@@ -25,8 +25,7 @@ from mirror.cache.passes import PassJob, PassResult
 
 _HEADER = struct.Struct("!Q")
 STOP_WAIT = 5.0
-# Below the server's priority: on a busy machine the pass waits, not the requests (at 5, hits
-# fell by a fifth while a pass ran on a machine wrk and the mirror saturated; at 10, by none).
+# Below the server's priority, so that on a busy machine the pass waits, not the requests.
 NICENESS = 10
 _PR_SET_PDEATHSIG = 1
 
