@@ -133,7 +133,7 @@ class Scanner:
         self._links: LRUCache[Digest, tuple[int, Links]] = LRUCache(remembered)
 
     def scan(self) -> Inventory:
-        """Walk the whole cache (blocking: run it in a thread)."""
+        """Walk the whole cache (blocking: for the helper process or a command)."""
         # The spool before the blobs: a file committed in between is counted twice rather
         # than not at all.
         spool = list(self.stores.spool.iter_files())
