@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.abuse import run_abuse_phase
 from bench.cold import run_cold_phase
 from bench.context import Context
+from bench.evict import run_evict_phase
 from bench.machine import describe_machine
 from bench.manifest import run_manifest_phase
 from bench.memory import memory_report
@@ -29,6 +30,7 @@ PHASES: dict[str, Callable[[Context], PhaseReport]] = {
     "cold": run_cold_phase,
     "abuse": run_abuse_phase,
     "push": run_push_phase,
+    "evict": run_evict_phase,
 }
 ALL_PHASES = (*PHASES, "memory")
 

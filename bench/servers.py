@@ -32,7 +32,8 @@ class MirrorServer(Service):
         extra_args: Sequence[str] = (),
     ) -> None:
         """`source`: a directory holding the `mirror` package to run instead of the installed
-        one (`python -m` looks in the working directory first), e.g. an exported commit."""
+        one (`python -m` looks in the working directory first), e.g. an exported commit;
+        `extra_args`: more options for `mirror serve`."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -26,6 +27,7 @@ from mirror.api.keys import (
     READINESS,
     ROUTER,
     SETTINGS,
+    UPKEEP,
 )
 from mirror.api.middlewares import request_middleware
 from mirror.api.readiness import Readiness
@@ -44,12 +46,16 @@ from mirror.upstream.targets import Network
 
 
 def create_app(
-    settings: Settings, network: Network | None = None, connections: Connections | None = None
+    settings: Settings,
+    network: Network | None = None,
+    connections: Connections | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The mirror as an aiohttp application, ready for `mirror.server` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
     test substitutes its own; `connections` is the server's count of client connections, told
-    which of them are busy."""
+    which of them are busy; `clock` (unix time) dates every use of the cache, for eviction."""
     metrics = None
     if settings.metrics:
         metrics = Metrics(
@@ -66,7 +72,7 @@ def create_app(
     if metrics is not None:
         app[METRICS] = metrics
         app[EXPOSITION] = Exposition(metrics, settings.cache_dir)
-    app.cleanup_ctx.append(functools.partial(_services, network=network or Network()))
+    app.cleanup_ctx.append(functools.partial(_services, network=network or Network(), clock=clock))
     setup_routes(app)
     setup_client_auth(app, settings)
     if metrics is not None and settings.admin_listen is None:
@@ -74,17 +80,20 @@ def create_app(
     return app
 
 
-async def _services(app: web.Application, *, network: Network) -> AsyncIterator[None]:
+async def _services(
+    app: web.Application, *, network: Network, clock: Callable[[], float]
+) -> AsyncIterator[None]:
     """Everything long-lived: created at start-up, closed at shutdown, in reverse order."""
     settings = app[SETTINGS]
     metrics = app.get(METRICS)
     stats = metrics.upstream if metrics is not None else unobserved
-    async with open_services(settings, network, stats) as services:
+    async with open_services(settings, network, stats, clock) as services:
         app[ROUTER] = services.router
         app[MANIFESTS] = services.manifests
         app[BLOBS] = services.blobs
         app[LISTINGS] = ListingService(services.tag_store)
         app[META] = services.meta
+        app[UPKEEP] = services.upkeep
         app[HOT_ANSWERS] = HotAnswers()
         app[READINESS] = readiness = Readiness(services.layout, settings.redis_url)
         app[LOCAL] = local = LocalRegistry(

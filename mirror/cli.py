@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from mirror import __version__
-from mirror.commands import Command, CommandError
+from mirror.commands import Command, CommandError, du, gc, ls, rm, verify
 from mirror.commands import export as export_command
 from mirror.commands import health as health_command
 from mirror.commands import import_ as import_command
@@ -22,6 +22,11 @@ COMMANDS: tuple[Command, ...] = (
     prefetch_command.COMMAND,
     export_command.COMMAND,
     import_command.COMMAND,
+    ls.COMMAND,
+    du.COMMAND,
+    rm.COMMAND,
+    gc.COMMAND,
+    verify.COMMAND,
 )
 
 

@@ -4,11 +4,13 @@ work on the cache (prefetch, export, import) use the very same services."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from mirror import __version__
+from mirror.cache.upkeep import Upkeep
 from mirror.config import Settings
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import EmbeddedStore, MetadataStore
@@ -42,6 +44,7 @@ class Services:
     manifest_store: ManifestStore
     tag_store: TagStore
     blob_store: BlobStore
+    upkeep: Upkeep  # recency of use and the size cap
 
 
 @asynccontextmanager
@@ -49,9 +52,11 @@ async def open_services(
     settings: Settings,
     network: Network | None = None,
     upstream_stats: Callable[[str], UpstreamStats] = unobserved,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Services]:
     """Everything long-lived: created on entry, closed on exit, in reverse order;
-    `upstream_stats` gives what each upstream reports to."""
+    `upstream_stats` gives what each upstream reports to, `clock` (unix time) dates every use
+    of the cache, for eviction."""
     layout = CacheLayout(settings.cache_dir)
     await asyncio.to_thread(layout.prepare)
     meta: MetadataStore = (
@@ -72,27 +77,30 @@ async def open_services(
         for upstream in settings.upstreams
     ]
     sizes = BlobSizes()
-    manifest_store, tag_store = ManifestStore(layout, sizes), TagStore(layout)
-    blob_store = BlobStore(layout)
+    upkeep = Upkeep(layout, meta, settings, clock, sizes)
+    stores, access = upkeep.stores, upkeep.access
     own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
     slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
-    fills = Fills(blob_store, layout.spool, slots)
+    fills = Fills(stores.blobs, layout.spool, slots, space=upkeep.evictor)
+    await upkeep.start()
     try:
         yield Services(
             settings=settings,
             layout=layout,
             meta=meta,
             router=Router(upstreams, settings.local),
-            manifests=ManifestService(manifest_store, tag_store, meta, layout.spool),
-            blobs=BlobService(blob_store, fills, meta, layout.spool, sizes),
+            manifests=ManifestService(stores.manifests, stores.tags, meta, access, layout.spool),
+            blobs=BlobService(stores.blobs, fills, access, layout.spool, sizes),
             fills=fills,
             slots=slots,
-            manifest_store=manifest_store,
-            tag_store=tag_store,
-            blob_store=blob_store,
+            manifest_store=stores.manifests,
+            tag_store=stores.tags,
+            blob_store=stores.blobs,
+            upkeep=upkeep,
         )
     finally:
         await fills.close()
+        await upkeep.close()
         for upstream in upstreams:
             await upstream.close()
         await meta.close()

@@ -10,8 +10,14 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, META, METRICS, ROUTER
-from mirror.api.responses import blob_head, manifest_response, open_cached, send_blob
+from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, METRICS, ROUTER, UPKEEP
+from mirror.api.responses import (
+    blob_head,
+    blob_headers,
+    leased_body,
+    manifest_response,
+    send_blob,
+)
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
@@ -44,7 +50,10 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     if (ready := hot.get(key)) is not None:
         log.note_route(ready.upstream, ready.repo)
         log.note_cache("hit")
-        request.app[META].record_access(ready.digest)
+        access = request.app[UPKEEP].access
+        access.manifest(ready.digest)
+        if ready.tag is not None:
+            access.pulled(ready.upstream, ready.repo, ready.tag)
         return ready.response()
     route = _route(request)
     reference = request.match_info["reference"]
@@ -61,6 +70,8 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         raise ManifestUnknown(
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
+    if not by_digest:
+        request.app[UPKEEP].access.pulled(route.upstream.name, route.repo, reference)
     response = _namespaced(manifest_response(answer), route)
     if answer.data is not None and (
         by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl
@@ -68,7 +79,8 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         ready = HotAnswer(
             route.upstream.name,
             route.repo,
-            str(answer.digest),
+            None if by_digest else reference,
+            answer.digest,
             answer.data,
             dict(response.headers),
         )
@@ -81,9 +93,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
     digest = Digest.parse(request.match_info["digest"])
     service = request.app[BLOBS]
     cached = service.cached(digest)
-    headers = _blob_headers(digest, route)
+    headers = blob_headers(digest, route.namespace)
     if request.method == "HEAD":
         if cached is not None:
+            cached.lease.release()
             return blob_head(request, headers, cached.size)
         return blob_head(
             request, headers, await service.uncached_size(route.upstream, route.repo, digest)
@@ -95,21 +108,8 @@ async def blob(request: web.Request) -> web.StreamResponse:
             with metrics.streaming() if metrics else contextlib.nullcontext():
                 return await send_blob(request, headers, source)
         cached = source
-    with open_cached(cached.path, cached.size) as body:
+    with leased_body(cached) as body:
         return await send_blob(request, headers, body)
-
-
-def _blob_headers(digest: Digest, route: Route) -> dict[str, str]:
-    """The headers of every blob answer, cached or in flight, GET or HEAD."""
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Docker-Content-Digest": str(digest),
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-    }
-    if route.namespace is not None:
-        headers["OCI-Namespace"] = route.namespace
-    return headers
 
 
 async def tags_list(request: web.Request) -> web.StreamResponse:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from cachetools import TTLCache
 
+from mirror.oci.digest import Digest
+
 HOT_TTL = 1.0
 MAX_KEY = 1024  # bytes of path, ns and Accept together
 
@@ -24,7 +26,8 @@ MAX_KEY = 1024  # bytes of path, ns and Accept together
 class HotAnswer:
     upstream: str
     repo: str
-    digest: str
+    tag: str | None  # None for a manifest asked for by digest
+    digest: Digest
     body: bytes
     headers: dict[str, str]
 

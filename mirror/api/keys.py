@@ -7,6 +7,7 @@ from aiohttp import web
 from mirror.api.hot import HotAnswers
 from mirror.api.readiness import Readiness
 from mirror.auth.access import AccessPolicy
+from mirror.cache.upkeep import Upkeep
 from mirror.config import Settings
 from mirror.local.registry import LocalRegistry
 from mirror.meta.store import MetadataStore
@@ -32,3 +33,4 @@ USER = web.RequestKey("user", str)
 # Only with metrics on (`metrics = false` leaves them out).
 METRICS = web.AppKey("metrics", Metrics)
 EXPOSITION = web.AppKey("exposition", Exposition)
+UPKEEP = web.AppKey("upkeep", Upkeep)

@@ -21,7 +21,13 @@ from mirror import log
 from mirror.api.handlers import unsupported
 from mirror.api.keys import ACCESS, LOCAL, ROUTER, USER
 from mirror.api.middlewares import Handler
-from mirror.api.responses import blob_head, manifest_response, open_cached, send_blob
+from mirror.api.responses import (
+    blob_head,
+    blob_headers,
+    leased_body,
+    manifest_response,
+    send_blob,
+)
 from mirror.auth.access import PULL
 from mirror.errors import (
     DigestInvalid,
@@ -83,15 +89,11 @@ async def blob(request: web.Request, route: LocalRoute) -> web.StreamResponse:
     """Served as a cached blob is (handlers.blob): the same headers, ranges and sendfile."""
     digest = Digest.parse(request.match_info["digest"])
     found = request.app[LOCAL].blobs.find(route, digest)
-    headers = {
-        "Content-Type": "application/octet-stream",
-        "Docker-Content-Digest": str(digest),
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-    }
+    headers = blob_headers(digest, None)
     if request.method == "HEAD":
+        found.lease.release()
         return blob_head(request, headers, found.size)
-    with open_cached(found.path, found.size) as body:
+    with leased_body(found) as body:
         return await send_blob(request, headers, body)
 
 

@@ -14,6 +14,8 @@ from aiohttp import web
 from mirror import log
 from mirror.api.middlewares import abort
 from mirror.api.ranges import etag_matches, requested_range
+from mirror.oci.digest import Digest
+from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.fills import FillFailed
 from mirror.pullthrough.manifests import ManifestAnswer
 
@@ -50,6 +52,31 @@ def open_cached(path: Path, size: int) -> Iterator[CachedBody]:
     # A local open of a file just found by stat: quicker than a hop to a thread.
     with open(path, "rb", buffering=0) as file:
         yield CachedBody(file, size)
+
+
+def blob_headers(digest: Digest, namespace: str | None) -> dict[str, str]:
+    """The headers of every blob answer, cached, in flight or pushed, GET or HEAD."""
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": str(digest),
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+    }
+    if namespace is not None:
+        # distribution-spec "Registry Proxying": echo the ns a request was scoped by.
+        headers["OCI-Namespace"] = namespace
+    return headers
+
+
+@contextlib.contextmanager
+def leased_body(blob: CachedBlob) -> Iterator[CachedBody]:
+    """A cached blob read through its lease's own descriptor; the lease (which keeps eviction
+    off the file) ends once the body is sent."""
+    try:
+        with blob.lease.open() as file:
+            yield CachedBody(file, blob.size)
+    finally:
+        blob.lease.release()
 
 
 def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:

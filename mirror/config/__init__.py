@@ -26,13 +26,14 @@ from mirror.config.upstreams import (
     UpstreamSettings,
     parse_upstreams,
 )
-from mirror.config.values import AddressRange, ConfigError
+from mirror.config.values import AddressRange, ConfigError, SizeLimit
 
 __all__ = [
     "DOCKER_HUB",
     "ConfigError",
     "LocalSettings",
     "Settings",
+    "SizeLimit",
     "TtlRule",
     "UpstreamSettings",
     "load_settings",
@@ -77,6 +78,10 @@ class Settings:
         ipaddress.ip_network("::1/128"),
     )
     admin_listen: tuple[str, int] | None = None  # (host, port): admin endpoints only there
+    max_size: SizeLimit | None = None  # the cache's cap; None: it may grow
+    min_free: SizeLimit | None = None  # free space to keep on the cache's file system
+    protect_window: float = 3600.0  # content used this many seconds ago is never evicted
+    pin: tuple[str, ...] = ()  # `registry/repo:tag` patterns whose images are never evicted
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]

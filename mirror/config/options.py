@@ -67,6 +67,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("redis_url", v.redis_url, "share freshness via Redis", metavar="URL"),
     Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),
     Option("workers", v.counter(1, 64), "processes serving one port, default 1", metavar="N"),
+    Option("max_size", v.size, "cap on the cache: 50GiB, 1TB, 80%%; default none", metavar="SIZE"),
+    Option("min_free", v.size, "free space to keep on its disk: 10GiB, 5%%", metavar="SIZE"),
+    Option(
+        "protect_window",
+        v.seconds_or_zero,
+        "content used this recently is never evicted, default 3600",
+        metavar="SECONDS",
+    ),
+    Option("pin", v.patterns, "registry/repo:tag patterns never evicted", flag=False, env=False),
     Option(
         "send_timeout",
         v.seconds,

@@ -4,6 +4,9 @@ the raw value (a TOML value, or the text of a flag or an environment variable)."
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +140,62 @@ def key_prefix(option: str, value: Any) -> str:
     if not prefix or len(prefix) > 100 or any(c.isspace() for c in prefix):
         raise ConfigError(f"{option}: {prefix!r} is not a usable key prefix")
     return prefix
+
+
+# Decimal units (SI) and binary ones (IEC), as `df -H` and `df -h` print them.
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "pb": 10**15,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "pib": 2**50,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLimit:
+    """A number of bytes, or a share of the file system the cache lives on."""
+
+    bytes: int | None = None
+    percent: float | None = None
+
+    def resolve(self, filesystem_bytes: int) -> int:
+        """In bytes, for a file system of `filesystem_bytes`."""
+        if self.bytes is not None:
+            return self.bytes
+        assert self.percent is not None
+        return int(filesystem_bytes * self.percent / 100)
+
+
+def size(option: str, value: Any) -> SizeLimit | None:
+    """`300MiB`, `50GiB`, `1TB`, `1.5GB`, a plain number of bytes, or a percentage (`80%`);
+    empty means no limit."""
+    text = str(value)
+    if not text.strip():
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"{option}: {value!r} is not a size")
+    if match := _PERCENT.match(text):
+        percent = float(match.group(1))
+        if not 0 < percent <= 100:
+            raise ConfigError(f"{option}: {text!r} is not a percentage from 0 to 100")
+        return SizeLimit(percent=percent)
+    match = _SIZE.match(text)
+    unit = _UNITS.get(match.group(2).lower()) if match else None
+    if match is None or unit is None:
+        raise ConfigError(
+            f"{option}: {text!r} is not a size like 300MiB, 50GiB, 1TB, 1000000 or 80%"
+        )
+    amount = float(match.group(1)) * unit
+    if not math.isfinite(amount) or amount < 1 or amount > 2**63:
+        raise ConfigError(f"{option}: {text!r} is out of range")
+    return SizeLimit(bytes=int(amount))

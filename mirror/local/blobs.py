@@ -64,8 +64,10 @@ class LocalBlobs:
 
     def find(self, route: LocalRoute, digest: Digest) -> CachedBlob:
         """The blob, if the repository holds it (stats: cheap enough for the loop)."""
-        found = self._blobs.find(digest)
-        if found is None or not self._store.has_blob(route.registry, route.repo, digest):
+        if not self._store.has_blob(route.registry, route.repo, digest):
+            raise BlobUnknown(f"{route.registry}/{route.repo} has no blob {digest}")
+        found = self._blobs.open_cached(digest)
+        if found is None:
             raise BlobUnknown(f"{route.registry}/{route.repo} has no blob {digest}")
         return CachedBlob(*found)
 

@@ -78,6 +78,15 @@ class Holdings:
     blobs: frozenset[Digest]  # every blob those manifests reference
     linked: dict[Digest, float]  # blobs linked into a repository: the newest link's time
 
+    @classmethod
+    def none(cls) -> Holdings:
+        return cls(frozenset(), frozenset(), {})
+
+    @property
+    def everything(self) -> frozenset[Digest]:
+        """What the size cap never evicts: every pushed manifest and blob, linked ones too."""
+        return self.manifests | self.blobs | self.linked.keys()
+
     def keeps(self, digest: Digest, *, now: float, grace: float) -> bool:
         """Whether `digest` (a blob or a manifest) must stay."""
         if digest in self.manifests or digest in self.blobs:

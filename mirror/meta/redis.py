@@ -6,7 +6,8 @@ Keys (all under a configurable prefix, `mirror:` by default):
   was last revalidated at.
 - `<p>lease:<upstream>/<repo>:<tag>`: string, TTL 10 s (`SET … NX PX`); which process is
   revalidating the tag right now.
-- `<p>access:<digest>`: hash, no TTL; `hits` (a count) and `last` (unix time of the last access).
+- `<p>access:<digest>`: hash, TTL 30 days from the last hit; `hits` (a count) and `last` (unix
+  time of the last hit), for cached content only.
 - `<p>flag:breaker:<upstream>`: string, TTL = how long the circuit stays open.
 - `<p>flag:spare:<upstream>`: string, TTL = until the upstream's rate-limit window resets.
 - `<p>upstream:<upstream>`: hash, no TTL; what was last seen of it (`ratelimit_remaining`,
@@ -26,8 +27,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -40,9 +40,9 @@ from mirror.flight import SingleFlight
 from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
-FLUSH_INTERVAL = 1.0
 R = TypeVar("R")
 P = TypeVar("P")
+ACCESS_TTL = 30 * 86400
 
 
 class RedisStore:
@@ -63,23 +63,19 @@ class RedisStore:
         self._fallback = EmbeddedStore()
         self._lookups: SingleFlight[str, str | None] = SingleFlight(note=False)
         self._owner = f"{os.uname().nodename}:{os.getpid()}"
-        self._pending: Counter[str] = Counter()
-        self._last_access: dict[str, float] = {}
         self._up = True
         self._probe: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
         return self._up
 
     async def start(self) -> None:
-        """Check Redis once (a dead Redis at start-up is logged, not fatal) and start flushing."""
+        """Check Redis once: a dead Redis at start-up is logged, not fatal."""
         try:
             await self._redis.ping()
         except (RedisError, OSError) as e:
             self._went_down(e)
-        self._flusher = asyncio.create_task(self._flush_forever())
 
     async def fresh_digest(self, key: str) -> str | None:
         remembered = self._front.get(key)
@@ -183,33 +179,20 @@ class RedisStore:
                 self._went_down(e)
         return await in_process()
 
-    def record_access(self, digest: str) -> None:
-        self._pending[digest] += 1
-        self._last_access[digest] = time.time()
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
-            await self.flush()
-
-    async def flush(self) -> None:
-        """Write the access counts gathered since the last flush in one round trip."""
-        if not self._pending or not self._up:
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """A second's hits in one round trip; lost if Redis is away (they are only counts)."""
+        if not hits or not self._up:
             return
-        pending, last = self._pending, self._last_access
-        self._pending, self._last_access = Counter(), {}
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for digest, hits in pending.items():
+                for digest, (count, last) in hits.items():
                     key = self._prefix + "access:" + digest
-                    pipe.hincrby(key, "hits", hits)
-                    pipe.hset(key, "last", f"{last[digest]:.3f}")
+                    pipe.hincrby(key, "hits", count)
+                    pipe.hset(key, "last", f"{last:.3f}")
+                    pipe.expire(key, ACCESS_TTL)
                 await pipe.execute()
         except (RedisError, OSError) as e:
             self._went_down(e)
-            self._pending.update(pending)
-            for digest, at in last.items():
-                self._last_access.setdefault(digest, at)
 
     def _went_down(self, error: BaseException) -> None:
         if not self._up:
@@ -233,13 +216,10 @@ class RedisStore:
             return
 
     async def close(self) -> None:
-        for task in (self._flusher, self._probe):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         await self._redis.aclose()
         await self._fallback.close()
 

@@ -1,15 +1,15 @@
 """The metadata store interface and its embedded (in-process) backend.
 
 The store holds what is about time and sharing: which tags are fresh (and the digest they were
-fresh at), short leases so one process revalidates a tag while the others serve, and access
-counts for eviction. Disk stays the truth for content and for the last known tag → digest
+fresh at), short leases so one process revalidates a tag while the others serve, and (in Redis)
+hit counts per digest. Disk stays the truth for content and for the last known tag → digest
 mapping, so losing the store only makes tags stale.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections.abc import Mapping
 from typing import Protocol
 
 from aiocache import SimpleMemoryCache
@@ -29,8 +29,9 @@ class MetadataStore(Protocol):
 
     async def release_lease(self, key: str) -> None: ...
 
-    def record_access(self, digest: str) -> None:
-        """Count a hit; cheap and synchronous, flushed in batches by the backend."""
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """Add to the hit counts of cached digests: digest -> (hits, unix time of the last),
+        gathered over a second. Recency for eviction is kept with the cache (`cache.recency`)."""
 
     async def set_flag(self, key: str, ttl: float) -> None:
         """Raise a flag that lowers itself after `ttl` seconds (an open circuit, a spent
@@ -59,8 +60,6 @@ class EmbeddedStore:
         self._flags: TLRUCache[str, float] = TLRUCache(
             maxsize=max_keys, ttu=lambda _key, ttl, now: now + ttl, timer=time.monotonic
         )
-        self.hits: Counter[str] = Counter()
-        self.last_access: dict[str, float] = {}
         self.upstreams: dict[str, dict[str, str]] = {}
 
     async def start(self) -> None:
@@ -86,9 +85,8 @@ class EmbeddedStore:
     async def release_lease(self, key: str) -> None:
         await self._leases.delete(key)
 
-    def record_access(self, digest: str) -> None:
-        self.hits[digest] += 1
-        self.last_access[digest] = time.time()
+    async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
+        """Nothing to share them with: recency and pull counts are kept with the cache."""
 
     async def set_flag(self, key: str, ttl: float) -> None:
         self._flags[key] = ttl

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror import log
+from mirror.cache.recency import AccessLog
 from mirror.errors import Busy, UpstreamError
 from mirror.flight import SingleFlight
-from mirror.meta.store import MetadataStore
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import Fills, FillTaken, FillView
 from mirror.pullthrough.follower import FollowedFill
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, claim_name, is_claimed, poll
+from mirror.storage.files import ReadLease
 from mirror.upstream.registry import UpstreamRegistry
 
 # A request that the same route's request in another process is making may wait this long for
@@ -29,27 +30,34 @@ ATTEMPTS = 4
 class CachedBlob:
     path: Path
     size: int
+    lease: ReadLease  # keeps eviction off the file until the response has been sent
 
 
 class BlobService:
     """Answers blob requests: from the cache, or by joining or starting the blob's fill."""
 
     def __init__(
-        self, store: BlobStore, fills: Fills, meta: MetadataStore, spool: Path, sizes: BlobSizes
+        self, store: BlobStore, fills: Fills, access: AccessLog, spool: Path, sizes: BlobSizes
     ) -> None:
         self._store = store
         self._fills = fills
-        self._meta = meta
+        self._access = access
         self._spool = spool
         self._sizes = sizes
         self._starts: SingleFlight[Hashable, FillView] = SingleFlight()
 
     def cached(self, digest: Digest) -> CachedBlob | None:
-        found = self._store.find(digest)
+        found = self._open(digest)
+        if found is not None:
+            log.note_cache("hit")
+        return found
+
+    def _open(self, digest: Digest) -> CachedBlob | None:
+        """The committed blob, leased for sending (its use counted), if it is cached."""
+        found = self._store.open_cached(digest)
         if found is None:
             return None
-        log.note_cache("hit")
-        self._meta.record_access(str(digest))
+        self._access.blob(digest)
         return CachedBlob(*found)
 
     async def uncached_size(
@@ -73,21 +81,13 @@ class BlobService:
         request's route and wait for the upstream's answer; the blob may also turn out to be
         committed by now."""
         log.note_cache("miss")
-        found = await self._join_or_start(upstream, repo, digest)
-        # Counted once the blob is known to exist: junk digests leave no trace.
-        self._meta.record_access(str(digest))
-        return found
-
-    async def _join_or_start(
-        self, upstream: UpstreamRegistry, repo: str, digest: Digest
-    ) -> CachedBlob | FillView:
         for _ in range(ATTEMPTS):
             if (running := self._fills.running(digest)) is not None:
                 # A fill that has every byte verified is as good as the cache.
                 log.note_cache("hit" if running.finished else "coalesced")
                 return running
-            if (found := self._store.find(digest)) is not None:
-                return CachedBlob(*found)
+            if (found := self._open(digest)) is not None:
+                return found
             followed = await FollowedFill.find(self._spool, digest, self._store.path(digest))
             if followed is not None:
                 log.note_cache("coalesced")

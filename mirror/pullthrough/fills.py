@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import time
@@ -60,6 +61,14 @@ class FillFailed(Exception):
 
 class FillTaken(Exception):
     """Another fill (another route, or another process) streams this blob: join it instead."""
+
+
+class Space(Protocol):
+    """What keeps the cache within its size: asked before each commit, told of a full disk."""
+
+    async def reserve(self, size: int) -> None: ...
+
+    def out_of_space(self) -> None: ...
 
 
 class FillView(Protocol):
@@ -131,6 +140,7 @@ class BlobFill:
         store: BlobStore,
         slots: FillSlots,
         make_room: Callable[[str], None],
+        space: Space | None = None,
     ) -> None:
         try:
             async with (
@@ -152,6 +162,8 @@ class BlobFill:
                     self._verified = True
                     self._notify()
                     await asyncio.to_thread(os.fsync, spool.fileno())
+                    if space is not None:
+                        await space.reserve(self._written)
                     # Renamed while still open and locked, so no start-up sweep can take it.
                     store.commit(self._part, self.digest)
                     self._committed = True
@@ -159,6 +171,8 @@ class BlobFill:
             self._fail(e)
         except OSError as e:  # disk full, no descriptors: nothing half-written stays behind
             log.get_logger().error("blob fill failed", digest=str(self.digest), error=str(e))
+            if space is not None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                space.out_of_space()
             self._fail(Busy(f"cannot store blob {self.digest}: {e.strerror}"))
         except asyncio.CancelledError:
             self._fail(UpstreamError(f"the download of {self.digest} was stopped"))
@@ -319,8 +333,11 @@ def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) 
 class Fills:
     """The fills this process runs: those streaming, keyed by digest; all cancelled at shutdown."""
 
-    def __init__(self, store: BlobStore, spool: Path, slots: FillSlots) -> None:
+    def __init__(
+        self, store: BlobStore, spool: Path, slots: FillSlots, space: Space | None = None
+    ) -> None:
         self._store = store
+        self._space = space
         self._spool = spool
         self._slots = slots
         self._streaming: dict[Digest, BlobFill] = {}  # the one new readers join, per digest
@@ -343,7 +360,7 @@ class Fills:
             self._announced,
         )
         task = asyncio.create_task(
-            fill.run(upstream, repo, self._store, self._slots, self._make_room)
+            fill.run(upstream, repo, self._store, self._slots, self._make_room, self._space)
         )
         self._tasks[task] = (upstream.name, fill)
         task.add_done_callback(lambda t: self._done(t, fill))

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 from mirror import log
+from mirror.cache.recency import AccessLog
 from mirror.errors import UpstreamError
 from mirror.flight import SingleFlight
 from mirror.meta.store import MetadataStore
@@ -44,12 +45,14 @@ class ManifestService:
         manifests: ManifestStore,
         tags: TagStore,
         meta: MetadataStore,
+        access: AccessLog,
         spool: Path,
     ) -> None:
         self._spool = spool
         self._manifests = manifests
         self._tags = tags
         self._meta = meta
+        self._access = access
         # Keyed by route (registry and repository) as well as reference: a request through a
         # repository the upstream refuses must not hand its refusal to one through another.
         self._flights: SingleFlight[str, ManifestAnswer] = SingleFlight()
@@ -60,7 +63,7 @@ class ManifestService:
         stored = await self._manifests.get(digest)
         if stored is not None:
             log.note_cache("hit")
-            self._meta.record_access(str(digest))
+            self._access.manifest(digest)
             return _answer(stored)
         log.note_cache("miss")
         if head:
@@ -93,7 +96,10 @@ class ManifestService:
             answer = await self.by_digest(upstream, repo, Digest.parse(fresh), head=False)
             if answer.data is not None:
                 return answer
-        return await self._flights.run(key, lambda: self._refresh(upstream, repo, tag, key))
+        answer = await self._flights.run(key, lambda: self._refresh(upstream, repo, tag, key))
+        # Every answer is a use, stale ones included: an offline site lives on them.
+        self._access.manifest(answer.digest)
+        return answer
 
     async def _refresh(
         self, upstream: UpstreamRegistry, repo: str, tag: str, key: str
@@ -144,7 +150,6 @@ class ManifestService:
                 await self._meta.release_lease(key)
         ttl = upstream.settings.ttl_for(tag)
         await self._meta.mark_fresh(key, str(answer.digest), ttl)
-        self._meta.record_access(str(answer.digest))
         return answer
 
     async def _revalidate(

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from cachetools import LRUCache
 
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
+from mirror.storage import files
+from mirror.storage.files import StoredFile
 from mirror.storage.layout import CacheLayout, write_atomically
 
 
@@ -21,14 +28,21 @@ class StoredManifest:
 
 
 class ManifestStore:
-    """Disk is the truth; a bounded in-memory LRU keeps hot manifests off the disk."""
+    """Disk is the truth; a bounded in-memory LRU keeps hot manifests off the disk.
+
+    `on_store(digest, size)` hears of every manifest written, with its bytes on disk."""
 
     def __init__(
-        self, layout: CacheLayout, sizes: BlobSizes | None = None, memory_bytes: int = 64 << 20
+        self,
+        layout: CacheLayout,
+        sizes: BlobSizes | None = None,
+        memory_bytes: int = 64 << 20,
+        on_store: Callable[[Digest, int], None] | None = None,
     ) -> None:
         self._layout = layout
         # Told the blob sizes of every manifest that comes off the disk or into the cache.
         self._sizes = sizes
+        self._on_store = on_store
         self._memory: LRUCache[Digest, StoredManifest] = LRUCache(
             maxsize=memory_bytes, getsizeof=lambda m: len(m.data) + 256
         )
@@ -51,6 +65,8 @@ class ManifestStore:
         await asyncio.to_thread(self._write, manifest)
         self._memory[digest] = manifest
         self._learn(manifest)
+        if self._on_store is not None:
+            self._on_store(digest, len(data) + len(_sidecar(media_type)))
         return manifest
 
     def _learn(self, manifest: StoredManifest) -> None:
@@ -60,7 +76,7 @@ class ManifestStore:
     def _read(self, digest: Digest) -> StoredManifest | None:
         path = self._layout.manifest(digest)
         try:
-            meta = json.loads(path.with_name(path.name + ".json").read_bytes())
+            meta = json.loads(_sidecar_path(path).read_bytes())
             data = path.read_bytes()
         except (OSError, ValueError):
             return None
@@ -74,6 +90,60 @@ class ManifestStore:
         path = self._layout.manifest(manifest.digest)
         # Sidecar first: a manifest file without its sidecar would be unreadable, the reverse
         # is harmless.
-        sidecar = json.dumps({"mediaType": manifest.media_type}).encode()
-        write_atomically(self._layout, path.with_name(path.name + ".json"), sidecar)
+        write_atomically(self._layout, _sidecar_path(path), _sidecar(manifest.media_type))
         write_atomically(self._layout, path, manifest.data)
+
+    def iter_manifests(self) -> Iterator[StoredFile]:
+        """Every stored manifest, its size counting the sidecar (a walk: for upkeep only)."""
+        for digest, path, st in files.walk_sharded(self._layout.root / "manifests"):
+            try:
+                sidecar = _sidecar_path(path).stat().st_size
+            except OSError:
+                sidecar = 0
+            yield StoredFile(digest, path, st.st_size + sidecar, files.last_used(st))
+
+    def open_quietly(self, digest: Digest) -> BinaryIO:
+        """Open the manifest to re-read it, without counting as a use."""
+        return os.fdopen(files.open_quietly(self._layout.manifest(digest)), "rb")
+
+    def touch(self, digest: Digest, at: float) -> None:
+        files.touch(self._layout.manifest(digest), at)
+
+    def last_used(self, digest: Digest) -> float | None:
+        try:
+            return files.last_used(self._layout.manifest(digest).stat())
+        except OSError:
+            return None
+
+    def forget(self, digest: Digest) -> None:
+        """Drop a removed manifest from memory (on the event loop: the LRU is not thread-safe)."""
+        self._memory.pop(digest, None)
+
+    def remove(self, digest: Digest) -> bool:
+        """Remove a manifest from disk (the bytes, then the sidecar); True when it was there."""
+        path = self._layout.manifest(digest)
+        try:
+            path.unlink()
+        except OSError:
+            return False
+        with contextlib.suppress(OSError):
+            _sidecar_path(path).unlink()
+        return True
+
+    def quarantine(self, digest: Digest, inode: int) -> Path | None:
+        """Move a damaged manifest (and its sidecar) to `quarantine/manifests/`."""
+        path = self._layout.manifest(digest)
+        dest = self._layout.root / "quarantine" / "manifests" / digest.algorithm / digest.hex
+        if not files.quarantine(path, dest, inode):
+            return None
+        with contextlib.suppress(OSError):
+            _sidecar_path(path).replace(_sidecar_path(dest))
+        return dest
+
+
+def _sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _sidecar(media_type: str) -> bytes:
+    return json.dumps({"mediaType": media_type}).encode()

@@ -1,17 +1,27 @@
-"""Tag records: the last known tag → digest mapping, and each repository's last tag list from
-its upstream, kept on disk so both survive restarts."""
+"""Tag records: the last known tag → digest mapping, with each tag's pull count and last pull
+time beside it, and each repository's last tag list from its upstream, kept on disk so all of it
+survives restarts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from mirror.errors import DigestInvalid, TagInvalid
 from mirror.oci.digest import Digest
 from mirror.oci.names import validate_tag
 from mirror.storage.layout import CacheLayout, write_atomically
+
+_TAGS = "_tags"
+# Pull counts live beside the records, in a directory no repository component can be named.
+_PULLS = "_pulls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +33,29 @@ class TagRecord:
     @property
     def parsed_digest(self) -> Digest:
         return Digest.parse(self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Pulls:
+    """How often a tag was pulled through the mirror, and when last (unix time)."""
+
+    count: int = 0
+    last: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagEntry:
+    """A cached tag as the upkeep walks them."""
+
+    registry: str
+    repo: str
+    tag: str
+    record: TagRecord
+    pulls: Pulls
+
+    @property
+    def reference(self) -> str:
+        return f"{self.registry}/{self.repo}:{self.tag}"
 
 
 class TagStore:
@@ -43,13 +76,61 @@ class TagStore:
         await asyncio.to_thread(write_atomically, self._layout, path, data)
 
     def _read(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
+        return _read_record(self._layout.tag(upstream, repo, tag))
+
+    def add_pulls(self, upstream: str, repo: str, tag: str, count: int, last: float) -> None:
+        """Add to a cached tag's pull count: a read-modify-write under a lock, since every
+        process on the cache directory counts the pulls it serves."""
+        record = self._layout.tag(upstream, repo, tag)
+        if not record.exists():
+            return  # removed meanwhile
+        path = _pulls_path(record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            raw = json.loads(self._layout.tag(upstream, repo, tag).read_bytes())
-            Digest.parse(raw["digest"])
-            return TagRecord(str(raw["digest"]), str(raw["media_type"]), float(raw["fetched_at"]))
-        except (OSError, ValueError, KeyError, TypeError, DigestInvalid):
-            # A damaged record reads as absent: the tag is then simply fetched again.
-            return None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            old = _parse_pulls(os.pread(fd, 4096, 0))
+            new = Pulls(old.count + count, max(last, old.last or 0.0))
+            data = json.dumps({"count": new.count, "last": new.last}).encode()
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+
+    def iter_tags(self) -> Iterator[TagEntry]:
+        """Every cached tag with its pull counts (a walk of the tree: for upkeep only)."""
+        root = self._layout.root / "tags"
+        for registry in sorted(_names(root)):
+            for directory, subdirs, names in os.walk(root / registry):
+                # Repository components never start with "_": those are ours.
+                subdirs[:] = sorted(d for d in subdirs if d == _TAGS or not d.startswith("_"))
+                here = Path(directory)
+                if here.name != _TAGS or here.parent == root / registry:
+                    continue
+                repo = here.parent.relative_to(root / registry).as_posix()
+                for tag in sorted(names):
+                    record = _read_record(here / tag)
+                    if record is not None and _is_tag(tag):
+                        pulls = _read_pulls(_pulls_path(here / tag))
+                        yield TagEntry(registry, repo, tag, record, pulls)
+
+    def pulls(self, entry: TagEntry) -> Pulls:
+        """The tag's pull counts as they are now."""
+        return _read_pulls(_pulls_path(self._layout.tag(entry.registry, entry.repo, entry.tag)))
+
+    def remove(self, entry: TagEntry) -> bool:
+        """Remove a tag's record and counts, unless it moved to another digest meanwhile."""
+        path = self._layout.tag(entry.registry, entry.repo, entry.tag)
+        current = _read_record(path)
+        if current is None or current.digest != entry.record.digest:
+            return False
+        with contextlib.suppress(OSError):
+            _pulls_path(path).unlink()
+        try:
+            path.unlink()
+        except OSError:
+            return False
+        return True
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:
         """The last tag list stored for the repository, or None."""
@@ -84,9 +165,46 @@ class TagStore:
         return sorted(name for name in names if _is_tag(name))
 
 
+def _pulls_path(record: Path) -> Path:
+    return record.parent.parent / _PULLS / record.name
+
+
+def _names(path: Path) -> list[str]:
+    try:
+        return [e.name for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []
+
+
 def _is_tag(name: str) -> bool:
     try:
         validate_tag(name)
     except TagInvalid:
         return False
     return True
+
+
+def _read_record(path: Path) -> TagRecord | None:
+    try:
+        raw = json.loads(path.read_bytes())
+        Digest.parse(raw["digest"])
+        return TagRecord(str(raw["digest"]), str(raw["media_type"]), float(raw["fetched_at"]))
+    except (OSError, ValueError, KeyError, TypeError, DigestInvalid):
+        # A damaged record reads as absent: the tag is then simply fetched again.
+        return None
+
+
+def _read_pulls(path: Path) -> Pulls:
+    try:
+        return _parse_pulls(path.read_bytes())
+    except OSError:
+        return Pulls()
+
+
+def _parse_pulls(data: bytes) -> Pulls:
+    try:
+        raw = json.loads(data)
+        last = raw.get("last")
+        return Pulls(int(raw["count"]), None if last is None else float(last))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return Pulls()  # new, or damaged by a crash mid-write: counting starts over

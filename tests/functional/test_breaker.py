@@ -174,7 +174,8 @@ async def test_a_background_probe_closes_the_circuit_once_the_upstream_answers(
     other = make_image(seed="breaker-probe-other")
     fake = await make_fake_upstream()
     serve_healthy(fake, image)
-    client = await breaker_mirror(fake.url, breaker_failures=1, breaker_reset=0.5)
+    # Long enough that a busy machine cannot let the circuit close before the miss below.
+    client = await breaker_mirror(fake.url, breaker_failures=1, breaker_reset=2.0)
     assert (await timed(client, "GET", TAG_PATH))[0].status == 200
     blackhole_all(fake, TAG_PATH, f"/v2/lib/app/manifests/{image.digest}", MISS_PATH)
     assert (await timed(client, "GET", TAG_PATH))[0].status == 200  # stale; circuit opens
@@ -185,7 +186,7 @@ async def test_a_background_probe_closes_the_circuit_once_the_upstream_answers(
     serve_healthy(fake, other, repo="lib/other")
     probes_before = len(fake.seen("GET", "/v2/"))
     heads_before = len(fake.seen("HEAD", TAG_PATH))
-    deadline = time.monotonic() + 6
+    deadline = time.monotonic() + 10
     while True:
         response, _, body = await timed(client, "GET", MISS_PATH)
         if response.status == 200 or time.monotonic() > deadline:

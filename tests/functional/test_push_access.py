@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from mirror.api.keys import LOCAL as LOCAL_KEY
-from mirror.local.collect import collect
-from mirror.storage.layout import CacheLayout
+from mirror.cache.collection import collect
+from mirror.cache.eviction import Freed, Policy, Sweeper, evict
+from mirror.cache.inventory import Scanner, Stores
 from tests.conftest import LocalMirrorFactory, MirrorFactory, Seeded
 from tests.support.images import make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, cached_manifest, wait_until
@@ -140,15 +141,14 @@ async def test_gc_keeps_pushed_and_cached_images_and_removes_what_was_deleted(
     deleted = await admin.request("DELETE", f"/v2/{LOCAL}/team/gone/manifests/{dropped.digest}")
     assert deleted.status == 202
 
-    layout = CacheLayout(cache_dir)
     grace = 3600.0
-    soon = collect(layout, now=time.time(), grace=grace)
+    soon = _collect(cache_dir, now=time.time(), grace=grace)
     assert (soon.manifests, soon.blobs) == (0, 0)  # everything is within the grace period
     holdings = client.app[LOCAL_KEY].store.holdings()
     assert dropped.digest not in {str(d) for d in holdings.manifests}
     assert kept.digest in {str(d) for d in holdings.manifests}
     # Past the grace period, the links of the deleted image's blobs are old too.
-    later = collect(layout, now=time.time() + 2 * grace, grace=grace)
+    later = _collect(cache_dir, now=time.time() + 2 * grace, grace=grace)
     assert (later.manifests, later.blobs) == (1, len(dropped.blobs))
     assert not cached_manifest(cache_dir, dropped.digest).exists()
     for blob in dropped.blobs:
@@ -159,6 +159,14 @@ async def test_gc_keeps_pushed_and_cached_images_and_removes_what_was_deleted(
         assert cached_blob(cache_dir, blob.digest).exists()
     again = await admin.request("GET", f"/v2/{REPO}/manifests/keep", headers={"Accept": ACCEPT_ALL})
     assert await again.read() == kept.manifest
+
+
+def _collect(cache_dir: Path, *, now: float, grace: float) -> Freed:
+    """What `mirror gc` collects (its first half), at a time of the test's choosing."""
+    stores = Stores.at(cache_dir)
+    sweeper = Sweeper(stores)
+    collect(Scanner(stores).scan(), sweeper, now, grace)
+    return sweeper.freed
 
 
 async def test_the_catalog_of_a_mirror_without_local_namespaces(
@@ -174,3 +182,36 @@ async def test_the_catalog_of_a_mirror_without_local_namespaces(
     listed = await client.get("/v2/_catalog")
     assert listed.headers["Content-Type"] == "application/json"
     assert await listed.json() == {"repositories": [f"docker.io/{repo}"]}
+
+
+async def test_eviction_never_takes_pushed_images_nor_counts_them_against_the_cap(
+    local_mirror: LocalMirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """A pass that must free everything it can evicts the cached image and leaves the pushed
+    one whole; the cap is measured without what was pushed."""
+    client = await local_mirror(registry)
+    admin = Pusher(client, "admin")
+    pushed = make_image(layer_sizes=(5000,), oci=True, seed="pushed-not-cache")
+    await admin.push_image(REPO, "keep", pushed)
+    hub_repo, tag = seeded.oci_ref
+    assert (
+        await admin.request(
+            "GET", f"/v2/{hub_repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL}
+        )
+    ).status == 200
+    for blob in seeded.oci.blobs:
+        assert (await admin.request("GET", f"/v2/{hub_repo}/blobs/{blob.digest}")).status == 200
+        assert await wait_until(cached_blob(cache_dir, blob.digest).exists)
+    stores = Stores.at(cache_dir)
+    inventory = Scanner(stores).scan()
+    pushed_bytes = len(pushed.manifest) + sum(b.size for b in pushed.blobs)
+    assert inventory.total - inventory.cached_total >= pushed_bytes
+    sweeper = Sweeper(stores)
+    later = time.time() + 10 * 3600
+    evict(inventory, inventory.total, Policy(protect_window=0, pins=(), cap=1), sweeper, later)
+    assert not cached_manifest(cache_dir, seeded.oci.digest).exists()
+    assert cached_manifest(cache_dir, pushed.digest).exists()
+    for blob in pushed.blobs:
+        assert cached_blob(cache_dir, blob.digest).exists()
+    again = await admin.request("GET", f"/v2/{REPO}/manifests/keep", headers={"Accept": ACCEPT_ALL})
+    assert await again.read() == pushed.manifest

@@ -18,12 +18,12 @@ import redis.asyncio as aioredis
 import structlog
 from aiohttp.test_utils import TestClient
 
-from mirror.api.keys import META
+from mirror.api.keys import META, UPKEEP
 from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
-from mirror.meta.redis import RedisStore
+from mirror.meta.redis import ACCESS_TTL, RedisStore
 from tests.conftest import Seeded
-from tests.support.oci import ACCEPT_ALL
+from tests.support.oci import ACCEPT_ALL, cached_blob, wait_until
 from tests.support.processes import direct, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
@@ -211,19 +211,41 @@ async def test_access_counts_reach_redis_in_batches(
     redis_server: RedisServer,
     redis_client: aioredis.Redis,
     seeded: Seeded,
+    cache_dir: Path,
 ) -> None:
-    """Hits are counted per digest, with the last access time, for eviction and listing."""
+    """Hits on cached content are counted per digest with the last hit time, and expire."""
     repo, _ = seeded.oci_ref
     layer = seeded.oci.layers[0]
     client = await make_shared_mirror(redis_server.url)
-    for _ in range(4):
+    await pull(client, f"/v2/{repo}/blobs/{layer.digest}")  # a miss: not counted
+    assert await wait_until(cached_blob(cache_dir, layer.digest).exists)
+    for _ in range(3):
         await pull(client, f"/v2/{repo}/blobs/{layer.digest}")
-    store = client.app[META]
-    assert isinstance(store, RedisStore)
-    await store.flush()
-    stats = await redis_client.hgetall(f"mirror:access:{layer.digest}")
-    assert int(stats[b"hits"]) == 4
+    await client.app[UPKEEP].access.flush()
+    key = f"mirror:access:{layer.digest}"
+    stats = await redis_client.hgetall(key)
+    assert int(stats[b"hits"]) == 3
     assert abs(float(stats[b"last"]) - time.time()) < 60
+    assert 0 < await redis_client.ttl(key) <= ACCESS_TTL
+
+
+async def test_content_that_does_not_exist_leaves_no_access_record(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    redis_server: RedisServer,
+    redis_client: aioredis.Redis,
+    seeded: Seeded,
+) -> None:
+    """Requests for digests that are nowhere record nothing, in Redis or in memory."""
+    repo, _ = seeded.oci_ref
+    client = await make_shared_mirror(redis_server.url)
+    for n in range(20):
+        missing = f"sha256:{n:064x}"
+        response = await client.get(f"/v2/{repo}/blobs/{missing}")
+        assert response.status == 404
+        response = await client.get(f"/v2/{repo}/manifests/{missing}")
+        assert response.status == 404
+    await client.app[UPKEEP].access.flush()
+    assert await redis_client.keys("mirror:access:*") == []
 
 
 def _start_workers(

@@ -121,13 +121,15 @@ def make_image(
     oci: bool = False,
     arch: str = "amd64",
     seed: int | str = 0,
+    base_seed: str | None = None,
 ) -> Image:
-    """An image with one layer per entry of `layer_sizes`; different seeds, different bytes."""
+    """An image with one layer per entry of `layer_sizes`; different seeds, different bytes.
+    Images with the same `base_seed` (and first layer size) share their first layer."""
     layers: list[Blob] = []
     diff_ids: list[str] = []
     layer_type = OCI_LAYER if oci else DOCKER_LAYER
     for i, size in enumerate(layer_sizes):
-        rng = random.Random(f"{seed}/{arch}/{i}")
+        rng = random.Random(f"{base_seed if i == 0 and base_seed else seed}/{arch}/{i}")
         data, diff_id = _layer(size, rng, f"data-{i}.bin")
         layers.append(Blob.of(data, layer_type))
         diff_ids.append(diff_id)

@@ -1,0 +1,55 @@
+"""Garbage: content that no cached tag and no local namespace leads to, and the debris of
+writers that died.
+
+Unreferenced content is kept while it was used within the grace period: a pull by digest stores
+a manifest no tag names, and its blobs arrive after it; a tag that moved leaves its old manifest
+to the pulls that resolved it a moment ago.
+"""
+
+from __future__ import annotations
+
+from mirror.cache.eviction import Sweeper
+from mirror.cache.inventory import Inventory
+from mirror.oci.digest import Digest
+
+# A writer opens its spool file a moment before it locks it; a minute is plenty.
+SPOOL_GRACE = 60.0
+
+
+def collect(inventory: Inventory, sweeper: Sweeper, now: float, grace: float) -> Inventory:
+    """Remove what no tag leads to and nobody used within `grace` seconds, tags whose manifest
+    is gone, and spool debris; returns the inventory without what was removed."""
+    cutoff = now - grace
+    holdings = inventory.holdings
+    kept: set[Digest] = {d for d in holdings.manifests if d in inventory.manifests}
+    for entry in inventory.tags:
+        kept |= inventory.tree(entry.record.parsed_digest)[0]
+    loose = [d for d in inventory.manifests if d not in kept]
+    for digest in loose:
+        if inventory.manifests[digest].file.last_used >= cutoff:
+            kept |= inventory.tree(digest)[0]
+    for digest in loose:
+        if digest not in kept:
+            sweeper.manifest(digest, inventory.manifests[digest])
+    linked = {b for d in kept for b in inventory.manifests[d].links.blobs}
+    blobs = {
+        digest: blob
+        for digest, blob in inventory.blobs.items()
+        if digest in linked
+        or blob.last_used >= cutoff
+        or holdings.keeps(digest, now=now, grace=grace)
+        or not sweeper.blob(blob)
+    }
+    dangling = inventory.dangling_tags()
+    for entry in dangling:
+        sweeper.tag(entry)
+    debris = [s for s in inventory.spool if sweeper.stores.spool.is_debris(s, now - SPOOL_GRACE)]
+    for file in debris:
+        sweeper.spool(file, now - SPOOL_GRACE)
+    return Inventory(
+        blobs,
+        {d: m for d, m in inventory.manifests.items() if d in kept},
+        [t for t in inventory.tags if t not in dangling],
+        [s for s in inventory.spool if s not in debris],
+        holdings,
+    )

@@ -1,0 +1,64 @@
+"""The cache's stores as the server uses them, wired to what keeps the cache in shape: the access
+log (recency) and the evictor (the limits)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from mirror.cache.evictor import Evictor
+from mirror.cache.inventory import Stores
+from mirror.cache.recency import AccessLog
+from mirror.config import Settings
+from mirror.meta.store import MetadataStore
+from mirror.oci.contents import BlobSizes
+from mirror.oci.digest import Digest
+from mirror.storage.blobs import BlobStore
+from mirror.storage.layout import CacheLayout
+from mirror.storage.manifests import ManifestStore
+from mirror.storage.spool_files import SpoolFiles
+from mirror.storage.tags import TagStore
+
+
+class Upkeep:
+    """The server's stores, the access log recording their use and the evictor bounding them."""
+
+    def __init__(
+        self,
+        layout: CacheLayout,
+        meta: MetadataStore,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        sizes: BlobSizes | None = None,
+    ) -> None:
+        blobs = BlobStore(layout, on_commit=self._blob_stored)
+        manifests = ManifestStore(layout, sizes, on_store=self._manifest_stored)
+        tags = TagStore(layout)
+        self.stores = Stores(layout, blobs, manifests, tags, SpoolFiles(layout))
+        self.access = AccessLog(blobs, manifests, tags, meta, clock)
+        self.evictor = Evictor(
+            layout.root,
+            settings.max_size,
+            settings.min_free,
+            settings.protect_window,
+            settings.pin,
+            clock=clock,
+            before_pass=self.access.flush,
+            forget=manifests.forget,
+        )
+
+    def _blob_stored(self, digest: Digest, size: int) -> None:
+        self.access.stored_blob(digest)
+        self.evictor.stored(digest, size)
+
+    def _manifest_stored(self, digest: Digest, size: int) -> None:
+        self.access.stored_manifest(digest)
+        self.evictor.stored(digest, size)
+
+    async def start(self) -> None:
+        await self.access.start()
+        await self.evictor.start()
+
+    async def close(self) -> None:
+        await self.evictor.close()
+        await self.access.close()
