@@ -38,7 +38,7 @@ from mirror.images.schedule import PrefetchSchedule
 from mirror.local.registry import LocalRegistry
 from mirror.metrics.exposition import Exposition, Publisher
 from mirror.metrics.hooks import unobserved
-from mirror.metrics.recorder import Metrics
+from mirror.metrics.recorder import CacheUsage, Metrics
 from mirror.metrics.serving import shared_directory
 from mirror.pullthrough.listings import ListingService
 from mirror.services import open_services
@@ -114,6 +114,11 @@ async def _services(
             async with contextlib.AsyncExitStack() as stack:
                 if metrics is not None:
                     metrics.watch(services.fills, services.slots, services.meta)
+                    evictor = services.upkeep.evictor
+                    metrics.cache_usage = lambda: (
+                        None if (m := evictor.measured()) is None else CacheUsage(*m)
+                    )
+                    evictor.on_evicted = metrics.evicted
                     publisher = Publisher(metrics)
                     publisher.start()
                     stack.push_async_callback(publisher.close)

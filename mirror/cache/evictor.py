@@ -81,6 +81,15 @@ class Evictor:
         self._task: asyncio.Task[None] | None = None
         self._running: asyncio.Task[PassResult | None] | None = None
         self.passes = 0
+        # Told how many images each pass evicted (the metrics count them).
+        self.on_evicted: Callable[[int], None] = lambda _images: None
+
+    def measured(self) -> tuple[int, int | None] | None:
+        """The cache's size as last counted (what this process stored since included) and its
+        cap; None without limits, when nothing counts it."""
+        if self._counted is None:
+            return None
+        return self._counted + self._unsent, self._cap
 
     def stored(self, _digest: Digest, size: int) -> None:
         """Content was stored (a commit hook: cheap, on the event loop)."""
@@ -215,6 +224,8 @@ class Evictor:
             for digest in result.removed_manifests:
                 self._forget(digest)
         freed = result.freed
+        if freed.images:
+            self.on_evicted(freed.images)
         if freed.bytes or result.need:
             log.get_logger().info(
                 "evicted",

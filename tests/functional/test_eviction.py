@@ -32,6 +32,7 @@ from tests.support.oci import (
     spool_files,
     wait_until,
 )
+from tests.support.metrics import scrape
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
@@ -244,6 +245,12 @@ async def test_pinned_images_are_never_evicted(
     await _settle(client)
     assert cached_tags(cache_dir) == {"pins/kept:v1", "pins/newest:v1"}
     assert _on_disk(cache_dir, kept) and _on_disk(cache_dir, newest)
+    # What /metrics says of it: the size against the cap, and the image evicted.
+    cap = _size(kept) + _size(older) + 64 * KIB
+    found = await scrape(client)
+    assert found.get("mirror_cache_cap_bytes") == cap
+    assert 0 < (found.get("mirror_cache_size_bytes") or 0) <= cap
+    assert found.total("mirror_cache_evictions_total") >= 1
 
 
 async def test_a_blob_larger_than_the_cap_is_streamed_and_not_kept(
