@@ -24,6 +24,7 @@ from mirror.config import Settings, SizeLimit, UpstreamSettings
 from tests.conftest import RegistryFactory, Seeded
 from tests.support.cache import HOUR, Clock, cache_usage, cached_tags, pull_image
 from tests.support.images import Image, make_image, push_image
+from tests.support.metrics import scrape
 from tests.support.oci import (
     ACCEPT_ALL,
     assert_broken,
@@ -32,7 +33,6 @@ from tests.support.oci import (
     spool_files,
     wait_until,
 )
-from tests.support.metrics import scrape
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
