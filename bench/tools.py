@@ -12,6 +12,7 @@ REQUIRED = {
     "docker-registry": "docker-registry",
     "redis-server": "redis-server",
     "curl": "curl",
+    "skopeo": "skopeo",
 }
 _SBIN = (Path("/usr/sbin"), Path("/usr/bin"), Path("/sbin"))
 
