@@ -44,8 +44,7 @@ from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
-BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
-FIRST_BATCH = 64 << 10
+BATCH = 4 << 20  # the most gathered while the writing and hashing threads are busy
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
 # A fill nobody has read for this long, and that is not near its end, may be given up for
@@ -196,30 +195,50 @@ class BlobFill:
             raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
 
     async def _copy(self, resp: aiohttp.ClientResponse, fd: int, hasher: hashlib._Hash) -> None:
-        """Write and hash each batch in two threads at once, off the event loop; a batch is
-        whatever arrived meanwhile, which the session's deep read buffer lets grow."""
-        limit = FIRST_BATCH  # small at first, so the first bytes reach clients at once
-        body = resp.content
+        """Write and hash the body in batches, two threads at once, off the event loop. While
+        one batch is written and hashed the next one gathers, so the first bytes go out at
+        once and the upstream never waits for the disk. A batch holds the chunks as aiohttp
+        received them: joining them would copy every byte once more."""
+        batch: list[bytes] = []
+        size = 0
+        received = self._written
+        flushing: asyncio.Task[None] | None = None
         try:
-            async for first in body.iter_any():
-                batch = [first]
-                size = len(first)
-                while size < limit and (more := body.read_nowait(limit - size)):
-                    batch.append(more)
-                    size += len(more)
-                limit = min(limit * 2, BATCH)
-                if self.size is not None and self._written + size > self.size:
+            async for chunk, _ in resp.content.iter_chunks():
+                received += len(chunk)
+                if self.size is not None and received > self.size:
                     # A chunked body longer than the blob: never write past its size.
                     raise UpstreamError(
                         f"upstream sent more than the {self.size} bytes of the blob"
                     )
-                await asyncio.gather(
-                    asyncio.to_thread(_write_all, fd, batch),
-                    asyncio.to_thread(_hash_all, hasher, batch),
-                )
-                self._wrote(size)
+                batch.append(chunk)
+                size += len(chunk)
+                if flushing is not None:
+                    if not flushing.done() and size < BATCH:
+                        continue
+                    await asyncio.shield(flushing)
+                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
+                batch, size = [], 0
+            if flushing is not None:
+                await asyncio.shield(flushing)
+            if batch:
+                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
+                await asyncio.shield(flushing)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
+        finally:
+            if flushing is not None:
+                # Its threads cannot be stopped: they finish before the spool file may close.
+                await asyncio.wait([flushing])
+                if not flushing.cancelled():
+                    flushing.exception()  # retrieved here; what ends the fill is raised above
+
+    async def _flush(self, fd: int, hasher: hashlib._Hash, batch: list[bytes], size: int) -> None:
+        await asyncio.gather(
+            asyncio.to_thread(_write_all, fd, batch),
+            asyncio.to_thread(_hash_all, hasher, batch),
+        )
+        self._wrote(size)
 
     def _wrote(self, count: int) -> None:
         self._written += count
