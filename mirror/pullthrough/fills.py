@@ -45,6 +45,11 @@ from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
 BATCH = 4 << 20  # the most gathered while the writing and hashing threads are busy
+# What a batch holds at least (but the first and the last), unless the previous one began this
+# long ago: each batch costs two hops to threads and back, which on a fast link would otherwise
+# be paid for every chunk received, while a slow link must not leave readers waiting long.
+MIN_BATCH = 1 << 20
+MAX_BATCH_DELAY = 0.05
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
 # A fill nobody has read for this long, and that is not near its end, may be given up for
@@ -195,14 +200,17 @@ class BlobFill:
             raise UpstreamError(f"upstream sent bytes that do not match {self.digest}")
 
     async def _copy(self, resp: aiohttp.ClientResponse, fd: int, hasher: hashlib._Hash) -> None:
-        """Write and hash the body in batches, two threads at once, off the event loop. While
-        one batch is written and hashed the next one gathers, so the first bytes go out at
-        once and the upstream never waits for the disk. A batch holds the chunks as aiohttp
-        received them: joining them would copy every byte once more."""
+        """Write and hash the body in batches, two threads at once, off the event loop. The
+        first chunk goes out at once; while a batch is written and hashed the next one gathers,
+        and goes once the threads are free and it holds MIN_BATCH, or MAX_BATCH_DELAY after its
+        predecessor (as the next chunk arrives, or at the end). A batch holds the chunks as
+        aiohttp received them: joining them would copy every byte once more."""
         batch: list[bytes] = []
         size = 0
         received = self._written
         flushing: asyncio.Task[None] | None = None
+        clock = asyncio.get_running_loop().time
+        due = clock()  # when the batch gathering now may go even if it is small
         try:
             async for chunk, _ in resp.content.iter_chunks():
                 received += len(chunk)
@@ -214,11 +222,13 @@ class BlobFill:
                 batch.append(chunk)
                 size += len(chunk)
                 if flushing is not None:
-                    if not flushing.done() and size < BATCH:
+                    ready = flushing.done() and (size >= MIN_BATCH or clock() >= due)
+                    if not ready and size < BATCH:
                         continue
                     await asyncio.shield(flushing)
                 flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
                 batch, size = [], 0
+                due = clock() + MAX_BATCH_DELAY
             if flushing is not None:
                 await asyncio.shield(flushing)
             if batch:
