@@ -36,6 +36,7 @@ class Target:
 
     running: Running
     sampler: RssSampler
+    warmup_upstream: dict[str, int] = field(default_factory=dict)  # per reference
 
     @property
     def name(self) -> str:
@@ -60,13 +61,16 @@ class _State:
 
 
 def _warm(ctx: Context, target: Target, paths: dict[str, str]) -> None:
-    """One GET of each reference (it must succeed), then a short load so every worker has it."""
+    """One GET of each reference (it must succeed), then a short load so every worker has it.
+    The load is the start of the hit run: what it asks upstream is counted."""
     url = target.running.url
     run = fetch_parallel([[url + p for p in paths.values()]], headers=ACCEPT_MANIFESTS)
     statuses = [t.status for c in run.clients for t in c.transfers]
     if statuses != [200] * len(paths):
         raise RuntimeError(f"{target.name}: warm-up GETs answered {statuses}")
-    for path in paths.values():
+    ctx.upstream.settle()
+    for kind, path in paths.items():
+        mark = ctx.upstream.mark()
         # Full concurrency, so that every worker process accepts connections and serves it.
         run_wrk(
             url + path,
@@ -75,6 +79,8 @@ def _warm(ctx: Context, target: Target, paths: dict[str, str]) -> None:
             threads=ctx.plan.wrk_threads,
             headers=ACCEPT_MANIFESTS,
         )
+        ctx.upstream.settle()
+        target.warmup_upstream[kind] = ctx.upstream.since(mark).requests
 
 
 def _measure(ctx: Context, target: Target, kind: str, path: str, run: int) -> Measurement:
@@ -170,6 +176,7 @@ def _summarize(report: PhaseReport, state: _State, paths: dict[str, str]) -> Non
             rps = median([w.requests_per_s for w in done])
             p99 = median([w.p99_ms for w in done])
             upstream = [m.upstream_requests for m in ours if m.upstream_requests is not None]
+            warmup = target.warmup_upstream.get(kind)
             per_hit = [
                 m.redis_commands / m.wrk.requests
                 for m in ours
@@ -183,7 +190,7 @@ def _summarize(report: PhaseReport, state: _State, paths: dict[str, str]) -> Non
                     fmt(rps),
                     fmt(median([w.p50_ms for w in done]), ".2f"),
                     fmt(p99, ".2f"),
-                    "/".join(str(u) for u in upstream) or "-",
+                    f"{fmt(warmup, 'd')}+{'/'.join(str(u) for u in upstream) or '-'}",
                     fmt(ratio(rps, nginx_rps), ".2f", "x"),
                     fmt(ratio(p99, nginx_p99), ".2f", "x"),
                     fmt(ratio(rps, proxy_rps), ".1f", "x"),
@@ -199,11 +206,12 @@ def _summarize(report: PhaseReport, state: _State, paths: dict[str, str]) -> Non
                 "p99_vs_nginx_cache": ratio(p99, nginx_p99),
                 "ratio_vs_proxy": ratio(rps, proxy_rps),
                 "redis_commands_per_hit": median(per_hit),
+                "upstream_requests_warmup": warmup,
                 "upstream_requests_per_run": upstream,
                 "failures": failures,
             }
             report.errors += [f"{name} {kind} run {m.run}: {m.error}" for m in ours if m.error]
-    headers = ["server", "ref", "req/s", "p50 ms", "p99 ms", "upstream/run", "xnginx"]
+    headers = ["server", "ref", "req/s", "p50 ms", "p99 ms", "upstream warm-up+runs", "xnginx"]
     headers += ["p99 xnginx", "xproxy", "redis cmd/hit", "non-2xx+err", "target"]
     report.lines = table(headers, rows)
     report.data.update({"summary": summary, "runs": state.measurements, "paths": paths})

@@ -53,11 +53,13 @@ def summary_report(reports: Sequence[PhaseReport], memory: Sequence[MemoryRecord
         return lambda e: _get(phases, "manifest", "summary", e.name, kind, figure)
 
     def upstream_requests(entrant: Entrant) -> float | None:
-        runs = [
-            _get(phases, "manifest", "summary", entrant.name, kind, "upstream_requests_per_run")
-            for kind in ("tag", "digest")
-        ]
-        counts = [n for per_run in runs if per_run for n in per_run]
+        """What the hit runs (their warm-up load included) asked upstream, in total."""
+        counts = []
+        for kind in ("tag", "digest"):
+            found = _get(phases, "manifest", "summary", entrant.name, kind)
+            if isinstance(found, dict):
+                counts += found["upstream_requests_per_run"]
+                counts += [found["upstream_requests_warmup"] or 0]
         return sum(counts) if counts else None
 
     def pulled(group: str, figure: str) -> Callable[[Entrant], float | None]:
