@@ -71,6 +71,7 @@ def _repeats(ctx: Context, image: SeededImage) -> int:
 def _one_run(name: str, url: str, run: int, ctx: Context, image: SeededImage) -> BlobRun:
     repeats = _repeats(ctx, image)
     clients = [[url] * repeats for _ in range(ctx.plan.warm_clients)]
+    ctx.upstream.settle()  # what the fills before asked upstream is not this run's
     mark = ctx.upstream.mark()
     result = fetch_parallel(clients, timeout=ctx.plan.transfer_timeout)
     upstream = ctx.upstream.since(mark).requests
