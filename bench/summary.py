@@ -181,9 +181,10 @@ def _verdict(row: Row, values: dict[str, float | None]) -> str:
     measured)."""
     if row.meets is None:
         return ""
-    missed = [
-        SHORT[e.name]
-        for e in row.applies_to
-        if (value := values[e.name]) is None or not row.meets(value)
-    ]
-    return "yes" if not missed else "no: " + ", ".join(missed)
+    measured = {e.name: value for e in row.applies_to if (value := values[e.name]) is not None}
+    if not measured:
+        return "not measured"
+    missed = [SHORT[name] for name, value in measured.items() if not row.meets(value)]
+    unmeasured = [SHORT[e.name] for e in row.applies_to if e.name not in measured]
+    verdict = "yes" if not missed else "no: " + ", ".join(missed)
+    return verdict + (f" (not measured: {', '.join(unmeasured)})" if unmeasured else "")
