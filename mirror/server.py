@@ -52,7 +52,14 @@ async def serving(
             connections, server, loop=loop, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT
         )
 
-    listener = Listener(sock, connections.make_room, connection, settings.send_timeout, ssl_context)
+    listener = Listener(
+        sock,
+        connections.make_room,
+        connection,
+        settings.send_timeout,
+        ssl_context,
+        spread=(lambda: connections.count) if settings.workers > 1 else None,
+    )
     try:
         listener.start()
         yield connections

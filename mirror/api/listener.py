@@ -6,6 +6,13 @@ decides before a connection costs anything: one over the cap is answered `503` w
 (EMFILE, ENFILE) one descriptor kept in reserve lets it accept and close the next connection
 instead of leaving every client waiting in the backlog (the technique of libuv and nginx).
 
+With `--workers N` every worker watches the one listening socket, and whichever runs first
+would take a whole burst of connections (a load generator's, a fleet's after a restart) while
+the others sit idle: keep-alive keeps them there. So a worker of several waits a little before
+each accept, the longer the more connections it has open (nginx's `accept_mutex_delay` has the
+same aim): the least busy worker takes the next connection, and a worker whose peers are
+stuck still accepts after at most MAX_SPREAD_DELAY.
+
 The send timeout is the kernel's TCP_USER_TIMEOUT (Linux, RFC 5482): a connection whose sent
 data stays unacknowledged, or that advertises a zero window (a client that stopped reading),
 for that long is closed with ETIMEDOUT. Measured on loopback with kernel 6.18, a reader that
@@ -37,6 +44,8 @@ _CONNECTION_FAILED = {
 }  # fmt: skip
 ACCEPT_PAUSE = 0.1  # when nothing can be accepted, not even to be refused
 ACCEPT_BATCH = 100
+SPREAD_DELAY = 200e-6  # per open connection, before a worker of several accepts one more
+MAX_SPREAD_DELAY = 0.005
 LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
 MAX_LINGERING = 64
 
@@ -75,8 +84,11 @@ class Listener:
         protocol_factory: Callable[[], asyncio.Protocol],
         send_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
+        spread: Callable[[], int] | None = None,
     ) -> None:
+        """`spread`, in a worker of several: how many connections it has open."""
         self._sock = sock
+        self._spread = spread
         self._make_room = make_room
         self._protocol_factory = protocol_factory
         self._ssl_context = ssl_context
@@ -115,8 +127,26 @@ class Listener:
             self._spare = None
 
     def _accept_ready(self) -> None:
-        """Take what the kernel has queued, a batch at a time (as asyncio's own servers do)."""
-        for _ in range(ACCEPT_BATCH):
+        """Take what the kernel has queued, a batch at a time (as asyncio's own servers do);
+        in a worker of several, one connection, after the wait its open connections call for."""
+        if self._spread is None:
+            self._accept(ACCEPT_BATCH)
+            return
+        delay = min(self._spread() * SPREAD_DELAY, MAX_SPREAD_DELAY)
+        if delay <= 0:
+            self._accept(1)
+        elif self._loop is not None:
+            self._loop.remove_reader(self._sock)
+            self._paused = self._loop.call_later(delay, self._accept_after_delay)
+
+    def _accept_after_delay(self) -> None:
+        self._paused = None
+        self._accept(1)  # nothing, if another worker took it meanwhile
+        if self._loop is not None and self._paused is None:
+            self._loop.add_reader(self._sock, self._accept_ready)
+
+    def _accept(self, batch: int) -> None:
+        for _ in range(batch):
             try:
                 client, _ = self._sock.accept()
             except BlockingIOError:

@@ -1,0 +1,107 @@
+"""With `--workers N`, a burst of connections is spread over the workers instead of going to
+whichever worker runs first (and staying there, kept alive)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from mirror.api.listener import MAX_SPREAD_DELAY, Listener
+from tests.e2e.daemons import MirrorServer
+from tests.support.registry import Registry
+
+CONNECTIONS = 32
+
+
+class Taken(asyncio.Protocol):
+    """Records which listener accepted a connection."""
+
+    def __init__(self, name: str, taken: list[str]) -> None:
+        self._name = name
+        self._taken = taken
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._taken.append(self._name)
+        transport.close()
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+async def _connect(port: int) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.close()
+
+
+async def test_the_least_busy_listener_takes_the_next_connection() -> None:
+    """Of two listeners on one socket, the one with fewer open connections accepts each new
+    one; alone, the busier one still accepts, within MAX_SPREAD_DELAY."""
+    sock = _listening()
+    port = sock.getsockname()[1]
+    taken: list[str] = []
+    busy = Listener(sock.dup(), lambda: True, lambda: Taken("busy", taken), 30.0, spread=lambda: 40)
+    idle = Listener(sock.dup(), lambda: True, lambda: Taken("idle", taken), 30.0, spread=lambda: 0)
+    busy.start()
+    idle.start()
+    try:
+        for _ in range(5):
+            await _connect(port)
+            async with asyncio.timeout(5):
+                while len(taken) < 1:
+                    await asyncio.sleep(0.001)
+            assert taken.pop() == "idle"
+        await idle.stop()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await _connect(port)
+        async with asyncio.timeout(5):
+            while not taken:
+                await asyncio.sleep(0.001)
+        assert taken == ["busy"]
+        assert loop.time() - started >= MAX_SPREAD_DELAY * 0.9  # it waited its turn
+    finally:
+        await busy.stop()
+        await idle.stop()
+        sock.close()
+
+
+async def test_a_burst_of_connections_reaches_every_worker(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """32 clients connecting at once to `--workers 2`, each making one request on its own
+    connection: both workers answer a fair share of them."""
+    server = await asyncio.to_thread(
+        MirrorServer.start,
+        tmp_path / "mirror",
+        registry.url,
+        tag_ttl=300,
+        extra_args=["--workers", "2"],
+    )
+    try:
+        mark = server.log_size()
+
+        async def one() -> int:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{server.url}/v2/") as response,
+            ):
+                return response.status
+
+        statuses = await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
+        assert statuses == [200] * CONNECTIONS
+        await asyncio.sleep(0.5)  # request lines are written in batches
+        entries = server.entries(mark)
+        lines = [e for e in entries if e.get("event") == "request" and e["path"] == "/v2/"]
+        by_worker = Counter(line["request_id"].split("-", 1)[0] for line in lines)
+        assert len(lines) == CONNECTIONS
+        assert len(by_worker) == 2 and min(by_worker.values()) >= CONNECTIONS // 4, by_worker
+    finally:
+        await asyncio.to_thread(server.stop)
