@@ -20,12 +20,12 @@ CONNECTIONS = 32
 class Taken(asyncio.Protocol):
     """Records which listener accepted a connection."""
 
-    def __init__(self, name: str, taken: list[str]) -> None:
+    def __init__(self, name: str, taken: asyncio.Queue[str]) -> None:
         self._name = name
         self._taken = taken
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._taken.append(self._name)
+        self._taken.put_nowait(self._name)
         transport.close()
 
 
@@ -46,7 +46,7 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
     one; alone, the busier one still accepts, within MAX_SPREAD_DELAY."""
     sock = _listening()
     port = sock.getsockname()[1]
-    taken: list[str] = []
+    taken: asyncio.Queue[str] = asyncio.Queue()
     busy = Listener(sock.dup(), lambda: True, lambda: Taken("busy", taken), 30.0, spread=lambda: 40)
     idle = Listener(sock.dup(), lambda: True, lambda: Taken("idle", taken), 30.0, spread=lambda: 0)
     busy.start()
@@ -54,19 +54,14 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
     try:
         for _ in range(5):
             await _connect(port)
-            async with asyncio.timeout(5):
-                while len(taken) < 1:
-                    await asyncio.sleep(0.001)
-            assert taken.pop() == "idle"
+            assert await asyncio.wait_for(taken.get(), 5) == "idle"
         await idle.stop()
         loop = asyncio.get_running_loop()
         started = loop.time()
         await _connect(port)
-        async with asyncio.timeout(5):
-            while not taken:
-                await asyncio.sleep(0.001)
-        assert taken == ["busy"]
+        assert await asyncio.wait_for(taken.get(), 5) == "busy"
         assert loop.time() - started >= MAX_SPREAD_DELAY * 0.9  # it waited its turn
+        assert taken.empty()
     finally:
         await busy.stop()
         await idle.stop()
