@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from mirror.api.listener import MAX_SPREAD_DELAY, Listener
+from mirror.api.listener import Listener
 from tests.e2e.daemons import MirrorServer
 from tests.support.registry import Registry
 
@@ -43,7 +43,7 @@ async def _connect(port: int) -> None:
 
 async def test_the_least_busy_listener_takes_the_next_connection() -> None:
     """Of two listeners on one socket, the one with fewer open connections accepts each new
-    one; alone, the busier one still accepts, within MAX_SPREAD_DELAY."""
+    one; alone, the busier one still accepts."""
     sock = _listening()
     port = sock.getsockname()[1]
     taken: asyncio.Queue[str] = asyncio.Queue()
@@ -56,11 +56,8 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
             await _connect(port)
             assert await asyncio.wait_for(taken.get(), 5) == "idle"
         await idle.stop()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         await _connect(port)
         assert await asyncio.wait_for(taken.get(), 5) == "busy"
-        assert loop.time() - started >= MAX_SPREAD_DELAY * 0.9  # it waited its turn
         assert taken.empty()
     finally:
         await busy.stop()
