@@ -68,8 +68,8 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
 async def test_a_burst_of_connections_reaches_every_worker(
     registry: Registry, tmp_path: Path
 ) -> None:
-    """32 clients connecting at once to `--workers 2`, each making one request on its own
-    connection: both workers answer a fair share of them."""
+    """32 clients connecting at once to `--workers 2`, each making one request on a connection
+    of its own that it keeps: both workers answer a fair share of them."""
     server = await asyncio.to_thread(
         MirrorServer.start,
         tmp_path / "mirror",
@@ -80,15 +80,22 @@ async def test_a_burst_of_connections_reaches_every_worker(
     try:
         mark = server.log_size()
 
-        async def one() -> int:
-            async with (
-                aiohttp.ClientSession() as session,
-                session.get(f"{server.url}/v2/") as response,
-            ):
-                return response.status
+        all_answered = asyncio.Event()
+        answered: list[int] = []
 
-        statuses = await asyncio.gather(*(one() for _ in range(CONNECTIONS)))
-        assert statuses == [200] * CONNECTIONS
+        async def one() -> None:
+            """One request on a connection of its own, kept open (as clients keep them alive)
+            until every client has its answer."""
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{server.url}/v2/") as response:
+                    answered.append(response.status)
+                    await response.read()
+                if len(answered) == CONNECTIONS:
+                    all_answered.set()
+                await all_answered.wait()
+
+        await asyncio.wait_for(asyncio.gather(*(one() for _ in range(CONNECTIONS))), 30)
+        assert answered == [200] * CONNECTIONS
         await asyncio.sleep(0.5)  # request lines are written in batches
         entries = server.entries(mark)
         lines = [e for e in entries if e.get("event") == "request" and e["path"] == "/v2/"]
