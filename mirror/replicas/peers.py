@@ -1,0 +1,62 @@
+"""Requests to other replicas: a blob's bytes from the replica that fetches it, through its peer
+endpoint (`GET /_mirror/peer/blobs/<digest>`, mirror/api/peer.py), with the shared secret."""
+
+from __future__ import annotations
+
+import aiohttp
+from yarl import URL
+
+from mirror.oci.digest import Digest
+
+SECRET_HEADER = "Mirror-Peer-Secret"
+PATH = "/_mirror/peer/blobs/"
+
+
+class PeerGone(Exception):
+    """The replica could not be reached, or stopped answering."""
+
+
+class PeerLacks(Exception):
+    """The replica answered, but has no such blob (its fill has not started, or has ended)."""
+
+
+class Peers:
+    """One client session to every other replica: no total timeout (a blob streams as long as
+    its upstream takes), bounded connection set-up and reads, bodies untouched."""
+
+    def __init__(self, secret: str, user_agent: str, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            headers={SECRET_HEADER: secret, "User-Agent": user_agent},
+            read_bufsize=4 << 20,
+        )
+
+    async def open(
+        self, peer: str, digest: Digest, offset: int, read_timeout: float
+    ) -> aiohttp.ClientResponse:
+        """The blob from `offset` on (a Range request past 0), for the caller to read and
+        release; a read that stalls for `read_timeout` seconds breaks off."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            url = URL(peer).with_path(URL(peer).path.rstrip("/") + PATH + str(digest))
+            response = await self._session.get(
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self._connect_timeout,
+                    sock_connect=self._connect_timeout,
+                    sock_read=read_timeout,
+                ),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            raise PeerGone(f"{peer}: {type(e).__name__}") from e
+        if response.status not in (200, 206):
+            response.release()
+            raise PeerLacks(f"{peer} answered {response.status}")
+        return response
+
+    async def close(self) -> None:
+        await self._session.close()

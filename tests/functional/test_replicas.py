@@ -1,0 +1,252 @@
+"""Replicas that share no disk but one Redis act as one cache: each blob miss is fetched from the
+upstream once, the others stream it from the replica that fetches it, and one that dies mid-way
+is taken over with a `Range` request."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from mirror.app import create_app
+from mirror.config import Settings, UpstreamSettings
+from mirror.replicas.peers import SECRET_HEADER
+from tests.conftest import Seeded
+from tests.faults import FakeUpstream, Stall, stalled_resumable
+from tests.support.images import make_image, push_image, sha256_digest
+from tests.support.mirror_process import MirrorProcess, start_mirror
+from tests.support.oci import assert_oci_error
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.registry import Registry
+
+SECRET = "replicas-share-this-secret"
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+# Generous: a bound on a hang, never a measure of speed.
+WITHIN = 60.0
+
+
+class ReplicaFactory(Protocol):
+    def __call__(self, count: int, upstream: str) -> list[MirrorProcess]: ...
+
+
+@pytest.fixture
+def start_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[ReplicaFactory]:
+    """Start `mirror serve` processes, each with a cache directory of its own, sharing the
+    session's Redis (under a prefix of this test's own) and the peer secret."""
+    config = tmp_path / "replicas.toml"
+    config.write_text(f'redis_prefix = "test-{uuid.uuid4().hex[:12]}:"\npeer_secret = "{SECRET}"\n')
+    started: list[MirrorProcess] = []
+
+    def start(count: int, upstream: str) -> list[MirrorProcess]:
+        made = []
+        for _ in range(count):
+            port = free_port()
+            flags = ("--config", str(config), "--redis-url", redis_server.url)
+            peer = ("--peer-url", f"http://127.0.0.1:{port}")
+            workdir = tmp_path / f"replica-{len(started)}"
+            started.append(start_mirror(workdir, upstream, *flags, *peer, port=port))
+            made.append(started[-1])
+        return made
+
+    try:
+        yield start
+    finally:
+        for replica in started:
+            replica.stop()
+
+
+def url(replica: MirrorProcess, path: str) -> str:
+    return f"http://127.0.0.1:{replica.port}{path}"
+
+
+def upstream_gets(registry: Registry, path: str) -> int:
+    return sum(1 for method, seen in registry.requests() if method == "GET" and seen == path)
+
+
+async def pull(session: aiohttp.ClientSession, target: str) -> bytes:
+    async with session.get(target) as response:
+        assert response.status == 200, await response.text()
+        return await response.read()
+
+
+async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sent_once(
+    start_replicas: ReplicaFactory, registry: Registry
+) -> None:
+    """30 concurrent clients spread over 3 replicas with separate caches pull one cold layer:
+    every body is the blob, and the upstream sent its bytes exactly once."""
+    image = make_image(layer_sizes=(4 << 20,), seed=uuid.uuid4().hex)
+    repo = f"replicas/{uuid.uuid4().hex[:8]}"
+    push_image(registry.url, repo, "v1", image)
+    layer = image.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    replicas = start_replicas(3, registry.url)
+    registry.clear_requests()
+
+    async with aiohttp.ClientSession() as session:
+        bodies = await asyncio.wait_for(
+            asyncio.gather(*(pull(session, url(replicas[i % 3], path)) for i in range(30))),
+            WITHIN,
+        )
+
+    assert all(sha256_digest(body) == layer.digest for body in bodies)
+    assert upstream_gets(registry, path) == 1
+    assert registry.body_bytes(path) == layer.size
+
+
+async def test_a_replica_asked_after_another_stored_a_blob_reads_it_from_that_one(
+    start_replicas: ReplicaFactory, registry: Registry
+) -> None:
+    """Once one replica has stored a blob, another replica asked for it later gets it from that
+    one, not from the upstream; once that one is gone, from the upstream again."""
+    image = make_image(layer_sizes=(300_000,), seed=uuid.uuid4().hex)
+    repo = f"replicas/{uuid.uuid4().hex[:8]}"
+    push_image(registry.url, repo, "v1", image)
+    layer = image.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    first, second, third = start_replicas(3, registry.url)
+    registry.clear_requests()
+
+    async with aiohttp.ClientSession() as session:
+        assert sha256_digest(await pull(session, url(first, path))) == layer.digest
+        assert sha256_digest(await pull(session, url(second, path))) == layer.digest
+        assert upstream_gets(registry, path) == 1
+        first.stop()
+        assert sha256_digest(await pull(session, url(third, path))) == layer.digest
+
+    assert upstream_gets(registry, path) == 2
+
+
+async def test_the_others_complete_when_the_filling_replica_dies_mid_fill(
+    start_replicas: ReplicaFactory,
+    make_fake_upstream: Callable[[], Awaitable[FakeUpstream]],
+) -> None:
+    """The replica that fetches a blob is killed while its upstream stalls: its client's
+    transfer is cut, the other replicas' clients get the whole verified blob, and the upstream
+    got one Range request for the rest."""
+    upstream = await make_fake_upstream()
+    data = os.urandom(1 << 20)
+    digest = sha256_digest(data)
+    path = f"/v2/team/app/blobs/{digest}"
+    stall = Stall()
+    upstream.route(path, stalled_resumable(data, stall, first=64 << 10))
+    filler, *others = start_replicas(3, upstream.url)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            cut = asyncio.create_task(pull(session, url(filler, path)))
+            await asyncio.wait_for(stall.first_sent.wait(), WITHIN)
+            streaming = []
+            for replica in others:
+                response = await asyncio.wait_for(session.get(url(replica, path)), WITHIN)
+                assert response.status == 200
+                # Their fills stream from the filler: its first bytes are here already.
+                head = await asyncio.wait_for(response.content.readexactly(1000), WITHIN)
+                streaming.append((head, response))
+            filler.process.kill()
+            filler.process.wait()
+
+            bodies = [
+                head + await asyncio.wait_for(response.read(), WITHIN)
+                for head, response in streaming
+            ]
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(cut, WITHIN)
+    finally:
+        stall.resume.set()
+
+    assert [sha256_digest(body) for body in bodies] == [digest, digest]
+    asked = [r.headers.get("Range") for r in upstream.seen("GET", path)]
+    assert len(asked) == 2 and asked[0] is None, asked  # one whole GET, by the filler
+    assert asked[1] is not None and asked[1] != "bytes=0-", asked  # then the rest, once
+
+
+def replica_settings(upstream: str, redis_url: str, cache_dir: Path) -> Settings:
+    return Settings(
+        cache_dir=cache_dir,
+        upstreams=(
+            UpstreamSettings(default=True, url=upstream, connect_timeout=2.0, read_timeout=5.0),
+        ),
+        redis_url=redis_url,
+        redis_prefix=f"test-{uuid.uuid4().hex[:12]}:",
+        peer_url="http://127.0.0.1:9",  # never asked: these tests have one replica
+        peer_secret=SECRET,
+    )
+
+
+async def test_the_peer_endpoint_answers_only_those_with_the_secret(
+    aiohttp_client: ClientFactory,
+    registry: Registry,
+    redis_server: RedisServer,
+    seeded: Seeded,
+    cache_dir: Path,
+) -> None:
+    """Without the replicas' secret, or with a wrong one, the peer endpoint is 401 in OCI form;
+    with it, a blob the replica lacks is 404 BLOB_UNKNOWN and one it has is served, ranges
+    included."""
+    client = await aiohttp_client(
+        create_app(replica_settings(registry.url, redis_server.url, cache_dir))
+    )
+    layer = seeded.schema2.layers[0]
+    repo, _ = seeded.schema2_ref
+    peer_path = f"/_mirror/peer/blobs/{layer.digest}"
+
+    for headers in ({}, {SECRET_HEADER: "not-the-secret-at-all"}, {SECRET_HEADER: SECRET[:-1]}):
+        refused = await client.get(peer_path, headers=headers)
+        await assert_oci_error(refused, 401, "UNAUTHORIZED")
+        assert SECRET_HEADER in refused.headers["WWW-Authenticate"]
+    await assert_oci_error(
+        await client.get(peer_path, headers={SECRET_HEADER: SECRET}), 404, "BLOB_UNKNOWN"
+    )
+
+    assert (await client.get(f"/v2/{repo}/blobs/{layer.digest}")).status == 200
+    served = await client.get(peer_path, headers={SECRET_HEADER: SECRET})
+    assert served.status == 200
+    assert sha256_digest(await served.read()) == layer.digest
+    ranged = await client.get(peer_path, headers={SECRET_HEADER: SECRET, "Range": "bytes=100-"})
+    assert ranged.status == 206
+    assert len(await ranged.read()) == layer.size - 100
+    refused = await client.get(peer_path, headers={SECRET_HEADER: SECRET.upper()})
+    await assert_oci_error(refused, 401, "UNAUTHORIZED")
+
+
+async def test_a_mirror_that_is_no_replica_has_no_peer_endpoint(
+    aiohttp_client: ClientFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """Without `peer_url`, the peer path is no endpoint at all, secret or not."""
+    settings = Settings(
+        cache_dir=cache_dir, upstreams=(UpstreamSettings(default=True, url=registry.url),)
+    )
+    client = await aiohttp_client(create_app(settings))
+    layer = seeded.schema2.layers[0]
+    repo, _ = seeded.schema2_ref
+    assert (await client.get(f"/v2/{repo}/blobs/{layer.digest}")).status == 200
+    answer = await client.get(
+        f"/_mirror/peer/blobs/{layer.digest}", headers={SECRET_HEADER: SECRET}
+    )
+    await assert_oci_error(answer, 404, "NAME_UNKNOWN")
+
+
+async def test_a_replica_whose_redis_is_down_fetches_blobs_by_itself(
+    aiohttp_client: ClientFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """With its Redis unreachable, a replica fetches a missing blob from the upstream itself,
+    without waiting on Redis."""
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    client = await aiohttp_client(create_app(replica_settings(registry.url, nowhere, cache_dir)))
+    layer = seeded.oci.layers[0]
+    repo, _ = seeded.oci_ref
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    registry.clear_requests()
+
+    answer = await asyncio.wait_for(client.get(path), WITHIN)
+    assert answer.status == 200
+    assert sha256_digest(await answer.read()) == layer.digest
+    assert upstream_gets(registry, path) == 1
