@@ -142,7 +142,7 @@ def run_replicas_phase(ctx: Context) -> PhaseReport:
     direct = median([r.wall_s for r in runs if not r.replicas and not r.failures])
     rows = [["direct, 1 client", fmt(direct, ".3f"), "1.00x", "-", "-", "(base)"]]
     for count, clients in SPREADS:
-        name = f"{count} replicas, {clients} clients" if count > 1 else "1 mirror, 1 client"
+        name = f"{count} replicas, {clients} clients" if count > 1 else "1 replica, 1 client"
         ours = [r for r in runs if (r.replicas, r.clients) == (count, clients)]
         wall = median([r.wall_s for r in ours if not r.failures])
         rows.append(
