@@ -13,11 +13,11 @@ PATH = "/_mirror/peer/blobs/"
 
 
 class PeerGone(Exception):
-    """The replica could not be reached, or stopped answering."""
+    """The replica could not be reached, or cannot serve this one."""
 
 
 class PeerLacks(Exception):
-    """The replica answered, but has no such blob (its fill has not started, or has ended)."""
+    """The replica has no such blob (its fill has not started, or has ended)."""
 
 
 class Peers:
@@ -55,7 +55,10 @@ class Peers:
             raise PeerGone(f"{peer}: {type(e).__name__}") from e
         if response.status not in (200, 206):
             response.release()
-            raise PeerLacks(f"{peer} answered {response.status}")
+            if response.status == 404:
+                raise PeerLacks(f"{peer} has no blob {digest}")
+            # A refusal (another secret) or a failure: it cannot serve this replica.
+            raise PeerGone(f"{peer} answered {response.status}")
         return response
 
     async def close(self) -> None:

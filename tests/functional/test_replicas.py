@@ -22,7 +22,7 @@ from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
 from tests.support.images import make_image, push_image, sha256_digest
 from tests.support.mirror_process import MirrorProcess, start_mirror
-from tests.support.oci import assert_oci_error
+from tests.support.oci import assert_oci_error, cached_blob
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
@@ -101,11 +101,11 @@ async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sen
     assert registry.body_bytes(path) == layer.size
 
 
-async def test_a_replica_asked_after_another_stored_a_blob_reads_it_from_that_one(
+async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
     start_replicas: ReplicaFactory, registry: Registry
 ) -> None:
-    """Once one replica has stored a blob, another replica asked for it later gets it from that
-    one, not from the upstream; once that one is gone, from the upstream again."""
+    """A replica asked for a blob another one stored earlier gets it from that one, not from
+    the upstream; when that one has lost it (evicted) or is gone, from the upstream again."""
     image = make_image(layer_sizes=(300_000,), seed=uuid.uuid4().hex)
     repo = f"replicas/{uuid.uuid4().hex[:8]}"
     push_image(registry.url, repo, "v1", image)
@@ -118,10 +118,14 @@ async def test_a_replica_asked_after_another_stored_a_blob_reads_it_from_that_on
         assert sha256_digest(await pull(session, url(first, path))) == layer.digest
         assert sha256_digest(await pull(session, url(second, path))) == layer.digest
         assert upstream_gets(registry, path) == 1
-        first.stop()
-        assert sha256_digest(await pull(session, url(third, path))) == layer.digest
 
-    assert upstream_gets(registry, path) == 2
+        cached_blob(first.log.parent / "cache", layer.digest).unlink()
+        assert sha256_digest(await pull(session, url(third, path))) == layer.digest
+        assert upstream_gets(registry, path) == 2
+
+        third.stop()
+        assert sha256_digest(await pull(session, url(first, path))) == layer.digest
+        assert upstream_gets(registry, path) == 3
 
 
 async def test_the_others_complete_when_the_filling_replica_dies_mid_fill(
