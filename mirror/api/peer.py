@@ -11,15 +11,18 @@ replica already has lets it resume.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 
 from aiohttp import web
 
 from mirror.api.keys import BLOBS, SETTINGS
+from mirror.api.ranges import requested_range
 from mirror.api.responses import blob_headers, leased_body, send_blob
 from mirror.errors import BlobUnknown, MirrorError
 from mirror.oci.digest import Digest
 from mirror.pullthrough.blobs import CachedBlob
+from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.replicas.peers import PATH, SECRET_HEADER
 
 
@@ -56,4 +59,26 @@ async def peer_blob(request: web.Request) -> web.StreamResponse:
     if isinstance(found, CachedBlob):
         with leased_body(found) as body:
             return await send_blob(request, headers, body)
+    wanted = requested_range(
+        request.method,
+        request.headers.get("Range"),
+        request.headers.get("If-Range"),
+        headers["ETag"],
+        found.size,
+    )
+    if not await _has_bytes(found, 0 if wanted is None else wanted.start):
+        raise BlobUnknown(f"the fetch of {digest} by this replica failed")
     return await send_blob(request, headers, found)
+
+
+async def _has_bytes(fill: FillView, start: int) -> bool:
+    """Wait until the fill has a byte from `start` on to send, or has every byte; False if it
+    failed. A replica is answered only then, so the stream it reads brings it bytes before a
+    death of this one can cut it, and its own fill can resume from them."""
+    try:
+        async with contextlib.aclosing(fill.segments(start)) as segments:
+            async for _ in segments:
+                break
+    except FillFailed:
+        return False
+    return True

@@ -22,7 +22,7 @@ from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
 from tests.support.images import make_image, push_image, sha256_digest
 from tests.support.mirror_process import MirrorProcess, start_mirror
-from tests.support.oci import assert_oci_error, cached_blob
+from tests.support.oci import assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
@@ -170,6 +170,61 @@ async def test_the_others_complete_when_the_filling_replica_dies_mid_fill(
     asked = [r.headers.get("Range") for r in upstream.seen("GET", path)]
     assert len(asked) == 2 and asked[0] is None, asked  # one whole GET, by the filler
     assert asked[1] is not None and asked[1] != "bytes=0-", asked  # then the rest, once
+
+
+async def test_the_others_complete_when_the_filling_replica_dies_before_its_first_byte(
+    start_replicas: ReplicaFactory,
+    make_fake_upstream: Callable[[], Awaitable[FakeUpstream]],
+) -> None:
+    """The replica that fetches a blob is killed after its upstream answered but before any
+    body byte came, while another replica waits on it: that one's client still gets the whole
+    verified blob, fetched anew from the upstream."""
+    upstream = await make_fake_upstream()
+    data = os.urandom(256 << 10)
+    digest = sha256_digest(data)
+    path = f"/v2/team/app/blobs/{digest}"
+    stall = Stall()
+    upstream.route(path, stalled_resumable(data, stall, first=0))
+    filler, other = start_replicas(2, upstream.url)
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            cut = asyncio.create_task(pull(session, url(filler, path)))
+            await asyncio.wait_for(stall.first_sent.wait(), WITHIN)
+            waiting = asyncio.create_task(pull(session, url(other, path)))
+            # The other replica's fill has asked the filler for the blob.
+            assert await wait_until(lambda: has_connection(other.pid, filler.port), WITHIN)
+            filler.process.kill()
+            filler.process.wait()
+            stall.resume.set()
+            body = await asyncio.wait_for(waiting, WITHIN)
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(cut, WITHIN)
+    finally:
+        stall.resume.set()
+
+    assert sha256_digest(body) == digest
+    assert [r.headers.get("Range") for r in upstream.seen("GET", path)] == [None, None]
+
+
+def has_connection(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an established TCP connection to 127.0.0.1:`port`."""
+    sockets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            sockets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue  # closed meanwhile
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            remote, state, inode = fields[2], fields[3], fields[9]
+            # State 01 is ESTABLISHED (include/net/tcp_states.h); ports are hex.
+            port_matches = int(remote.split(":")[1], 16) == port
+            if state == "01" and port_matches and f"socket:[{inode}]" in sockets:
+                return True
+    return False
 
 
 def replica_settings(upstream: str, redis_url: str, cache_dir: Path) -> Settings:
