@@ -21,7 +21,7 @@ from mirror.pullthrough.fills import Fills
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
 from mirror.pullthrough.slots import FillSlots
-from mirror.replicas.source import Replicas
+from mirror.replicas.source import replicas_for
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -82,17 +82,7 @@ async def open_services(
     stores, access = upkeep.stores, upkeep.access
     own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
     slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
-    replicas = None
-    if settings.peer_url is not None and settings.peer_secret is not None:
-        # Replica mode: the settings require Redis for it.
-        assert isinstance(meta, RedisStore)
-        replicas = Replicas(
-            meta,
-            settings.peer_url,
-            settings.peer_secret,
-            user_agent,
-            settings.upstream.connect_timeout,
-        )
+    replicas = replicas_for(settings, meta, user_agent)
     fills = Fills(
         stores.blobs,
         layout.spool,

@@ -21,7 +21,9 @@ from contextlib import asynccontextmanager
 import aiohttp
 
 from mirror import log
+from mirror.config import Settings
 from mirror.meta.redis import RedisAway, RedisStore
+from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.replicas.leases import FillLeases, is_kept, lease_value, peer_of
 from mirror.replicas.peers import PeerGone, PeerLacks, Peers
@@ -52,6 +54,15 @@ class Replicas:
 
     async def close(self) -> None:
         await self.peers.close()
+
+
+def replicas_for(settings: Settings, meta: MetadataStore, user_agent: str) -> Replicas | None:
+    """This replica among the others, when `peer_url` puts it in replica mode."""
+    if settings.peer_url is None or settings.peer_secret is None:
+        return None
+    assert isinstance(meta, RedisStore)  # the settings refuse replica mode without Redis
+    connect_timeout = settings.upstream.connect_timeout
+    return Replicas(meta, settings.peer_url, settings.peer_secret, user_agent, connect_timeout)
 
 
 class ReplicaSource:
