@@ -34,24 +34,27 @@ WITHIN = 60.0
 
 
 class ReplicaFactory(Protocol):
-    def __call__(self, count: int, upstream: str) -> list[MirrorProcess]: ...
+    def __call__(self, count: int, upstream: str, secret: str = SECRET) -> list[MirrorProcess]: ...
 
 
 @pytest.fixture
 def start_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[ReplicaFactory]:
     """Start `mirror serve` processes, each with a cache directory of its own, sharing the
-    session's Redis (under a prefix of this test's own) and the peer secret."""
-    config = tmp_path / "replicas.toml"
-    config.write_text(f'redis_prefix = "test-{uuid.uuid4().hex[:12]}:"\npeer_secret = "{SECRET}"\n')
+    session's Redis (under a prefix of this test's own) and, unless told otherwise, the peer
+    secret."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}:"
     started: list[MirrorProcess] = []
 
-    def start(count: int, upstream: str) -> list[MirrorProcess]:
+    def start(count: int, upstream: str, secret: str = SECRET) -> list[MirrorProcess]:
         made = []
         for _ in range(count):
+            workdir = tmp_path / f"replica-{len(started)}"
+            workdir.mkdir()
+            config = workdir / "mirror.toml"
+            config.write_text(f'redis_prefix = "{prefix}"\npeer_secret = "{secret}"\n')
             port = free_port()
             flags = ("--config", str(config), "--redis-url", redis_server.url)
             peer = ("--peer-url", f"http://127.0.0.1:{port}")
-            workdir = tmp_path / f"replica-{len(started)}"
             started.append(start_mirror(workdir, upstream, *flags, *peer, port=port))
             made.append(started[-1])
         return made
@@ -172,6 +175,37 @@ async def test_the_others_complete_when_the_filling_replica_dies_mid_fill(
     assert asked[1] is not None and asked[1] != "bytes=0-", asked  # then the rest, once
 
 
+async def test_a_replica_the_filler_refuses_fetches_the_blob_itself_at_once(
+    start_replicas: ReplicaFactory,
+    make_fake_upstream: Callable[[], Awaitable[FakeUpstream]],
+) -> None:
+    """A replica configured with another secret is refused by the one fetching a blob: it takes
+    the fetch over on that answer (rather than waiting for the other to stream), and both
+    clients get the blob."""
+    upstream = await make_fake_upstream()
+    data = os.urandom(256 << 10)
+    digest = sha256_digest(data)
+    path = f"/v2/team/app/blobs/{digest}"
+    stall = Stall()
+    upstream.route(path, stalled_resumable(data, stall, first=64 << 10))
+    (filler,) = start_replicas(1, upstream.url)
+    (stranger,) = start_replicas(1, upstream.url, secret="a-secret-of-its-own-entirely")
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            first = asyncio.create_task(pull(session, url(filler, path)))
+            await asyncio.wait_for(stall.first_sent.wait(), WITHIN)
+            second = asyncio.create_task(pull(session, url(stranger, path)))
+            assert await wait_until(lambda: took_over(stranger, "answered 401"), WITHIN)
+            assert await wait_until(lambda: len(upstream.seen("GET", path)) == 2, WITHIN)
+            stall.resume.set()
+            bodies = await asyncio.wait_for(asyncio.gather(first, second), WITHIN)
+    finally:
+        stall.resume.set()
+
+    assert [sha256_digest(body) for body in bodies] == [digest, digest]
+
+
 async def test_the_others_complete_when_the_filling_replica_dies_before_its_first_byte(
     start_replicas: ReplicaFactory,
     make_fake_upstream: Callable[[], Awaitable[FakeUpstream]],
@@ -205,6 +239,15 @@ async def test_the_others_complete_when_the_filling_replica_dies_before_its_firs
 
     assert sha256_digest(body) == digest
     assert [r.headers.get("Range") for r in upstream.seen("GET", path)] == [None, None]
+
+
+def took_over(replica: MirrorProcess, why: str) -> bool:
+    """Whether the replica logged taking a fill over from another, for this reason."""
+    return any(
+        entry.get("event") == "taking over a blob fill from a replica that cannot serve it"
+        and why in str(entry.get("error"))
+        for entry in replica.entries()
+    )
 
 
 def has_connection(pid: int, port: int) -> bool:
