@@ -42,7 +42,8 @@ class PeerUnauthorized(MirrorError):
 def add_peer_routes(app: web.Application) -> None:
     """Route the peer endpoint, in replica mode only."""
     if app[SETTINGS].peer_url is not None:
-        app.router.add_get(PATH + "{digest}", peer_blob)
+        # GET alone: a replica has no use for HEAD, and `send_blob` always sends the body.
+        app.router.add_get(PATH + "{digest}", peer_blob, allow_head=False)
 
 
 async def peer_blob(request: web.Request) -> web.StreamResponse:

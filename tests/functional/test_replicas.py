@@ -292,7 +292,7 @@ async def test_the_peer_endpoint_answers_only_those_with_the_secret(
 ) -> None:
     """Without the replicas' secret, or with a wrong one, the peer endpoint is 401 in OCI form;
     with it, a blob the replica lacks is 404 BLOB_UNKNOWN and one it has is served, ranges
-    included."""
+    included; it answers GET alone."""
     client = await aiohttp_client(
         create_app(replica_settings(registry.url, redis_server.url, cache_dir))
     )
@@ -317,6 +317,8 @@ async def test_the_peer_endpoint_answers_only_those_with_the_secret(
     assert len(await ranged.read()) == layer.size - 100
     refused = await client.get(peer_path, headers={SECRET_HEADER: SECRET.upper()})
     await assert_oci_error(refused, 401, "UNAUTHORIZED")
+    head = await client.head(peer_path, headers={SECRET_HEADER: SECRET})
+    assert head.status == 405
 
 
 async def test_a_mirror_that_is_no_replica_has_no_peer_endpoint(
