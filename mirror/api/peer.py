@@ -19,24 +19,21 @@ from aiohttp import web
 from mirror.api.keys import BLOBS, SETTINGS
 from mirror.api.ranges import requested_range
 from mirror.api.responses import blob_headers, leased_body, send_blob
-from mirror.errors import BlobUnknown, MirrorError
+from mirror.errors import BlobUnknown, Unauthorized
 from mirror.oci.digest import Digest
 from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.replicas.peers import PATH, SECRET_HEADER
 
 
-class PeerUnauthorized(MirrorError):
+class PeerUnauthorized(Unauthorized):
     """The request does not carry the replicas' secret."""
 
-    code, status = "UNAUTHORIZED", 401
-
     def __init__(self) -> None:
-        # RFC 9110 §15.5.2: a 401 names how to authenticate; here, with the secret's header.
-        super().__init__(
-            "this endpoint is for the mirror's replicas only",
-            headers={"WWW-Authenticate": f'{SECRET_HEADER} realm="mirror replicas"'},
-        )
+        super().__init__("this endpoint is for the mirror's replicas only")
+        # RFC 9110 §15.5.2: a 401 names how to authenticate: here, with the secret's header,
+        # not with the Basic login clients use.
+        self.headers = {"WWW-Authenticate": f'{SECRET_HEADER} realm="mirror replicas"'}
 
 
 def add_peer_routes(app: web.Application) -> None:
