@@ -32,7 +32,10 @@ from mirror.upstream.registry import UpstreamRegistry
 # How long a fill waits for the lease holder to start streaming (its upstream's answer, which
 # the upstream's own timeouts bound) before it asks the upstream itself.
 PEER_WAIT = 60.0
-POLL_INTERVAL = 0.05
+# The holder usually streams within milliseconds of taking the lease: ask again soon, then less
+# and less often.
+FIRST_POLL = 0.01
+LAST_POLL = 0.2
 # A peer's stream may stall as long as its upstream read may, and a little more: the holder
 # gives up on its upstream first, and its lease then tells this replica what to do.
 READ_SLACK = 10.0
@@ -121,6 +124,7 @@ class ReplicaSource:
         Redis is away, or the holder took too long to start."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + PEER_WAIT
+        poll = FIRST_POLL
         read_timeout = self._upstream.settings.read_timeout + READ_SLACK
         while not self._holding:
             try:
@@ -157,7 +161,8 @@ class ReplicaSource:
                     peer=peer_of(holder),
                 )
                 return None
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, LAST_POLL)
         return None
 
     async def _take_over(self, holder: str, offset: int, why: Exception) -> bool:
