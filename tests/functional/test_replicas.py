@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,7 +35,9 @@ WITHIN = 60.0
 
 
 class ReplicaFactory(Protocol):
-    def __call__(self, count: int, upstream: str, secret: str = SECRET) -> list[MirrorProcess]: ...
+    def __call__(
+        self, count: int, upstream: str, secret: str = SECRET, settings: str = ""
+    ) -> list[MirrorProcess]: ...
 
 
 @pytest.fixture
@@ -45,13 +48,16 @@ def start_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replic
     prefix = f"test-{uuid.uuid4().hex[:12]}:"
     started: list[MirrorProcess] = []
 
-    def start(count: int, upstream: str, secret: str = SECRET) -> list[MirrorProcess]:
+    def start(
+        count: int, upstream: str, secret: str = SECRET, settings: str = ""
+    ) -> list[MirrorProcess]:
+        """`settings`: more lines of the settings file."""
         made = []
         for _ in range(count):
             workdir = tmp_path / f"replica-{len(started)}"
             workdir.mkdir()
             config = workdir / "mirror.toml"
-            config.write_text(f'redis_prefix = "{prefix}"\npeer_secret = "{secret}"\n')
+            config.write_text(f'redis_prefix = "{prefix}"\npeer_secret = "{secret}"\n{settings}')
             port = free_port()
             flags = ("--config", str(config), "--redis-url", redis_server.url)
             peer = ("--peer-url", f"http://127.0.0.1:{port}")
@@ -173,6 +179,49 @@ async def test_the_others_complete_when_the_filling_replica_dies_mid_fill(
     asked = [r.headers.get("Range") for r in upstream.seen("GET", path)]
     assert len(asked) == 2 and asked[0] is None, asked  # one whole GET, by the filler
     assert asked[1] is not None and asked[1] != "bytes=0-", asked  # then the rest, once
+
+
+async def test_the_others_complete_when_the_filling_replica_goes_silent(
+    start_replicas: ReplicaFactory,
+    make_fake_upstream: Callable[[], Awaitable[FakeUpstream]],
+) -> None:
+    """The replica that fetches a blob stops (SIGSTOP: its connections stay open, it answers
+    nothing and renews nothing): once its stream has stalled past the read timeout and its
+    lease expired, the other replicas go on from the upstream with a Range request, and their
+    clients get the whole verified blob."""
+    upstream = await make_fake_upstream()
+    data = os.urandom(1 << 20)
+    digest = sha256_digest(data)
+    path = f"/v2/team/app/blobs/{digest}"
+    stall = Stall()
+    upstream.route(path, stalled_resumable(data, stall, first=64 << 10))
+    filler, *others = start_replicas(3, upstream.url, settings="read_timeout = 5\n")
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            cut = asyncio.create_task(pull(session, url(filler, path)))
+            await asyncio.wait_for(stall.first_sent.wait(), WITHIN)
+            streaming = []
+            for replica in others:
+                response = await asyncio.wait_for(session.get(url(replica, path)), WITHIN)
+                head = await asyncio.wait_for(response.content.readexactly(1000), WITHIN)
+                streaming.append((head, response))
+            filler.process.send_signal(signal.SIGSTOP)
+            bodies = [
+                head + await asyncio.wait_for(response.read(), WITHIN)
+                for head, response in streaming
+            ]
+            filler.process.kill()
+            filler.process.wait()
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(cut, WITHIN)
+    finally:
+        stall.resume.set()
+
+    assert [sha256_digest(body) for body in bodies] == [digest, digest]
+    asked = [r.headers.get("Range") for r in upstream.seen("GET", path)]
+    assert len(asked) == 2 and asked[0] is None, asked
+    assert asked[1] is not None and asked[1] != "bytes=0-", asked
 
 
 async def test_a_replica_the_filler_refuses_fetches_the_blob_itself_at_once(
