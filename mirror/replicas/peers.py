@@ -10,6 +10,9 @@ from mirror.oci.digest import Digest
 
 SECRET_HEADER = "Mirror-Peer-Secret"
 PATH = "/_mirror/peer/blobs/"
+# Replicas share a network: one that does not take a connection in this long is gone (a pod
+# replaced under a new address, a host that went away), and its fill is taken over.
+CONNECT_TIMEOUT = 3.0
 
 
 class PeerGone(Exception):
@@ -24,8 +27,7 @@ class Peers:
     """One client session to every other replica: no total timeout (a blob streams as long as
     its upstream takes), bounded connection set-up and reads, bodies untouched."""
 
-    def __init__(self, secret: str, user_agent: str, connect_timeout: float) -> None:
-        self._connect_timeout = connect_timeout
+    def __init__(self, secret: str, user_agent: str) -> None:
         self._session = aiohttp.ClientSession(
             auto_decompress=False,
             headers={SECRET_HEADER: secret, "User-Agent": user_agent},
@@ -46,8 +48,8 @@ class Peers:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
-                    connect=self._connect_timeout,
-                    sock_connect=self._connect_timeout,
+                    connect=CONNECT_TIMEOUT,
+                    sock_connect=CONNECT_TIMEOUT,
                     sock_read=read_timeout,
                 ),
             )

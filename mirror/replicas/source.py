@@ -44,11 +44,9 @@ READ_SLACK = 10.0
 class Replicas:
     """This replica among the others: the leases, the peer client, and its own peer URL."""
 
-    def __init__(
-        self, store: RedisStore, peer_url: str, secret: str, user_agent: str, connect_timeout: float
-    ) -> None:
+    def __init__(self, store: RedisStore, peer_url: str, secret: str, user_agent: str) -> None:
         self.leases = FillLeases(store)
-        self.peers = Peers(secret, user_agent, connect_timeout)
+        self.peers = Peers(secret, user_agent)
         self.peer_url = peer_url
 
     def source(self, upstream: UpstreamRegistry, digest: Digest) -> ReplicaSource:
@@ -64,8 +62,7 @@ def replicas_for(settings: Settings, meta: MetadataStore, user_agent: str) -> Re
     if settings.peer_url is None or settings.peer_secret is None:
         return None
     assert isinstance(meta, RedisStore)  # the settings refuse replica mode without Redis
-    connect_timeout = settings.upstream.connect_timeout
-    return Replicas(meta, settings.peer_url, settings.peer_secret, user_agent, connect_timeout)
+    return Replicas(meta, settings.peer_url, settings.peer_secret, user_agent)
 
 
 class ReplicaSource:
