@@ -128,7 +128,10 @@ async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
         assert sha256_digest(await pull(session, url(second, path))) == layer.digest
         assert upstream_gets(registry, path) == 1
 
-        cached_blob(first.log.parent / "cache", layer.digest).unlink()
+        # Committed once its client had every byte: wait for it, then evict it by hand.
+        stored = cached_blob(first.log.parent / "cache", layer.digest)
+        assert await wait_until(stored.exists, WITHIN)
+        stored.unlink()
         assert sha256_digest(await pull(session, url(third, path))) == layer.digest
         assert upstream_gets(registry, path) == 2
 
