@@ -90,7 +90,8 @@ async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sen
     start_replicas: ReplicaFactory, registry: Registry
 ) -> None:
     """30 concurrent clients spread over 3 replicas with separate caches pull one cold layer:
-    every body is the blob, and the upstream sent its bytes exactly once."""
+    every body is the blob, and the upstream sent its bytes exactly once. Each replica says at
+    start-up where the others reach it."""
     image = make_image(layer_sizes=(4 << 20,), seed=uuid.uuid4().hex)
     repo = f"replicas/{uuid.uuid4().hex[:8]}"
     push_image(registry.url, repo, "v1", image)
@@ -108,6 +109,8 @@ async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sen
     assert all(sha256_digest(body) == layer.digest for body in bodies)
     assert upstream_gets(registry, path) == 1
     assert registry.body_bytes(path) == layer.size
+    starting = next(e for e in replicas[0].entries() if e.get("event") == "starting")
+    assert starting["peer_url"] == url(replicas[0], "")
 
 
 async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
