@@ -394,18 +394,32 @@ async def test_a_mirror_that_is_no_replica_has_no_peer_endpoint(
 
 
 async def test_a_replica_whose_redis_is_down_fetches_blobs_by_itself(
-    aiohttp_client: ClientFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+    aiohttp_client: ClientFactory,
+    registry: Registry,
+    seeded: Seeded,
+    cache_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    """With its Redis unreachable, a replica fetches a missing blob from the upstream itself,
-    without waiting on Redis."""
+    """With its Redis unreachable from the start, or gone since, a replica fetches a missing
+    blob from the upstream itself, without waiting on Redis."""
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
-    client = await aiohttp_client(create_app(replica_settings(registry.url, nowhere, cache_dir)))
-    layer = seeded.oci.layers[0]
-    repo, _ = seeded.oci_ref
-    path = f"/v2/{repo}/blobs/{layer.digest}"
+    never = await aiohttp_client(create_app(replica_settings(registry.url, nowhere, cache_dir)))
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        settings = replica_settings(registry.url, redis.url, tmp_path / "other-cache")
+        gone = await aiohttp_client(create_app(settings))
+    finally:
+        redis.stop()
     registry.clear_requests()
 
-    answer = await asyncio.wait_for(client.get(path), WITHIN)
-    assert answer.status == 200
-    assert sha256_digest(await answer.read()) == layer.digest
-    assert upstream_gets(registry, path) == 1
+    for client, (repo, _), image in (
+        (never, seeded.oci_ref, seeded.oci),
+        (gone, seeded.schema2_ref, seeded.schema2),
+    ):
+        layer = image.layers[0]
+        path = f"/v2/{repo}/blobs/{layer.digest}"
+        answer = await asyncio.wait_for(client.get(path), WITHIN)
+        assert answer.status == 200
+        assert sha256_digest(await answer.read()) == layer.digest
+        assert upstream_gets(registry, path) == 1
