@@ -22,7 +22,7 @@ from tests.support.redis_server import RedisServer
 REPLICAS = 3
 SECRET = "bench-replicas-shared-secret"
 GOAL = "upstream bytes 1.00"
-# (replicas, clients spread over them): one mirror alone is the cost of a cold pull by itself.
+# (replicas, clients spread over them): one replica alone is the cost of a cold pull by itself.
 SPREADS = ((1, 1), (REPLICAS, REPLICAS), (REPLICAS, 30))
 
 
