@@ -19,6 +19,7 @@ from bench.manifest import run_manifest_phase
 from bench.memory import memory_report
 from bench.plan import Plan
 from bench.push import run_push_phase
+from bench.replicas import run_replicas_phase
 from bench.report import PhaseReport, render, write_json
 from bench.summary import summary_report
 from bench.tools import check_tools
@@ -32,6 +33,7 @@ PHASES: dict[str, Callable[[Context], PhaseReport]] = {
     "abuse": run_abuse_phase,
     "push": run_push_phase,
     "evict": run_evict_phase,
+    "replicas": run_replicas_phase,
 }
 ALL_PHASES = (*PHASES, "memory")
 

@@ -22,6 +22,7 @@ from mirror.pullthrough.fills import Fills
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
 from mirror.pullthrough.slots import FillSlots
+from mirror.replicas.source import replicas_for
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -82,7 +83,14 @@ async def open_services(
     stores, access = upkeep.stores, upkeep.access
     own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
     slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
-    fills = Fills(stores.blobs, layout.spool, slots, space=upkeep.evictor)
+    replicas = replicas_for(settings, meta, user_agent)
+    fills = Fills(
+        stores.blobs,
+        layout.spool,
+        slots,
+        space=upkeep.evictor,
+        source=replicas.source if replicas is not None else None,
+    )
     await upkeep.start()
     try:
         yield Services(
@@ -101,6 +109,8 @@ async def open_services(
         )
     finally:
         await fills.close()
+        if replicas is not None:
+            await replicas.close()
         await upkeep.close()
         for upstream in upstreams:
             await upstream.close()

@@ -152,6 +152,26 @@ def slow_content(data: bytes, stall: Stall, first: int = 1024) -> Handler:
     return handler
 
 
+def stalled_resumable(data: bytes, stall: Stall, first: int = 1024) -> Handler:
+    """Like `slow_content` for a whole GET (its `first` bytes, then a wait for `stall.resume`),
+    but a `Range: bytes=N-` request is answered at once with 206 and the rest."""
+    digest = sha256_digest(data)
+    stalled = slow_content(data, stall, first)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        offset = request.http_range.start or 0
+        if not offset:
+            return await stalled(request)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": digest,
+            "Content-Range": f"bytes {offset}-{len(data) - 1}/{len(data)}",
+        }
+        return web.Response(status=206, body=data[offset:], headers=headers)
+
+    return handler
+
+
 def dying_content(data: bytes, cut: int | None = None) -> Handler:
     """Announce the full Content-Length, send only `cut` bytes, then drop the connection."""
     digest = sha256_digest(data)

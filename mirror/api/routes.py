@@ -10,6 +10,7 @@ from mirror.api import handlers, health, push
 from mirror.api.catalog import catalog
 from mirror.api.keys import SETTINGS
 from mirror.api.middlewares import Handler
+from mirror.api.peer import add_peer_routes
 
 
 def _pull_only(mirrored: Handler, _local: push.LocalHandler) -> Handler:
@@ -58,3 +59,4 @@ def setup_routes(app: web.Application) -> None:
     # Off /v2/, so no registry client ever mistakes them for registry content.
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    add_peer_routes(app)

@@ -32,6 +32,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         tag_ttl=settings.tag_ttl,
         offline=settings.upstream.offline,
         metadata="redis" if settings.redis_url else "embedded",
+        peer_url=settings.peer_url,  # set: a replica that fetches each blob once with the others
         workers=settings.workers,
         open_files=open_files,
         max_connections=max_connections(settings),

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,9 @@ class Settings:
     min_free: SizeLimit | None = None  # free space to keep on the cache's file system
     protect_window: float = 3600.0  # content used this many seconds ago is never evicted
     pin: tuple[str, ...] = ()  # `registry/repo:tag` patterns whose images are never evicted
+    peer_url: str | None = None  # this replica's URL for the others; None: no replica mode
+    # What replicas show each other on the peer endpoint; never in a repr, so never logged.
+    peer_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]
@@ -112,6 +115,15 @@ class Settings:
                 raise ConfigError(f"local.{namespace.name}: also configured as an upstream")
         if self.admin_listen == (self.host, self.port):
             raise ConfigError("--admin-listen: must differ from --listen")
+        if self.peer_url is not None and self.redis_url is None:
+            raise ConfigError(
+                "--peer-url: replicas agree on who fetches through Redis: set --redis-url"
+            )
+        if self.peer_url is not None and self.peer_secret is None:
+            raise ConfigError(
+                "--peer-url: the replicas need a shared secret: set MIRROR_PEER_SECRET or "
+                "--peer-secret-file"
+            )
 
     @property
     def listen(self) -> str:
@@ -175,6 +187,8 @@ def _build(
     every: dict[str, Any] = {}  # applied to every upstream, under its own table's values
     default: dict[str, Any] = {}  # applied to the default upstream over everything
     into = {Target.SETTINGS: fields, Target.EVERY_UPSTREAM: every, Target.DEFAULT_UPSTREAM: default}
+    if "peer_secret" in raw and "peer_secret_file" in raw:
+        raise ConfigError("--peer-secret-file: give the peer secret or its file, not both")
     for key, value in raw.items():
         option = BY_KEY[key]
         parsed = option.parse(option.label, value)

@@ -156,6 +156,20 @@ OPTIONS: tuple[Option, ...] = (
         flag=False,
     ),
     Option(
+        "peer_url",
+        v.peer_url,
+        "the URL other replicas reach this one at: replicas fetch each blob once (needs Redis)",
+        metavar="URL",
+    ),
+    Option("peer_secret", v.secret, "the secret replicas show each other", flag=False),
+    Option(
+        "peer_secret_file",
+        v.secret_file,
+        "a file holding the secret replicas show each other",
+        metavar="FILE",
+        field="peer_secret",
+    ),
+    Option(
         "upstream_username",
         v.text,
         "account for the default upstream",

@@ -96,6 +96,50 @@ def upstream_url(option: str, value: Any) -> str:
     return text
 
 
+def peer_url(option: str, value: Any) -> str | None:
+    """The http(s) URL other replicas reach this one at; empty means none."""
+    text = str(value).strip().rstrip("/")
+    if not text:
+        return None
+    try:
+        url = URL(text)
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
+        raise ConfigError(f"{option}: {text!r} is not an http(s):// URL of this replica")
+    if url.user is not None or url.password is not None:
+        raise ConfigError(f"{option}: replicas authenticate with the peer secret, not the URL")
+    return text
+
+
+# A shared secret worth the name: long enough not to be guessed, and fit for a header value.
+_SECRET = re.compile(r"[!-~]{16,512}")
+
+
+def secret(option: str, value: Any) -> str | None:
+    """A shared secret: 16 to 512 visible ASCII characters; empty means none."""
+    text = str(value).strip()
+    if not text:
+        return None
+    if not _SECRET.fullmatch(text):
+        raise ConfigError(f"{option}: must be 16 to 512 visible ASCII characters (no spaces)")
+    return text
+
+
+def secret_file(option: str, value: Any) -> str | None:
+    """A shared secret read from a file (surrounding white space and newlines ignored)."""
+    path = file_path(option, value)
+    if path is None:
+        return None
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    if not text.strip():
+        raise ConfigError(f"{option}: {path} is empty")
+    return secret(option, text)
+
+
 def listen_address(option: str, value: Any) -> tuple[str, int]:
     """`HOST:PORT` (or `[v6]:PORT`, or `:PORT` for all interfaces)."""
     text = str(value)

@@ -45,6 +45,10 @@ P = TypeVar("P")
 ACCESS_TTL = 30 * 86400
 
 
+class RedisAway(Exception):
+    """Redis cannot be asked now: the caller goes on without what it would have shared."""
+
+
 class RedisStore:
     def __init__(self, url: str, prefix: str = "mirror:", front_ttl: float = 1.0) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -178,6 +182,20 @@ class RedisStore:
             except (RedisError, OSError) as e:
                 self._went_down(e)
         return await in_process()
+
+    def key(self, name: str) -> str:
+        """`name` under this store's prefix, for keys another part keeps in the same Redis."""
+        return self._prefix + name
+
+    async def command(self, run: Callable[[aioredis.Redis], Awaitable[R]]) -> R:
+        """Run another part's command on Redis while it is up; raises RedisAway when it is
+        down (a failure now is noticed as any other here, so the probe brings it back)."""
+        if self._up:
+            try:
+                return await run(self._redis)
+            except (RedisError, OSError) as e:
+                self._went_down(e)
+        raise RedisAway("redis is unavailable")
 
     async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
         """A second's hits in one round trip; lost if Redis is away (they are only counts)."""

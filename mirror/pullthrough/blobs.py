@@ -102,6 +102,15 @@ class BlobService:
                 continue  # another route or process got it first: join that
         raise UpstreamError(f"could not start fetching {digest}")
 
+    async def local(self, digest: Digest) -> CachedBlob | FillView | None:
+        """What this host has of the blob, asking no upstream (for other replicas): a fill
+        that a process on this cache directory runs, or the committed file."""
+        if (running := self._fills.running(digest)) is not None:
+            return running
+        if (found := self._open(digest)) is not None:
+            return found
+        return await FollowedFill.find(self._spool, digest, self._store.path(digest))
+
     async def _start(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> FillView:
         name = claim_name(f"blob {upstream.name}/{repo}@{digest}")
         try:

@@ -23,6 +23,7 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -74,6 +75,27 @@ class Space(Protocol):
     async def reserve(self, size: int) -> None: ...
 
     def out_of_space(self) -> None: ...
+
+
+class Received(Protocol):
+    def received(self, count: int) -> None:
+        """Body bytes read from the upstream."""
+
+
+class BlobSource(Protocol):
+    """Where a fill reads its blob: the upstream registry, or what stands in for it (another
+    replica that fetches the same blob: mirror/replicas)."""
+
+    @property
+    def name(self) -> str:
+        """The upstream's name: download slots and logs count per upstream."""
+
+    @property
+    def stats(self) -> Received: ...
+
+    def open_blob(
+        self, repo: str, digest: Digest, offset: int = 0
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
 
 class FillView(Protocol):
@@ -140,7 +162,7 @@ class BlobFill:
 
     async def run(
         self,
-        upstream: UpstreamRegistry,
+        upstream: BlobSource,
         repo: str,
         store: BlobStore,
         slots: FillSlots,
@@ -187,7 +209,7 @@ class BlobFill:
             self._notify()
 
     async def _receive(
-        self, upstream: UpstreamRegistry, repo: str, first: aiohttp.ClientResponse, fd: int
+        self, upstream: BlobSource, repo: str, first: aiohttp.ClientResponse, fd: int
     ) -> None:
         hasher = self.digest.hasher()
         received = upstream.stats.received
@@ -377,9 +399,15 @@ class Fills:
     """The fills this process runs: those streaming, keyed by digest; all cancelled at shutdown."""
 
     def __init__(
-        self, store: BlobStore, spool: Path, slots: FillSlots, space: Space | None = None
+        self,
+        store: BlobStore,
+        spool: Path,
+        slots: FillSlots,
+        space: Space | None = None,
+        source: Callable[[UpstreamRegistry, Digest], BlobSource] | None = None,
     ) -> None:
         self._store = store
+        self._source = source  # what a fill reads from instead of the upstream itself
         self._space = space
         self._spool = spool
         self._slots = slots
@@ -402,8 +430,9 @@ class Fills:
             expected,
             self._announced,
         )
+        source = upstream if self._source is None else self._source(upstream, digest)
         task = asyncio.create_task(
-            fill.run(upstream, repo, self._store, self._slots, self._make_room, self._space)
+            fill.run(source, repo, self._store, self._slots, self._make_room, self._space)
         )
         self._tasks[task] = (upstream.name, fill)
         task.add_done_callback(lambda t: self._done(t, fill))

@@ -42,6 +42,32 @@ def container(objects: Objects, kind: str, name: str) -> dict[str, Any]:
     return only
 
 
+# What the Secret the manifests expect would hold (they ship none: it is made with kubectl).
+PEER_SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def container_env(
+    spec: dict[str, Any], pod_name: str, secrets: dict[tuple[str, str], str]
+) -> dict[str, str]:
+    """The container's environment as the kubelet makes it: values from the pod's name and
+    from Secrets (`secrets[name, key]`), `$(VAR)` replaced by the variables defined before."""
+    env: dict[str, str] = {}
+    for entry in spec["env"]:
+        source = entry.get("valueFrom")
+        if source is None:
+            value = str(entry["value"])
+            for name, defined in env.items():
+                value = value.replace(f"$({name})", defined)
+        elif "fieldRef" in source:
+            assert source["fieldRef"]["fieldPath"] == "metadata.name", source
+            value = pod_name
+        else:
+            ref = source["secretKeyRef"]
+            value = secrets[ref["name"], ref["key"]]
+        env[entry["name"]] = value
+    return env
+
+
 def validate(paths: list[Path], version: str | None) -> tuple[int, str]:
     # --strict: a property the schema does not have (a misspelt field) is an error too.
     args = ["--strict", *(["-k", version] if version else []), *paths]
@@ -91,10 +117,11 @@ def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
 
 def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_path: Path) -> None:
     """With the image's environment, the pod's and the ConfigMap's file where the pod mounts it,
-    the settings load: the cache on the claim of each replica, the container ports (the admin
-    port where the scrape annotation says), Redis at its Service."""
+    the settings load: replica mode, the cache on the claim of each replica, the container
+    ports (the admin port where the scrape annotation says), Redis at its Service."""
     mirror = container(objects, "StatefulSet", "mirror")
-    env = {**Dockerfile().env, **{e["name"]: e["value"] for e in mirror["env"]}}
+    pod_env = container_env(mirror, "mirror-0", {("mirror-peer", "secret"): PEER_SECRET})
+    env = {**Dockerfile().env, **pod_env}
     config_dir = Path(env["MIRROR_CONFIG"]).parent
     (mount,) = (m for m in mirror["volumeMounts"] if Path(m["mountPath"]) == config_dir)
     (volume,) = (
@@ -105,6 +132,10 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
     config_file.write_text(config_map["data"][Path(env["MIRROR_CONFIG"]).name])
 
     settings = settings_in(env, {env["MIRROR_CONFIG"]: config_file})
+    assert (settings.peer_url, settings.peer_secret) == (
+        f"http://mirror-0.{objects['StatefulSet', 'mirror']['spec']['serviceName']}:5000",
+        PEER_SECRET,
+    )
     assert settings.admin_listen is not None
     admin_port = settings.admin_listen[1]
     assert [p["containerPort"] for p in mirror["ports"]] == [settings.port, admin_port]
@@ -120,6 +151,35 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
     assert redis_service["spec"]["selector"].items() <= (
         objects["Deployment", "mirror-redis"]["spec"]["template"]["metadata"]["labels"].items()
     )
+
+
+def test_each_replica_reaches_the_others_at_its_name_under_a_headless_service(
+    objects: Objects,
+) -> None:
+    """Three replicas; each one's peer URL is its own pod name under the StatefulSet's Service,
+    which is headless (a name per pod), selects the pods, published before they are ready, on
+    the mirror's port; the peer secret comes from a Secret."""
+    statefulset = objects["StatefulSet", "mirror"]
+    assert statefulset["spec"]["replicas"] == 3
+    service_name = statefulset["spec"]["serviceName"]
+    service = objects["Service", service_name]["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= labels.items()
+    mirror = container(objects, "StatefulSet", "mirror")
+    (http,) = (p for p in mirror["ports"] if p["name"] == "http")
+    assert [(p["port"], p["targetPort"]) for p in service["ports"]] == [
+        (http["containerPort"], "http")
+    ]
+    for pod_name in ("mirror-0", "mirror-2"):
+        env = container_env(mirror, pod_name, {("mirror-peer", "secret"): PEER_SECRET})
+        peer = URL(env["MIRROR_PEER_URL"])
+        assert (peer.scheme, peer.host, peer.port) == (
+            "http",
+            f"{pod_name}.{service_name}",
+            http["containerPort"],
+        )
+        assert env["MIRROR_PEER_SECRET"] == PEER_SECRET
 
 
 def daemonset_script(objects: Objects) -> tuple[str, dict[str, str]]:

@@ -66,12 +66,16 @@ class MirrorProcess:
 
 
 def start_mirror(
-    workdir: Path, upstream: str, *flags: str, open_files: str | None = None
+    workdir: Path,
+    upstream: str,
+    *flags: str,
+    open_files: str | None = None,
+    port: int | None = None,
 ) -> MirrorProcess:
     """Start `python -m mirror serve` (under `prlimit --nofile=<open_files>`, "soft:hard", when
-    given) and wait until `/v2/` answers."""
+    given) on `port` (a free one by default) and wait until `/v2/` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     argv: Sequence[str] = [
         sys.executable, "-m", "mirror", "serve", "--listen", f"127.0.0.1:{port}",
         "--upstream", upstream, "--cache-dir", str(workdir / "cache"), *flags,

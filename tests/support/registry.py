@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 REGISTRY_BINARY = "docker-registry"
 _SENTINEL = "__requests_sentinel"
 # gorilla/handlers combined log format: `HOST - USER [DATE] "METHOD URI PROTO" STATUS SIZE ...`
-_ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+_ACCESS_LINE = re.compile(r'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) (\d+|-)')
 
 
 def bcrypt_hash(password: str) -> str:
@@ -159,6 +159,20 @@ class Registry:
             if match and _SENTINEL not in match.group(2):
                 seen.append((match.group(1), match.group(2)))
         return seen
+
+    def body_bytes(self, path: str) -> int:
+        """Body bytes the registry sent for GETs of `path` since the last `clear_requests()`:
+        what it logged, so a transfer cut off short counts what went out."""
+        self._flush()
+        with self.access_log.open("rb") as f:
+            f.seek(self._offset)
+            text = f.read().decode(errors="replace")
+        sent = 0
+        for match in _ACCESS_LINE.finditer(text):
+            method, seen, _status, size = match.groups()
+            if method == "GET" and seen == path and size.isdigit():
+                sent += int(size)
+        return sent
 
     def clear_requests(self) -> None:
         """Forget the requests seen so far, so a test can count from now."""

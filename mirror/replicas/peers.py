@@ -1,0 +1,67 @@
+"""Requests to other replicas: a blob's bytes from the replica that fetches it, through its peer
+endpoint (`GET /_mirror/peer/blobs/<digest>`, mirror/api/peer.py), with the shared secret."""
+
+from __future__ import annotations
+
+import aiohttp
+from yarl import URL
+
+from mirror.oci.digest import Digest
+
+SECRET_HEADER = "Mirror-Peer-Secret"
+PATH = "/_mirror/peer/blobs/"
+# Replicas share a network: one that does not take a connection in this long is gone (a pod
+# replaced under a new address, a host that went away), and its fill is taken over.
+CONNECT_TIMEOUT = 3.0
+
+
+class PeerGone(Exception):
+    """The replica could not be reached, or cannot serve this one."""
+
+
+class PeerLacks(Exception):
+    """The replica has no such blob (its fill has not started, or has ended)."""
+
+
+class Peers:
+    """One client session to every other replica: no total timeout (a blob streams as long as
+    its upstream takes), bounded connection set-up and reads, bodies untouched."""
+
+    def __init__(self, secret: str, user_agent: str) -> None:
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False,
+            headers={SECRET_HEADER: secret, "User-Agent": user_agent},
+            read_bufsize=4 << 20,
+        )
+
+    async def open(
+        self, peer: str, digest: Digest, offset: int, read_timeout: float
+    ) -> aiohttp.ClientResponse:
+        """The blob from `offset` on (a Range request past 0), for the caller to read and
+        release; a read that stalls for `read_timeout` seconds breaks off."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            url = URL(peer).with_path(URL(peer).path.rstrip("/") + PATH + str(digest))
+            response = await self._session.get(
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=CONNECT_TIMEOUT,
+                    sock_connect=CONNECT_TIMEOUT,
+                    sock_read=read_timeout,
+                ),
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
+            raise PeerGone(f"{peer}: {type(e).__name__}") from e
+        if response.status not in (200, 206):
+            response.release()
+            if response.status == 404:
+                raise PeerLacks(f"{peer} has no blob {digest}")
+            # A refusal (another secret) or a failure: it cannot serve this replica.
+            raise PeerGone(f"{peer} answered {response.status}")
+        return response
+
+    async def close(self) -> None:
+        await self._session.close()
