@@ -1,0 +1,154 @@
+"""Blobs between the cache directory and the shared store: each blob committed locally is
+uploaded, each blob read from the shared store is copied down (in the background, so the next
+hit goes out by sendfile), and reads of a whole blob are checked against its digest.
+
+The cache directory stays bounded by its size cap: a blob evicted from it is still in the
+shared store. An upload holds a read lease on the local file, so eviction cannot take it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncGenerator, Coroutine
+from typing import Any, Protocol
+
+from cachetools import LRUCache
+
+from mirror import log
+from mirror.errors import StorageUnavailable
+from mirror.oci.digest import Digest
+from mirror.storage.backend import BlobBackend
+from mirror.storage.blobs import BlobStore
+from mirror.storage.spool import open_spool
+
+# How long shutdown waits for uploads and copies under way before it cuts them off.
+CLOSE_GRACE = 30.0
+
+
+class Space(Protocol):
+    """What keeps the cache directory within its size: asked before each copy is committed."""
+
+    async def reserve(self, size: int) -> None: ...
+
+
+class SharedBlobs:
+    """One process's view of the shared store's blobs; remembers which it knows are there."""
+
+    def __init__(
+        self,
+        local: BlobStore,
+        shared: BlobBackend,
+        *,
+        redirect: bool = False,
+        space: Space | None = None,
+    ) -> None:
+        self._local = local
+        self._shared = shared
+        self.redirect = redirect
+        self._space = space
+        self._sizes: LRUCache[Digest, int] = LRUCache(100_000)  # known to be in the store
+        self._copying: set[Digest] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def find(self, digest: Digest) -> int | None:
+        """The blob's size if the shared store holds it (StorageUnavailable if it cannot say)."""
+        size = self._sizes.get(digest)
+        if size is None:
+            size = await self._shared.stat(digest)
+            if size is not None:
+                self._sizes[digest] = size
+        return size
+
+    async def url(self, digest: Digest) -> str:
+        return await self._shared.url(digest)
+
+    async def read(
+        self, digest: Digest, start: int, end: int, size: int
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes [start, end) from the shared store; the whole blob only if it matches its
+        digest (the last chunk is held back until it is checked)."""
+        chunks = self._shared.read(digest, start, end)
+        if (start, end) != (0, size):
+            async for chunk in chunks:
+                yield chunk
+            return
+        hasher = digest.hasher()
+        held = b""
+        async for chunk in chunks:
+            await asyncio.to_thread(hasher.update, chunk)
+            if held:
+                yield held
+            held = chunk
+        if hasher.hexdigest() != digest.hex:
+            log.get_logger().error("damaged blob in the object store", digest=str(digest))
+            raise StorageUnavailable(f"the object store's copy of {digest} is damaged")
+        if held:
+            yield held
+
+    def committed(self, digest: Digest) -> None:
+        """A blob was committed to the cache directory: upload it unless the store has it."""
+        if digest not in self._sizes:
+            self._spawn(self._publish(digest))
+
+    def copy_down(self, digest: Digest, size: int) -> None:
+        """Copy a blob the store holds into the cache directory, once, in the background."""
+        if digest not in self._copying:
+            self._copying.add(digest)
+            self._spawn(self._copy_down(digest, size))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closing:
+            work.close()
+            return
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, digest: Digest) -> None:
+        found = self._local.open_cached(digest)
+        if found is None:
+            return  # removed meanwhile
+        _, size, lease = found
+        try:
+            if await self._shared.stat(digest) is None:
+                with lease.open() as file:
+                    await self._shared.publish(file, digest, size)
+            self._sizes[digest] = size
+        except StorageUnavailable as e:
+            log.warn_once("cannot upload blobs to the object store", error=e.message)
+        finally:
+            lease.release()
+
+    async def _copy_down(self, digest: Digest, size: int) -> None:
+        part = self._local.new_spool_file(digest)
+        try:
+            with open_spool(part) as spool:
+                async for chunk in self.read(digest, 0, size, size):
+                    await asyncio.to_thread(spool.write, chunk)
+                if spool.tell() != size:
+                    raise StorageUnavailable(f"the object store sent part of {digest}")
+                spool.flush()
+                await asyncio.to_thread(os.fsync, spool.fileno())
+                if self._space is not None:
+                    await self._space.reserve(size)
+                self._sizes[digest] = size  # so the commit uploads nothing
+                # Renamed while still open and locked, so no start-up sweep can take it.
+                self._local.commit(part, digest)
+        except StorageUnavailable as e:
+            log.warn_once("cannot copy blobs from the object store", error=e.message)
+        except OSError as e:
+            log.warn_once("cannot copy blobs from the object store", error=e.strerror)
+        finally:
+            part.unlink(missing_ok=True)
+            self._copying.discard(digest)
+
+    async def close(self) -> None:
+        """Let uploads and copies under way finish (for a while), then stop the rest."""
+        self._closing = True
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE)
+        for task in set(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
