@@ -34,6 +34,7 @@ from tests.support.images import (
 )
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
+from tests.support.seaweed import Seaweed
 from tests.support.served import Served, ServeFactory
 from tests.support.tokens import TokenService
 
@@ -156,6 +157,17 @@ def make_registry(tmp_path: Path) -> Iterator[RegistryFactory]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A real redis-server shared by the session; tests keep apart by key prefix."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A real SeaweedFS with its S3 gateway, shared by the session; tests keep apart by prefix."""
+    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
     server.start()
     try:
         yield server
