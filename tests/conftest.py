@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mirror.config import Settings, UpstreamSettings
+from mirror.config import S3Settings, Settings, UpstreamSettings
 from mirror.server import serving
 from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
@@ -232,7 +232,24 @@ def mirror_from(
 
 
 @pytest.fixture
-async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> MirrorFactory:
+def mirror_storage(request: pytest.FixtureRequest) -> S3Settings | None:
+    """Where `make_mirror`'s mirrors keep content: the cache directory alone, unless a module
+    runs its tests on both backends with `BOTH_BACKENDS` (then also a bucket behind it, one
+    prefix per test, on the session's SeaweedFS)."""
+    if getattr(request, "param", "file") == "file":
+        return None
+    server: Seaweed = request.getfixturevalue("seaweed")
+    return server.settings()
+
+
+# A module's `pytestmark`: every test of it runs on the cache directory and on a bucket.
+BOTH_BACKENDS = pytest.mark.parametrize("mirror_storage", ["file", "s3"], indirect=True)
+
+
+@pytest.fixture
+async def make_mirror(
+    mirror_from: MirrorFromSettings, cache_dir: Path, mirror_storage: S3Settings | None
+) -> MirrorFactory:
     """Build a mirror app over `upstream` and return a test client for it.
 
     Restarting the mirror is closing its client and calling this again with the same cache_dir.
@@ -262,6 +279,7 @@ async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> Mirro
                 ),
             ),
             tag_ttl=tag_ttl,
+            storage=mirror_storage,
         )
         return await mirror_from(settings)
 

@@ -12,7 +12,7 @@ so a hit on the file system pays nothing for it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from mirror.oci.digest import Digest
@@ -29,7 +29,7 @@ class BlobBackend(Protocol):
         """The blob's size, or None when the store does not hold it."""
         ...
 
-    def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
+    def read(self, digest: Digest, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of the blob, as they arrive."""
         ...
 

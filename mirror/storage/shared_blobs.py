@@ -9,6 +9,7 @@ shared store. An upload holds a read lease on the local file, so eviction cannot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, Protocol
@@ -47,18 +48,18 @@ class SharedBlobs:
         self._shared = shared
         self.redirect = redirect
         self._space = space
-        self._sizes: LRUCache[Digest, int] = LRUCache(100_000)  # known to be in the store
+        # Known to be in the store (found, uploaded or copied from there): not uploaded again.
+        self._held: LRUCache[Digest, bool] = LRUCache(100_000)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def find(self, digest: Digest) -> int | None:
-        """The blob's size if the shared store holds it (StorageUnavailable if it cannot say)."""
-        size = self._sizes.get(digest)
-        if size is None:
-            size = await self._shared.stat(digest)
-            if size is not None:
-                self._sizes[digest] = size
+        """The blob's size if the shared store holds it (StorageUnavailable if it cannot say);
+        asked each time, as the store's content may be removed behind this process's back."""
+        size = await self._shared.stat(digest)
+        if size is not None:
+            self._held[digest] = True
         return size
 
     async def url(self, digest: Digest) -> str:
@@ -69,27 +70,29 @@ class SharedBlobs:
     ) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) from the shared store; the whole blob only if it matches its
         digest (the last chunk is held back until it is checked)."""
-        chunks = self._shared.read(digest, start, end)
-        if (start, end) != (0, size):
-            async for chunk in chunks:
-                yield chunk
-            return
-        hasher = digest.hasher()
+        hasher = digest.hasher() if (start, end) == (0, size) else None
         held = b""
-        async for chunk in chunks:
-            await asyncio.to_thread(hasher.update, chunk)
+        # An empty blob asks the store for nothing (RFC 9110 has no empty byte range).
+        if start < end:
+            async with contextlib.aclosing(self._shared.read(digest, start, end)) as chunks:
+                async for chunk in chunks:
+                    if hasher is None:
+                        yield chunk
+                        continue
+                    await asyncio.to_thread(hasher.update, chunk)
+                    if held:
+                        yield held
+                    held = chunk
+        if hasher is not None:
+            if hasher.hexdigest() != digest.hex:
+                log.get_logger().error("damaged blob in the object store", digest=str(digest))
+                raise StorageUnavailable(f"the object store's copy of {digest} is damaged")
             if held:
                 yield held
-            held = chunk
-        if hasher.hexdigest() != digest.hex:
-            log.get_logger().error("damaged blob in the object store", digest=str(digest))
-            raise StorageUnavailable(f"the object store's copy of {digest} is damaged")
-        if held:
-            yield held
 
     def committed(self, digest: Digest) -> None:
         """A blob was committed to the cache directory: upload it unless the store has it."""
-        if digest not in self._sizes:
+        if digest not in self._held:
             self._spawn(self._publish(digest))
 
     def copy_down(self, digest: Digest, size: int) -> None:
@@ -115,7 +118,7 @@ class SharedBlobs:
             if await self._shared.stat(digest) is None:
                 with lease.open() as file:
                     await self._shared.publish(file, digest, size)
-            self._sizes[digest] = size
+            self._held[digest] = True
         except StorageUnavailable as e:
             log.warn_once("cannot upload blobs to the object store", error=e.message)
         finally:
@@ -133,7 +136,7 @@ class SharedBlobs:
                 await asyncio.to_thread(os.fsync, spool.fileno())
                 if self._space is not None:
                     await self._space.reserve(size)
-                self._sizes[digest] = size  # so the commit uploads nothing
+                self._held[digest] = True  # so the commit uploads nothing
                 # Renamed while still open and locked, so no start-up sweep can take it.
                 self._local.commit(part, digest)
         except StorageUnavailable as e:

@@ -162,6 +162,27 @@ async def test_blob_served_from_the_bucket_is_copied_to_the_local_disk(
     assert registry.requests() == []
 
 
+async def test_damaged_blob_in_the_bucket_never_reaches_a_client_whole(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A blob whose bytes in the bucket no longer match its digest breaks off at the client
+    (its last bytes held back until checked) and is not copied to the local disk."""
+    storage = seaweed.settings()
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    damaged = layer.data[:-1] + bytes([layer.data[-1] ^ 1])
+    seaweed.client.put_object(
+        Bucket=storage.bucket,
+        Key=f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}",
+        Body=damaged,
+    )
+    client = await s3_mirror(storage, tmp_path / "a")
+    await assert_broken(await client.get(path), layer.data)
+    await client.close()  # the copy to local disk, if any, is over
+    assert not cached_blob(tmp_path / "a", layer.digest).exists()
+
+
 async def test_range_requests_on_a_blob_in_the_bucket(
     s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
 ) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, BinaryIO
 
 from mirror.errors import DigestInvalid, StorageUnavailable
@@ -47,7 +47,7 @@ class S3Blobs:
         found = await self._bucket.head(self._key(digest))
         return None if found is None else int(found["ContentLength"])
 
-    def read(self, digest: Digest, start: int, end: int) -> AsyncIterator[bytes]:
+    def read(self, digest: Digest, start: int, end: int) -> AsyncGenerator[bytes, None]:
         return self._bucket.stream(self._key(digest), start, end)
 
     async def url(self, digest: Digest) -> str:

@@ -6,7 +6,7 @@ missing key into None.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -65,7 +65,7 @@ class Bucket:
                 data = await body.read()
             return data, response.get("ContentType", "application/octet-stream")
 
-    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes [start, end) of an object as they arrive (a ranged GET, RFC 9110 §14.1.2)."""
         with translated(key):
             response = await self.client.get_object(
