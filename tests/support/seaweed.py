@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from mirror.config import S3Settings
-from tests.support.processes import die_with_parent, free_port, running
+from tests.support.processes import free_port, killed_with_parent, running
 
 ACCESS_KEY = "mirror-tests"
 SECRET_KEY = "mirror-tests-secret"
@@ -44,6 +44,7 @@ class Seaweed:
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.log = workdir / "weed.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._ports: list[int] = []
         self.client = botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.endpoint,
@@ -68,7 +69,12 @@ class Seaweed:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         identities.write_text(json.dumps({"identities": [identity]}))
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
+        ports = {
+            name: free_port()
+            for name in ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc")
+        }
+        ports["s3.grpc"] = free_port()
+        self._ports = [self.s3_port, *ports.values()]
         args = [
             weed_binary(),
             "server",
@@ -76,24 +82,28 @@ class Seaweed:
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             f"-master.port={ports['master']}",
-            f"-master.port.grpc={free_port()}",
+            f"-master.port.grpc={ports['master.grpc']}",
             "-master.volumeSizeLimitMB=64",
             f"-volume.port={ports['volume']}",
-            f"-volume.port.grpc={free_port()}",
+            f"-volume.port.grpc={ports['volume.grpc']}",
             "-volume.max=16",
             "-filer",
             f"-filer.port={ports['filer']}",
-            f"-filer.port.grpc={free_port()}",
+            f"-filer.port.grpc={ports['filer.grpc']}",
             "-s3",
             f"-s3.port={self.s3_port}",
-            f"-s3.port.grpc={free_port()}",
+            f"-s3.port.grpc={ports['s3.grpc']}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={identities}",
         ]
         with self.log.open("ab") as out:
             self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=die_with_parent
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=killed_with_parent,
             )
         running.add(self._process)
         deadline = time.monotonic() + START_WAIT
@@ -118,11 +128,16 @@ class Seaweed:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None:
-            # Killed outright: its data directory is thrown away, and a graceful stop of its
-            # servers takes seconds.
+            # Killed outright: its data directory is thrown away, and its graceful stop takes
+            # seconds or hangs.
             process.kill()
             process.wait()
             running.discard(process)
+            # weed makes a Unix socket for its own calls per port, named by port in /tmp; a
+            # killed weed leaves them behind.
+            for port in self._ports:
+                for socket in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                    socket.unlink(missing_ok=True)
         self.client.close()
 
     def settings(self, prefix: str | None = None, **more: Any) -> S3Settings:
