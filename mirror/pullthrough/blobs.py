@@ -87,6 +87,8 @@ class BlobService:
         if found is None:
             return None
         self._access.blob(digest)
+        if self._shared is not None:
+            self._shared.served(digest)
         return CachedBlob(*found)
 
     async def uncached_size(

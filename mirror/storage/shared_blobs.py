@@ -14,7 +14,7 @@ import os
 from collections.abc import AsyncGenerator, Coroutine
 from typing import Any, Protocol
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 
 from mirror import log
 from mirror.errors import StorageUnavailable
@@ -25,6 +25,10 @@ from mirror.storage.spool import open_spool
 
 # How long shutdown waits for uploads and copies under way before it cuts them off.
 CLOSE_GRACE = 30.0
+# A blob served from the cache directory that this process has not seen in the store is looked
+# for there (and uploaded if missing) at most this often: a failed upload, a crash right after a
+# commit, or a directory older than the bucket may have left it on local disk alone.
+RECHECK_AFTER = 60.0
 
 
 class Space(Protocol):
@@ -50,6 +54,7 @@ class SharedBlobs:
         self._space = space
         # Known to be in the store (found, uploaded or copied from there): not uploaded again.
         self._held: LRUCache[Digest, bool] = LRUCache(100_000)
+        self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -93,6 +98,14 @@ class SharedBlobs:
     def committed(self, digest: Digest) -> None:
         """A blob was committed to the cache directory: upload it unless the store has it."""
         if digest not in self._held:
+            self._checked[digest] = True
+            self._spawn(self._publish(digest))
+
+    def served(self, digest: Digest) -> None:
+        """A blob went out from the cache directory: see that the store has it too (two
+        dictionary lookups, unless it is to be looked for)."""
+        if digest not in self._held and digest not in self._checked:
+            self._checked[digest] = True
             self._spawn(self._publish(digest))
 
     def copy_down(self, digest: Digest, size: int) -> None:

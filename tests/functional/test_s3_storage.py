@@ -31,7 +31,7 @@ FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 class S3MirrorFactory(Protocol):
     def __call__(
-        self, storage: S3Settings, cache_dir: Path, upstream: str | None = None
+        self, storage: S3Settings | None, cache_dir: Path, upstream: str | None = None
     ) -> Awaitable[TestClient[Any, Any]]: ...
 
 
@@ -41,11 +41,12 @@ def s3_mirror(
     registry: Registry,
     redis_server: RedisServer,
 ) -> S3MirrorFactory:
-    """Mirrors keeping content in a bucket; those of one test share Redis, as replicas do."""
+    """Mirrors keeping content in a bucket (or, given None, in their directory alone); those of
+    one test share Redis, as replicas do."""
     redis_prefix = f"test-{uuid.uuid4().hex[:12]}:"
 
     async def make(
-        storage: S3Settings, cache_dir: Path, upstream: str | None = None
+        storage: S3Settings | None, cache_dir: Path, upstream: str | None = None
     ) -> TestClient[Any, Any]:
         settings = Settings(
             cache_dir=cache_dir,
@@ -160,6 +161,26 @@ async def test_blob_served_from_the_bucket_is_copied_to_the_local_disk(
     local.unlink()  # as eviction would
     assert await (await second.get(path)).read() == layer.data
     assert registry.requests() == []
+
+
+async def test_blob_only_on_local_disk_is_uploaded_when_served(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A blob the cache directory holds and the bucket does not (a directory that predates the
+    bucket, an upload that failed) is uploaded once it is served from the local disk."""
+    repo, _ = seeded.oci_ref
+    layer = seeded.oci.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    before = await s3_mirror(None, tmp_path / "a")  # the cache directory alone
+    assert await (await before.get(path)).read() == layer.data
+    await before.close()
+    storage = seaweed.settings()
+    assert seaweed.keys(storage.prefix) == {}
+    client = await s3_mirror(storage, tmp_path / "a")
+    assert await (await client.get(path)).read() == layer.data
+    key = f"blobs/sha256/{hex_of(layer.digest)}"
+    assert await wait_until(lambda: key in seaweed.keys(storage.prefix), within=30)
+    assert seaweed.read(f"{storage.prefix}/{key}")[0] == layer.data
 
 
 async def test_damaged_blob_in_the_bucket_never_reaches_a_client_whole(
