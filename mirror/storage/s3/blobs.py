@@ -67,8 +67,7 @@ class S3Blobs:
         temporary = self._bucket.key(f"uploads/{uuid.uuid4().hex}")
         try:
             if size <= PART_SIZE:
-                data = await asyncio.to_thread(os.pread, file.fileno(), size, 0)
-                await self._bucket.put(temporary, data, _OCTETS)
+                await self._bucket.put(temporary, await _read(file, size, 0, key=final), _OCTETS)
             else:
                 await self._upload_parts(file, temporary, size)
             with translated(final):
@@ -92,10 +91,7 @@ class S3Blobs:
         try:
             parts: list[CompletedPartTypeDef] = []
             for number, offset in enumerate(range(0, size, PART_SIZE), start=1):
-                count = min(PART_SIZE, size - offset)
-                data = await asyncio.to_thread(os.pread, file.fileno(), count, offset)
-                if len(data) != count:
-                    raise StorageUnavailable(f"the local copy of {key} ended early")
+                data = await _read(file, min(PART_SIZE, size - offset), offset, key=key)
                 with translated(key):
                     part = await client.upload_part(
                         Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data
@@ -132,3 +128,12 @@ class S3Blobs:
                 )
             except DigestInvalid:
                 continue  # not ours
+
+
+async def _read(file: BinaryIO, count: int, offset: int, *, key: str) -> bytes:
+    """`count` bytes of the local copy from `offset`, off the event loop; all of them, or the
+    upload stops (a short read must never become a short object)."""
+    data = await asyncio.to_thread(os.pread, file.fileno(), count, offset)
+    if len(data) != count:
+        raise StorageUnavailable(f"the local copy of {key} ended early")
+    return data
