@@ -123,7 +123,7 @@ class SharedBlobs:
         task.add_done_callback(self._tasks.discard)
 
     async def _publish(self, digest: Digest) -> None:
-        found = self._local.open_cached(digest)
+        found = self._local.open_cached(digest, quietly=True)  # an upload is no use of it
         if found is None:
             return  # removed meanwhile
         _, size, lease = found
