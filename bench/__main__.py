@@ -15,7 +15,9 @@ from bench.tools import MissingTool
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=bench.__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="smaller blob, shorter wrk runs (about 2 minutes)"
+        "--quick",
+        action="store_true",
+        help="one run of each figure, a smaller blob, shorter wrk runs (about 3 minutes)",
     )
     parser.add_argument(
         "--phase",

@@ -1,25 +1,26 @@
-"""Cold pulls: N clients at once on one uncached blob (fresh cache each time), and a cold image
-pull through the mirror against the same pull straight from the upstream."""
+"""Cold pulls: N clients at once on one uncached blob (fresh cache each time), then the cold pulls
+of every server in the line-up (bench/pull.py)."""
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bench.context import Context, describe_problems
 from bench.curl import fetch_parallel
 from bench.plan import MIB
+from bench.pull import run_pulls
 from bench.report import PhaseReport, table
 from bench.rss import MemoryPeak, RssSampler
 from bench.stats import fmt, median, ratio
 from bench.throttle import ThrottledRelay
-from bench.upstream import ACCEPT_MANIFESTS, SeededImage
+from bench.upstream import SeededImage
 from bench.warm_blob import cached_path, failures_of, wait_cached
 
 GOAL_BYTES = "1.00"
 GOAL_WALL = "≤1.2 at N=50"
-GOAL_RSS = "<150 MB flat (#5), ≤100 MB (#7)"
+GOAL_RSS = "≤100 MiB per process, flat from 1 to 50 clients"
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,16 @@ class Variant:
 
     @property
     def name(self) -> str:
-        link = f" @{self.link / MIB:.0f}MiB/s" if self.link else ""
-        return f"N={self.clients} w{self.workers}{link}"
+        return f"N={self.clients} w{self.workers}{self._link}"
+
+    @property
+    def server(self) -> str:
+        """The line-up's name of the server, and what it served."""
+        return f"mirror embedded w{self.workers} ({self.clients} clients{self._link})"
+
+    @property
+    def _link(self) -> str:
+        return f" @{self.link / MIB:.0f}MiB/s" if self.link else ""
 
 
 @dataclass(frozen=True)
@@ -47,20 +56,6 @@ class ColdRun:
     committed: bool
     failures: list[str]  # clients that did not get the whole blob
     log_problems: list[str]
-
-
-@dataclass(frozen=True)
-class PullRun:
-    """One cold image pull (manifest by tag, config, layer) by a single client."""
-
-    source: str  # "direct" or "mirror"
-    link: str  # "loopback", or the paced link's speed
-    run: int
-    total_s: float
-    layer_ttfb_ms: float
-    upstream_bytes_ratio: float | None
-    failures: list[str]
-    log_problems: list[str] = field(default_factory=list)
 
 
 def _variants(ctx: Context) -> list[Variant]:
@@ -122,56 +117,6 @@ def _cold_run_via(
     )
 
 
-def _pull(ctx: Context, image: SeededImage, base: str, source: str, link: str, run: int) -> PullRun:
-    urls = [
-        base + image.manifest_path(image.tag),
-        base + image.blob_path(image.config_digest),
-        base + image.blob_path(image.layer_digest),
-    ]
-    sizes = [image.manifest_size, image.config_size, image.layer_size]
-    result = fetch_parallel([urls], headers=ACCEPT_MANIFESTS, timeout=ctx.plan.transfer_timeout)
-    client = result.clients[0]
-    got = [(t.status, t.bytes) for t in client.transfers]
-    failures = [] if got == [(200, s) for s in sizes] else [f"{source}: got {got} {client.error}"]
-    layer = client.transfers[-1] if client.transfers else None
-    return PullRun(
-        source=source,
-        link=link,
-        run=run,
-        total_s=sum(t.total_s for t in client.transfers),
-        layer_ttfb_ms=layer.ttfb_s * 1000 if layer else 0.0,
-        upstream_bytes_ratio=None,
-        failures=failures,
-    )
-
-
-def _mirror_pull(
-    ctx: Context, image: SeededImage, link: str, run: int, upstream_url: str | None = None
-) -> PullRun:
-    mirror = ctx.mirror("cold-pull", upstream_url=upstream_url)
-    mirror.start()
-    try:
-        mark = ctx.upstream.mark()
-        with RssSampler(mirror.pid) as sampler:
-            pulled = _pull(ctx, image, mirror.url, "mirror", link, run)
-            ctx.record_memory("cold", "mirror w1 image pull", sampler.stop())
-        traffic = ctx.upstream.since(mark)
-    finally:
-        mirror.stop()
-        shutil.rmtree(mirror.cache_dir, ignore_errors=True)
-    problems = describe_problems(f"cold image pull run {run}", mirror.problems())
-    return PullRun(
-        source="mirror",
-        link=link,
-        run=run,
-        total_s=pulled.total_s,
-        layer_ttfb_ms=pulled.layer_ttfb_ms,
-        upstream_bytes_ratio=traffic.get_bytes / image.size,
-        failures=pulled.failures,
-        log_problems=problems,
-    )
-
-
 def run_cold_phase(ctx: Context) -> PhaseReport:
     started = time.monotonic()
     image = ctx.big()
@@ -181,7 +126,6 @@ def run_cold_phase(ctx: Context) -> PhaseReport:
         "fresh cache dir per run",
     )
     runs: list[ColdRun] = []
-    pulls: list[PullRun] = []
     for run in range(ctx.plan.runs):
         for variant in _variants(ctx):
             try:
@@ -190,20 +134,10 @@ def run_cold_phase(ctx: Context) -> PhaseReport:
                 report.errors.append(f"{variant.name} run {run}: {type(e).__name__}: {e}")
                 continue
             runs.append(cold)
-            ctx.record_memory("cold", f"mirror {variant.name}", cold.peak)
-        try:
-            pulls.append(_pull(ctx, image, ctx.upstream.url, "direct", "loopback", run))
-            pulls.append(_mirror_pull(ctx, image, "loopback", run))
-            link = f"{ctx.plan.slow_link / MIB:.0f} MiB/s"
-            host, _, port = ctx.upstream.url.removeprefix("http://").partition(":")
-            with ThrottledRelay(host, int(port), ctx.plan.slow_link) as relay:
-                pulls.append(_pull(ctx, image, relay.url, "direct", link, run))
-                pulls.append(_mirror_pull(ctx, image, link, run, relay.url))
-        except Exception as e:
-            report.errors.append(f"image pull run {run}: {type(e).__name__}: {e}")
+            ctx.record_memory("cold", variant.server, cold.peak)
     _summarize_blob(report, runs, _variants(ctx))
-    _summarize_pull(report, pulls)
-    report.data.update({"runs": runs, "pulls": pulls})
+    report.data["runs"] = runs
+    run_pulls(ctx, report)
     report.seconds = time.monotonic() - started
     return report
 
@@ -242,43 +176,3 @@ def _summarize_blob(report: PhaseReport, runs: list[ColdRun], variants: list[Var
     report.lines += table(headers, rows)
     report.lines.append(f"peak RSS target: {GOAL_RSS}")
     report.data["summary"] = summary
-
-
-def _summarize_pull(report: PhaseReport, pulls: list[PullRun]) -> None:
-    report.lines += ["", "cold image pull (manifest by tag, config, layer), one client:"]
-    rows = []
-    for link in dict.fromkeys(p.link for p in pulls):
-        direct = [p for p in pulls if p.link == link and p.source == "direct" and not p.failures]
-        ours = [p for p in pulls if p.link == link and p.source == "mirror"]
-        direct_s = median([p.total_s for p in direct])
-        mirror_s = median([p.total_s for p in ours if not p.failures])
-        mirror_ttfb = median([p.layer_ttfb_ms for p in ours if not p.failures])
-        upstream = [p.upstream_bytes_ratio for p in ours if p.upstream_bytes_ratio is not None]
-        direct_ttfb = median([p.layer_ttfb_ms for p in direct])
-        rows.append(
-            [f"direct, {link}", fmt(direct_s, ".3f"), "1.00x", fmt(direct_ttfb, ".2f"), "-", "-"]
-        )
-        rows.append(
-            [
-                f"through mirror, {link}",
-                fmt(mirror_s, ".3f"),
-                fmt(ratio(mirror_s, direct_s), ".2f", "x"),
-                fmt(mirror_ttfb, ".2f"),
-                " ".join(f"{u:.2f}" for u in upstream) or "-",
-                "≤1.10x direct; TTFB ≤ direct+5 ms; bytes 1.00",
-            ]
-        )
-        report.data.setdefault("pull_summary", {})[link] = {
-            "direct_s": direct_s,
-            "mirror_s": mirror_s,
-            "ratio": ratio(mirror_s, direct_s),
-            "mirror_layer_ttfb_ms": mirror_ttfb,
-        }
-    report.lines += table(
-        ["source", "total s", "xdirect", "layer TTFB ms", "upstream xsize", "target"], rows
-    )
-    for p in pulls:
-        report.errors += [
-            f"image pull {p.source} {p.link} run {p.run}: {f}" for f in p.failures[:3]
-        ]
-        report.errors += p.log_problems

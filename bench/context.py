@@ -23,6 +23,7 @@ class Context:
     mirror_source: Path | None = None  # run the mirror from this source tree
     memory: list[MemoryRecord] = field(default_factory=list)
     _big: SeededImage | None = None
+    _small_layers: list[SeededImage] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=itertools.count)
 
     def big(self) -> SeededImage:
@@ -32,6 +33,15 @@ class Context:
                 "bench/big", "v1", self.plan.blob_bytes, seed=f"big-{self.plan.blob_bytes}"
             )
         return self._big
+
+    def small_layers(self, count: int) -> list[SeededImage]:
+        """`count` images of one 1 MiB layer each, pushed on first use: blobs that a fresh
+        server has never seen, for first-byte timings."""
+        for number in range(len(self._small_layers), count):
+            self._small_layers.append(
+                self.upstream.seed(f"bench/layer{number}", "v1", 1 << 20, seed=f"layer-{number}")
+            )
+        return self._small_layers[:count]
 
     def scratch(self, name: str) -> Path:
         """A new, empty directory: every server instance gets its own cache and logs."""

@@ -8,7 +8,7 @@ from bench.report import PhaseReport, table
 from bench.rss import MemoryPeak
 from bench.stats import fmt
 
-GOAL = "≤100 MB at 50 streams (#7); flat, <150 MB (#5)"
+GOAL = "≤100 MiB per process"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,11 @@ class Plan:
     wrk_connections: int = 64
     wrk_threads: int = 2
     warm_clients: int = 8
+    # Each warm-blob client reads about this much per run (its GET repeated).
+    warm_bytes_per_client: int = 512 * MIB
     cold_clients: tuple[int, ...] = (1, 10, 50)
+    # Cold blobs asked of each fresh server per run, each right after the same blob direct.
+    first_byte_blobs: int = 20
     # The cold phase repeats N=1 and N=max behind an upstream link of this speed (bytes/s).
     slow_link: float = 64 * MIB
     tag_ttl: int = 3600
@@ -31,7 +35,15 @@ def full_plan() -> Plan:
 
 
 def quick_plan() -> Plan:
-    return Plan(quick=True, runs=3, blob_bytes=64 * MIB, wrk_seconds=2, transfer_timeout=120.0)
+    return Plan(
+        quick=True,
+        runs=1,
+        blob_bytes=64 * MIB,
+        wrk_seconds=2,
+        warm_bytes_per_client=128 * MIB,
+        first_byte_blobs=10,
+        transfer_timeout=120.0,
+    )
 
 
 def with_overrides(plan: Plan, *, runs: int | None, blob_mib: int | None) -> Plan:

@@ -67,7 +67,9 @@ class Service:
             if status is not None:
                 raise RuntimeError(f"{self.name} exited with {status}: {self.log_tail()}")
             try:
-                direct.open(url, timeout=2).close()
+                # Read to the end: a connection closed mid-answer is logged as incomplete.
+                with direct.open(url, timeout=2) as response:
+                    response.read()
                 return
             except urllib.error.HTTPError as e:
                 if e.code < 500:

@@ -46,7 +46,9 @@ def header_lines(machine: Machine, plan: Plan) -> list[str]:
         "mirror benchmark",
         f"machine: {machine.cpus} CPUs, {machine.cpu_model}, kernel {machine.kernel}, "
         f"{machine.memory_mb} MB RAM, Python {machine.python}",
-        f"plan: {mode}; median of {plan.runs} runs; blob {plan.blob_bytes // MIB} MiB; "
+        f"plan: {mode}; "
+        + (f"median of {plan.runs} runs" if plan.runs > 1 else "one run")
+        + f"; blob {plan.blob_bytes // MIB} MiB; "
         f"wrk {plan.wrk_connections} connections, {plan.wrk_threads} threads, "
         f"{plan.wrk_seconds} s",
     ]

@@ -20,6 +20,7 @@ from bench.memory import memory_report
 from bench.plan import Plan
 from bench.push import run_push_phase
 from bench.report import PhaseReport, render, write_json
+from bench.summary import summary_report
 from bench.tools import check_tools
 from bench.upstream import Upstream
 from bench.warm_blob import run_warm_blob_phase
@@ -91,6 +92,7 @@ def run(
         for name in selected(phases):
             reports.append(_run_phase(name, ctx))
         reports.append(memory_report(ctx.memory))
+        reports.append(summary_report(reports, ctx.memory))
     finally:
         if upstream is not None:
             upstream.stop()

@@ -1,9 +1,8 @@
-"""The servers under test: the mirror, nginx serving the cache directory, the CNCF proxy."""
+"""The servers under test: the mirror and the CNCF registry in proxy mode (nginx: nginx.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -11,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import Service
-from bench.tools import find_tool
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
@@ -122,61 +120,6 @@ def scan_mirror_log(path: Path, max_samples: int = 5) -> LogProblems:
             if len(found.incomplete_samples) < max_samples:
                 found.incomplete_samples.append(line[:400])
     return found
-
-
-_NGINX_CONF = """\
-{user}worker_processes auto;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    default_type application/octet-stream;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        root {root};
-    }}
-}}
-"""
-
-
-class NginxServer(Service):
-    """nginx with sendfile serving `root` as static files: the practical limit for a blob hit."""
-
-    def __init__(self, workdir: Path, root: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "tmp").mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        conf = workdir / "nginx.conf"
-        conf.write_text(
-            _NGINX_CONF.format(
-                # As root, workers would drop to `nobody`, which cannot read a private temp dir.
-                user="user root;\n" if os.geteuid() == 0 else "",
-                prefix=workdir,
-                port=self.port,
-                root=root,
-            )
-        )
-        argv = [find_tool("nginx"), "-p", str(workdir), "-c", str(conf), "-e", "stderr"]
-        super().__init__("nginx", argv, workdir / "nginx.out")
-
-    def start(self) -> None:
-        super().start()
-        try:
-            self.wait_http(f"{self.url}/")
-        except BaseException:
-            self.stop()
-            raise
 
 
 def start_proxy_registry(workdir: Path, upstream_url: str) -> Registry:

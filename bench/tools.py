@@ -13,6 +13,7 @@ REQUIRED = {
     "redis-server": "redis-server",
     "curl": "curl",
     "strace": "strace",
+    "skopeo": "skopeo",
 }
 _SBIN = (Path("/usr/sbin"), Path("/usr/bin"), Path("/sbin"))
 

@@ -1,9 +1,11 @@
-"""Warm blob: parallel full GETs of a cached blob through the mirror and from nginx (sendfile).
+"""Warm blob: parallel full GETs of a cached blob through each server of the line-up and from
+nginx serving the file itself (sendfile), the practical limit.
 
-nginx serves the mirror's own cache directory, so both send the very same file from the page
-cache; the ratio shows what the mirror's hit path costs above the kernel's. With its metrics on
-(the default), the mirror must still send the blob with sendfile (strace counts the bytes its
-sendfile calls carry) and count every byte the clients received as served from the cache.
+The static nginx serves the mirror's own cache directory, so it sends the very file the mirror
+sends, from the page cache; the ratio shows what a server's hit path costs above the kernel's.
+With its metrics on (the default), the mirror must still send the blob with sendfile (strace
+counts the bytes its sendfile calls carry) and count every byte the clients received as served
+from the cache.
 """
 
 from __future__ import annotations
@@ -16,21 +18,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.context import Context, describe_problems
 from bench.curl import ParallelRun, fetch_parallel
+from bench.lineup import EMBEDDED_W1, LINEUP, Running, start
+from bench.nginx import NginxServer
 from bench.plan import MIB
 from bench.report import PhaseReport, table
 from bench.rss import RssSampler, descendants
 from bench.sendfile import sendfile_bytes
-from bench.servers import MirrorServer, NginxServer
+from bench.servers import MirrorServer
 from bench.stats import fmt, median, ratio
 from bench.upstream import SeededImage
 from mirror.metrics.exposition import PUBLISH_INTERVAL
 from tests.support.processes import direct
 
-GOAL = "≥0.95x nginx"
+GOAL = "≥0.95x nginx sendfile"
 NGINX = "nginx sendfile"
-# Each client repeats its GET until it has read about this much, so one run lasts long enough
-# for process and connection set-up not to weigh on the figure.
-_BYTES_PER_CLIENT = 512 * MIB
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class BlobRun:
     wall_s: float
     mb_per_s: float | None  # None when any transfer failed
     median_ttfb_ms: float | None
+    upstream_requests: int
     failures: list[str]
     received: int  # body bytes, every client's transfers together
 
@@ -70,16 +72,25 @@ def failures_of(run: ParallelRun, size: int, expected_transfers: int) -> list[st
     return found
 
 
+def _repeats(ctx: Context, image: SeededImage) -> int:
+    """Each client repeats its GET until it has read about this much, so one run lasts long
+    enough for process and connection set-up not to weigh on the figure."""
+    return max(1, round(ctx.plan.warm_bytes_per_client / image.layer_size))
+
+
 def _one_run(name: str, url: str, run: int, ctx: Context, image: SeededImage) -> BlobRun:
-    repeats = max(1, round(_BYTES_PER_CLIENT / image.layer_size))
+    repeats = _repeats(ctx, image)
     clients = [[url] * repeats for _ in range(ctx.plan.warm_clients)]
+    ctx.upstream.settle()  # what the fills before asked upstream is not this run's
+    mark = ctx.upstream.mark()
     result = fetch_parallel(clients, timeout=ctx.plan.transfer_timeout)
+    upstream = ctx.upstream.since(mark).requests
     failures = failures_of(result, image.layer_size, repeats)
     total = image.layer_size * repeats * ctx.plan.warm_clients
     ttfb = median([t.ttfb_s * 1000 for c in result.clients for t in c.transfers])
     rate = None if failures else total / result.wall_s / 1e6
     received = sum(t.bytes for c in result.clients for t in c.transfers)
-    return BlobRun(name, run, result.wall_s, rate, ttfb, failures, received)
+    return BlobRun(name, run, result.wall_s, rate, ttfb, upstream, failures, received)
 
 
 def served_from_cache(mirror: MirrorServer) -> float:
@@ -94,11 +105,9 @@ def served_from_cache(mirror: MirrorServer) -> float:
     )
 
 
-def sendfile_check(
-    ctx: Context, name: str, mirror: MirrorServer, url: str, image: SeededImage
-) -> tuple[str, dict[str, float]]:
-    """Two GETs of the blob with strace on the mirror's serving processes: the share of their
-    bytes that sendfile carried."""
+def sendfile_check(ctx: Context, name: str, mirror: MirrorServer, url: str) -> tuple[str, float]:
+    """Two GETs of the blob with strace on the mirror's serving processes: a line saying the
+    share of their bytes that sendfile carried, and that share."""
     pids = descendants(mirror.pid)
     pids = pids[1:] or pids  # the workers, when a supervisor forked them
     trace = ctx.scratch(f"strace-{name.replace(' ', '-')}") / "sendfile.trace"
@@ -112,90 +121,103 @@ def sendfile_check(
         f"{name}: sendfile carried {share:.1%} of the {received / MIB:.0f} MiB of two GETs "
         "(strace), target 100%"
     )
-    return line, {"sendfile_bytes": carried, "received": received, "share": share}
+    return line, share
+
+
+def _check_mirrors(
+    ctx: Context,
+    report: PhaseReport,
+    runs: list[BlobRun],
+    mirrors: dict[str, tuple[MirrorServer, str, float]],
+) -> list[str]:
+    """For each mirror (server, blob URL, bytes /metrics counted before the runs): what its
+    /metrics counted against what its clients received, and sendfile's share of a hit."""
+    time.sleep(2 * PUBLISH_INTERVAL)  # each worker adds its counts once a second
+    checks = []
+    for name, (mirror, url, before) in mirrors.items():
+        counted = served_from_cache(mirror) - before
+        received = sum(r.received for r in runs if r.target == name)
+        checks.append(
+            f"{name}: /metrics counted {counted / MIB:.0f} MiB served from the cache, "
+            f"the clients received {received / MIB:.0f} MiB"
+        )
+        if counted != received:
+            report.errors.append(f"{name}: served bytes counted {counted}, sent {received}")
+        line, share = sendfile_check(ctx, name, mirror, url)
+        checks.append(line)
+        report.data.setdefault("sendfile", {})[name] = share
+        if share < 0.99:
+            report.errors.append(f"{name}: blob hits are not sent with sendfile ({line})")
+    return checks
+
+
+def _fill(ctx: Context, running: Running, image: SeededImage) -> None:
+    """One GET through the server, and what it takes for the blob to be a hit afterwards."""
+    url = running.url + image.blob_path(image.layer_digest)
+    fill = fetch_parallel([[url]], timeout=ctx.plan.transfer_timeout)
+    if failures := failures_of(fill, image.layer_size, 1):
+        raise RuntimeError(f"filling the cache failed: {failures}")
+    if running.mirror is not None:
+        wait_cached(cached_path(running.mirror.cache_dir, image.layer_digest), image.layer_size)
+    ctx.upstream.settle()
 
 
 def run_warm_blob_phase(ctx: Context) -> PhaseReport:
     started = time.monotonic()
     plan = ctx.plan
     image = ctx.big()
-    repeats = max(1, round(_BYTES_PER_CLIENT / image.layer_size))
     report = PhaseReport(
         "warm-blob",
-        f"warm blob: {plan.warm_clients} parallel curl clients, each {repeats}x a full GET "
-        f"of a cached {image.layer_size / MIB:.0f} MiB blob",
+        f"warm blob: {plan.warm_clients} parallel curl clients, each {_repeats(ctx, image)}x a "
+        f"full GET of a cached {image.layer_size / MIB:.0f} MiB blob",
     )
-    w1 = ctx.mirror("warm-w1")
-    cache_dir = w1.cache_dir
-    w2 = MirrorServer(
-        ctx.scratch("warm-w2"),
-        upstream_url=ctx.upstream.url,
-        cache_dir=cache_dir,  # the same cache: the blob is already there
-        tag_ttl=plan.tag_ttl,
-        workers=2,
-        source=ctx.mirror_source,
-    )
-    nginx = NginxServer(ctx.scratch("nginx"), cache_dir)
-    blob = cached_path(cache_dir, image.layer_digest)
-    servers: list[tuple[str, MirrorServer | NginxServer, str]] = [
-        (NGINX, nginx, f"{nginx.url}/{blob.relative_to(cache_dir)}"),
-        ("mirror w1", w1, w1.url + image.blob_path(image.layer_digest)),
-        ("mirror w2", w2, w2.url + image.blob_path(image.layer_digest)),
-    ]
+    live: list[tuple[str, str]] = []  # (name, url of the blob)
     samplers: dict[str, RssSampler] = {}
+    stops = []
+    mirrors: dict[str, tuple[MirrorServer, str, float]] = {}
     runs: list[BlobRun] = []
     checks: list[str] = []
     try:
-        w1.start()
-        fill = fetch_parallel([[servers[1][2]]], timeout=plan.transfer_timeout)
-        if failures_of(fill, image.layer_size, 1):
-            raise RuntimeError(
-                f"filling the cache failed: {failures_of(fill, image.layer_size, 1)}"
-            )
-        wait_cached(blob, image.layer_size)
-        live = []
-        for name, server, url in servers:
+        for entrant in LINEUP:
             try:
-                if server is not w1:
-                    server.start()
+                running = start(ctx, entrant)
             except Exception as e:
-                report.errors.append(f"{name}: did not start: {e}")
+                report.errors.append(f"{entrant.name}: did not start: {e}")
                 continue
-            samplers[name] = RssSampler(server.pid).__enter__()
-            live.append((name, url))
-        mirrors = {name: server for name, server, _ in servers if isinstance(server, MirrorServer)}
-        counted_before = {name: served_from_cache(m) for name, m in mirrors.items()}
+            stops.append(running.stop)
+            try:
+                _fill(ctx, running, image)
+            except Exception as e:
+                report.errors.append(f"{entrant.name}: {type(e).__name__}: {e}")
+                continue
+            if entrant == EMBEDDED_W1 and running.mirror is not None:
+                # nginx serves this mirror's cache directory: the very same file.
+                nginx = NginxServer(ctx.scratch("nginx"), running.mirror.cache_dir)
+                nginx.start()
+                stops.append(nginx.stop)
+                blob = cached_path(running.mirror.cache_dir, image.layer_digest)
+                live.insert(0, (NGINX, f"{nginx.url}/{blob.relative_to(running.mirror.cache_dir)}"))
+                samplers[NGINX] = RssSampler(nginx.pid).__enter__()
+            url = running.url + image.blob_path(image.layer_digest)
+            if running.mirror is not None:
+                mirrors[entrant.name] = (running.mirror, url, served_from_cache(running.mirror))
+            live.append((entrant.name, url))
+            samplers[entrant.name] = RssSampler(running.pid).__enter__()
         for run in range(plan.runs):
             for name, url in live:
                 runs.append(_one_run(name, url, run, ctx, image))
-        time.sleep(2 * PUBLISH_INTERVAL)  # each worker adds its counts once a second
-        for name, url in live:
-            if name not in mirrors:
-                continue
-            counted = served_from_cache(mirrors[name]) - counted_before[name]
-            received = sum(r.received for r in runs if r.target == name)
-            checks.append(
-                f"{name}: /metrics counted {counted / MIB:.0f} MiB served from the cache, "
-                f"the clients received {received / MIB:.0f} MiB"
-            )
-            if counted != received:
-                report.errors.append(f"{name}: served bytes counted {counted}, sent {received}")
-            line, data = sendfile_check(ctx, name, mirrors[name], url, image)
-            checks.append(line)
-            report.data.setdefault("sendfile", {})[name] = data
-            if data["share"] < 0.99:
-                report.errors.append(f"{name}: blob hits are not sent with sendfile ({line})")
+        checks = _check_mirrors(ctx, report, runs, mirrors)
     except Exception as e:
         report.errors.append(f"{type(e).__name__}: {e}")
     finally:
         for name, sampler in samplers.items():
             ctx.record_memory("warm-blob", name, sampler.stop())
-        for _name, server, _url in servers:
-            server.stop()
-    for mirror_name, mirror in (("mirror w1", w1), ("mirror w2", w2)):
+        for stop in stops:
+            stop()
+    for name, (mirror, _, _) in mirrors.items():
         problems = mirror.problems()
-        report.data.setdefault("mirror_logs", {})[mirror_name] = problems
-        report.errors += describe_problems(f"warm-blob, {mirror_name}", problems)
+        report.data.setdefault("mirror_logs", {})[name] = problems
+        report.errors += describe_problems(f"warm-blob, {name}", problems)
     _summarize(report, runs)
     report.lines += ["", *checks] if checks else []
     report.seconds = time.monotonic() - started
@@ -212,6 +234,7 @@ def _summarize(report: PhaseReport, runs: list[BlobRun]) -> None:
         rate = median([r.mb_per_s for r in ours if r.mb_per_s])
         ttfb = median([r.median_ttfb_ms for r in ours if r.median_ttfb_ms is not None])
         failed = sum(1 for r in ours if r.failures)
+        is_mirror = name.startswith("mirror")
         rows.append(
             [
                 name,
@@ -219,12 +242,18 @@ def _summarize(report: PhaseReport, runs: list[BlobRun]) -> None:
                 " ".join(fmt(r.mb_per_s) for r in ours),
                 fmt(ratio(rate, baseline), ".2f", "x"),
                 fmt(ttfb, ".2f"),
+                "/".join(str(r.upstream_requests) for r in ours),
                 str(failed),
-                "(baseline)" if name == NGINX else GOAL,
+                "(baseline)" if name == NGINX else GOAL if is_mirror else "(reference)",
             ]
         )
-        summary[name] = {"mb_per_s": rate, "ratio_vs_nginx": ratio(rate, baseline)}
+        summary[name] = {
+            "mb_per_s": rate,
+            "ratio_vs_nginx": ratio(rate, baseline),
+            "upstream_requests_per_run": [r.upstream_requests for r in ours],
+        }
         report.errors += [f"{name} run {r.run}: {f}" for r in ours for f in r.failures[:3]]
-    headers = ["server", "MB/s", "runs MB/s", "xnginx", "TTFB ms", "failed runs", "target"]
+    headers = ["server", "MB/s", "runs MB/s", "xnginx", "TTFB ms", "upstream/run"]
+    headers += ["failed runs", "target"]
     report.lines = table(headers, rows)
     report.data.update({"summary": summary, "runs": runs})

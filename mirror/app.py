@@ -25,11 +25,12 @@ from mirror.api.keys import (
     META,
     METRICS,
     READINESS,
+    REQUEST_IDS,
     ROUTER,
     SETTINGS,
     UPKEEP,
 )
-from mirror.api.middlewares import request_middleware
+from mirror.api.middlewares import RequestIds, request_middleware
 from mirror.api.readiness import Readiness
 from mirror.api.routes import REQUEST_KINDS, setup_routes
 from mirror.auth.access import AccessPolicy
@@ -64,10 +65,12 @@ def create_app(
     observe = metrics.observe if metrics is not None else None
     # No handler reads a body whole: pushed manifests and blobs are streamed under limits of
     # their own. Anything else is refused before the handler runs.
+    ids = RequestIds()
     app = web.Application(
-        middlewares=[request_middleware(connections, observe)], client_max_size=64 << 10
+        middlewares=[request_middleware(ids, connections, observe)], client_max_size=64 << 10
     )
     app[SETTINGS] = settings
+    app[REQUEST_IDS] = ids
     app[ACCESS] = AccessPolicy(settings.access)
     if metrics is not None:
         app[METRICS] = metrics

@@ -133,6 +133,40 @@ def flush() -> None:
     _sink.flush()
 
 
+# Whether request lines are rendered here rather than by structlog: set by `configure` when it
+# chose JSON lines at INFO, the set-up of a server. A request line is the one event logged per
+# request; structlog's chain of processors cost a hot manifest hit a fifth of its time.
+_direct_lines = False
+
+
+def request_line(**facts: Any) -> None:
+    """The one line of an answered request. Rendered as structlog's JSON renderer would (the
+    same keys and values: `event`, `level`, an ISO `timestamp` in UTC), straight into the
+    batched sink; without a server's set-up (console output, another level, a test capturing
+    structlog's events) it goes through structlog."""
+    if not _direct_lines:
+        get_logger().info("request", **facts)
+        return
+    facts["event"] = "request"
+    facts["level"] = "info"
+    facts["timestamp"] = _timestamp()
+    _sink.info(orjson.dumps(facts).decode())
+
+
+_second: tuple[int, str] = (0, "")  # the last second a timestamp was made in, as ISO text
+
+
+def _timestamp() -> str:
+    """Now as structlog's ISO timestamps in UTC write it, the date and time of day made once a
+    second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
+
+
 def _dumps(value: Any, default: Any = None) -> str:
     # orjson: a request line costs a fifth of what the standard json module takes.
     return orjson.dumps(value, default=default).decode()
@@ -140,8 +174,10 @@ def _dumps(value: Any, default: Any = None) -> str:
 
 def configure(*, json: bool | None = None, level: int = logging.INFO) -> None:
     """JSON lines off a terminal (for collectors), readable console output on one."""
+    global _direct_lines
     if json is None:
         json = not sys.stderr.isatty()
+    _direct_lines = json and level <= logging.INFO
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_dumps)
         if json

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
 from mirror.api.listener import Listener
+from mirror.api.ready import ready_first
 from mirror.app import create_app
 from mirror.config import Settings
 from mirror.descriptors import max_connections
@@ -34,8 +35,9 @@ async def serving(
     moment earlier arrive, close idle connections and give the responses in flight up to
     `settings.shutdown_grace` seconds."""
     connections = Connections(max_connections(settings))
+    app = create_app(settings, connections=connections)
     runner = web.AppRunner(
-        create_app(settings, connections=connections),
+        app,
         handle_signals=False,
         access_log=None,  # the request middleware writes the one line per request
         shutdown_timeout=settings.shutdown_grace,
@@ -43,6 +45,7 @@ async def serving(
     await runner.setup()
     server, loop = runner.server, asyncio.get_running_loop()
     assert server is not None
+    server.request_handler = ready_first(app, server.request_handler, connections)
 
     def connection() -> ClientConnection:
         return ClientConnection(

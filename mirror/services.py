@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from mirror import __version__
 from mirror.cache.upkeep import Upkeep
 from mirror.config import Settings
+from mirror.meta.directory import DirectoryStore
 from mirror.meta.redis import RedisStore
-from mirror.meta.store import EmbeddedStore, MetadataStore
+from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UpstreamStats, unobserved
 from mirror.oci.contents import BlobSizes
 from mirror.pullthrough.blobs import BlobService
@@ -79,7 +80,7 @@ async def _open(
     meta: MetadataStore = (
         RedisStore(settings.redis_url, settings.redis_prefix)
         if settings.redis_url
-        else EmbeddedStore()
+        else DirectoryStore(layout.fresh)
     )
     await meta.start()
     user_agent = f"mirror/{__version__}"

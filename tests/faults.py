@@ -28,6 +28,7 @@ class SeenRequest:
     method: str
     path: str  # path and query, exactly as sent
     headers: CIMultiDictProxy[str]
+    connection: object = None  # the client's address and port: one per TCP connection
 
 
 @dataclass
@@ -61,7 +62,8 @@ class FakeUpstream:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         headers = CIMultiDictProxy(CIMultiDict(request.headers))
-        self.requests.append(SeenRequest(request.method, request.path_qs, headers))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(SeenRequest(request.method, request.path_qs, headers, peer))
         handler = self.routes.get(request.path)
         if handler is None:
             if request.path == "/v2/":

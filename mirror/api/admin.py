@@ -20,7 +20,7 @@ from aiohttp import web
 
 from mirror.api import status
 from mirror.api.keys import EXPOSITION, SETTINGS
-from mirror.api.middlewares import request_middleware
+from mirror.api.middlewares import RequestIds, request_middleware
 from mirror.config import Settings
 from mirror.config.values import AddressRange
 from mirror.errors import Denied
@@ -77,7 +77,7 @@ async def admin_listener(
     """Serve the admin endpoints on `address` (`--admin-listen`), with the main app's state,
     for as long as the block runs."""
     host, port = address
-    app = web.Application(middlewares=[request_middleware()])
+    app = web.Application(middlewares=[request_middleware(RequestIds())])
     app[SETTINGS] = settings
     app[EXPOSITION] = main[EXPOSITION]
     add_admin_routes(app)

@@ -11,6 +11,7 @@ from yarl import URL
 from mirror import log
 from mirror.api.hot import HotAnswer
 from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, METRICS, ROUTER, UPKEEP
+from mirror.api.middlewares import API_VERSION
 from mirror.api.responses import (
     blob_head,
     blob_headers,
@@ -50,13 +51,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     hot = request.app[HOT_ANSWERS]
     key = hot.key(request)
     if (ready := hot.get(key)) is not None:
-        log.note_route(ready.upstream, ready.repo)
-        log.note_cache("hit")
-        access = request.app[UPKEEP].access
-        access.manifest(ready.digest)
-        if ready.tag is not None:
-            access.pulled(ready.upstream, ready.repo, ready.tag)
-        return ready.response()
+        return ready.serve(request.app[UPKEEP].access)
     route = _route(request)
     reference = request.match_info["reference"]
     service = request.app[MANIFESTS]
@@ -84,7 +79,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
             None if by_digest else reference,
             answer.digest,
             answer.data,
-            dict(response.headers),
+            {**response.headers, **API_VERSION},  # all the headers it goes out with
         )
         hot.put(key, ready)
     return response

@@ -11,11 +11,13 @@ at most `max_bytes` of memory together; a request with an outlandish Accept head
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from cachetools import TTLCache
 
+from mirror import log
+from mirror.cache.recency import AccessLog
 from mirror.oci.digest import Digest
 
 HOT_TTL = 1.0
@@ -31,7 +33,13 @@ class HotAnswer:
     body: bytes
     headers: dict[str, str]
 
-    def response(self) -> web.Response:
+    def serve(self, access: AccessLog) -> web.Response:
+        """The answer, its use recorded as a pull that reached the cache would be."""
+        log.note_route(self.upstream, self.repo)
+        log.note_cache("hit")
+        access.manifest(self.digest)
+        if self.tag is not None:
+            access.pulled(self.upstream, self.repo, self.tag)
         return web.Response(body=self.body, headers=self.headers)
 
     @property
@@ -41,11 +49,22 @@ class HotAnswer:
 
 
 class HotAnswers:
-    def __init__(self, ttl: float = HOT_TTL, max_bytes: int = 32 << 20) -> None:
+    """The answers, oldest first. Every answer lives `ttl` seconds, so the order they were put in
+    is the order they expire in: a put drops the expired ones from the front, and then the
+    oldest while the new one would not fit. A lookup is a dict read and a clock read, which
+    the hottest requests can afford."""
+
+    def __init__(
+        self,
+        ttl: float = HOT_TTL,
+        max_bytes: int = 32 << 20,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl = ttl
-        self._answers: TTLCache[tuple[str, str, str], HotAnswer] = TTLCache(
-            maxsize=max_bytes, ttl=ttl, timer=time.monotonic, getsizeof=lambda a: a.weight
-        )
+        self._max = max_bytes
+        self._timer = timer
+        self._answers: dict[tuple[str, str, str], tuple[float, HotAnswer]] = {}
+        self._bytes = 0
 
     @staticmethod
     def key(request: web.Request) -> tuple[str, str, str]:
@@ -53,17 +72,36 @@ class HotAnswers:
         return request.path, request.query.get("ns", ""), accept
 
     def get(self, key: tuple[str, str, str]) -> HotAnswer | None:
-        return self._answers.get(key)
+        found = self._answers.get(key)
+        if found is None or found[0] <= self._timer():
+            return None
+        return found[1]
 
     def put(self, key: tuple[str, str, str], answer: HotAnswer) -> None:
-        if sum(map(len, key)) <= MAX_KEY and answer.weight <= self._answers.maxsize:
-            self._answers[key] = answer
+        weight = answer.weight
+        if sum(map(len, key)) > MAX_KEY or weight > self._max:
+            return
+        self._drop(key)  # a newer answer goes to the back
+        now = self._timer()
+        answers = self._answers
+        while answers:
+            first = next(iter(answers))
+            if answers[first][0] > now and self._bytes + weight <= self._max:
+                break
+            self._drop(first)
+        answers[key] = (now + self.ttl, answer)
+        self._bytes += weight
+
+    def _drop(self, key: tuple[str, str, str]) -> None:
+        found = self._answers.pop(key, None)
+        if found is not None:
+            self._bytes -= found[1].weight
 
     @property
     def memory_bound(self) -> int:
-        return int(self._answers.maxsize)
+        return self._max
 
     @property
     def memory(self) -> int:
         """Bytes the kept answers hold."""
-        return int(self._answers.currsize)
+        return self._bytes

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.api.hot import HotAnswers
+from mirror.api.middlewares import RequestIds
 from mirror.api.readiness import Readiness
 from mirror.auth.access import AccessPolicy
 from mirror.cache.upkeep import Upkeep
@@ -25,6 +26,7 @@ BLOBS = web.AppKey("blobs", BlobService)
 LISTINGS = web.AppKey("listings", ListingService)
 META = web.AppKey("meta", MetadataStore)
 HOT_ANSWERS = web.AppKey("hot_answers", HotAnswers)
+REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 READINESS = web.AppKey("readiness", Readiness)
 ACCESS = web.AppKey("access", AccessPolicy)
 LOCAL = web.AppKey("local", LocalRegistry)

@@ -24,8 +24,9 @@ from mirror.errors import (
 from mirror.log import RequestFacts
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Told of each answered request as it is logged: (request, status, facts, body bytes sent).
-Observer = Callable[[web.Request, int, RequestFacts, int], None]
+# Told of each answered request as it is logged: (request, status, facts, body bytes sent, and
+# what it asked for when routing did not say).
+Observer = Callable[[web.Request, int, RequestFacts, int, str | None], None]
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 
@@ -57,24 +58,32 @@ def abort(request: web.Request) -> None:
         request.transport.abort()
 
 
+class RequestIds:
+    """One process's request ids: a process prefix and a counter, unique across the workers and
+    restarts of a host and free to make."""
+
+    def __init__(self) -> None:
+        self._prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
+        self._ids = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}-{next(self._ids):x}"
+
+
 def request_middleware(
-    connections: Connections | None = None, observe: Observer | None = None
+    ids: RequestIds, connections: Connections | None = None, observe: Observer | None = None
 ) -> Middleware:
-    """The middleware of one app (one process): its request ids are a process prefix and a
-    counter, unique across the workers and restarts of a host and free to make. It tells
-    `connections` which connections are busy, so that only idle ones are closed for room;
-    `observe` (the metrics) counts what each line logs."""
-    prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFF:04x}"
-    ids = itertools.count(1)
+    """The middleware of one app (one process). It tells `connections` which connections are
+    busy, so that only idle ones are closed for room; `observe` (the metrics) counts what each
+    line logs."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = f"{prefix}-{next(ids):x}"
         if connections is None:
-            return await _handle(request, handler, request_id, observe)
+            return await _handle(request, handler, ids.next(), observe)
         connections.busy(request.protocol)
         try:
-            return await _handle(request, handler, request_id, observe)
+            return await _handle(request, handler, ids.next(), observe)
         finally:
             connections.rested(request.protocol)
 
@@ -103,7 +112,6 @@ async def _handle(
             response = _unexpected(request)
     except Exception:
         response = _unexpected(request)
-    complete = True
     if request.writer.output_size > 0 and not response.prepared:
         # The handler failed after it started its own response: no error body can follow.
         abort(request)
@@ -111,14 +119,34 @@ async def _handle(
     else:
         if not response.prepared:
             response.headers.update(API_VERSION)
-        try:
-            # Finished here rather than by aiohttp so the log line knows bytes and duration.
-            await response.prepare(request)
-            await response.write_eof()
-        except (ConnectionError, OSError):
-            complete = False  # the client went away
-        transport = request.transport
-        complete = complete and transport is not None and not transport.is_closing()
+        complete = await send(request, response)
+    log_request(request, response, facts, started, complete, observe)
+    return response
+
+
+async def send(request: web.Request, response: web.StreamResponse) -> bool:
+    """Finish the response here rather than in aiohttp, so the log line knows its bytes and
+    duration: whether the client received all of it."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except (ConnectionError, OSError):
+        return False  # the client went away
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+def log_request(
+    request: web.Request,
+    response: web.StreamResponse,
+    facts: RequestFacts,
+    started: float,
+    complete: bool,
+    observe: Observer | None,
+    kind: str | None = None,
+) -> None:
+    """The request's one log line, and its count in the metrics (`kind`, when the request
+    was answered before routing could tell it)."""
     if request.method == "HEAD":
         sent = 0
     elif facts.streamed is not None:
@@ -126,9 +154,8 @@ async def _handle(
     else:
         sent = (response.content_length or 0) if complete else 0
     if observe is not None:
-        observe(request, response.status, facts, sent)
-    log.get_logger().info(
-        "request",
+        observe(request, response.status, facts, sent, kind)
+    log.request_line(
         method=request.method,
         path=request.path[:500],
         status=response.status,
@@ -140,4 +167,3 @@ async def _handle(
         upstream_status=facts.upstream_status,
         request_id=facts.request_id,
     )
-    return response

@@ -92,17 +92,25 @@ class Metrics:
             self._upstreams[registry] = UpstreamMetrics(self.families, registry)
         return self._upstreams[registry]
 
-    def observe(self, request: web.Request, status: int, facts: RequestFacts, sent: int) -> None:
-        """Count an answered request: what it was, how it ended, what it cost (the bytes of
-        its log line)."""
-        resource = request.match_info.route.resource
-        if resource is None:  # the router's own answer: no route
-            return
-        kind = self._kinds.get(resource.canonical)
+    def observe(
+        self,
+        request: web.Request,
+        status: int,
+        facts: RequestFacts,
+        sent: int,
+        kind: str | None = None,
+    ) -> None:
+        """Count an answered request: what it was (`kind`, or what its route tells), how it
+        ended, what it cost (the bytes of its log line)."""
         if kind is None:
-            if not request.path.startswith("/v2"):
+            resource = request.match_info.route.resource
+            if resource is None:  # the router's own answer: no route
                 return
-            kind = "other"
+            kind = self._kinds.get(resource.canonical)
+            if kind is None:
+                if not request.path.startswith("/v2"):
+                    return
+                kind = "other"
         cache = facts.cache
         key = (kind, status, cache)
         self._requests[key] = self._requests.get(key, 0) + 1

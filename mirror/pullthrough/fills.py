@@ -45,8 +45,12 @@ from mirror.upstream.headers import content_range
 from mirror.upstream.registry import UpstreamRegistry
 
 MAX_ATTEMPTS = 4
-BATCH = 4 << 20  # the most handed to the writing and hashing threads at once
-FIRST_BATCH = 64 << 10
+BATCH = 4 << 20  # the most gathered while the writing and hashing threads are busy
+# What a batch holds at least (but the first and the last), unless the previous one began this
+# long ago: each batch costs two hops to threads and back, which on a fast link would otherwise
+# be paid for every chunk received, while a slow link must not leave readers waiting long.
+MIN_BATCH = 1 << 20
+MAX_BATCH_DELAY = 0.05
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
 # A fill nobody has read for this long, and that is not near its end, may be given up for
@@ -217,31 +221,57 @@ class BlobFill:
         hasher: hashlib._Hash,
         received: Callable[[int], None],
     ) -> None:
-        """Write and hash each batch in two threads at once, off the event loop; a batch is
-        whatever arrived meanwhile, which the session's deep read buffer lets grow."""
-        limit = FIRST_BATCH  # small at first, so the first bytes reach clients at once
-        body = resp.content
+        """Write and hash the body in batches, two threads at once, off the event loop. The
+        first chunk goes out at once; while a batch is written and hashed the next one gathers,
+        and goes once the threads are free and it holds MIN_BATCH, or MAX_BATCH_DELAY after its
+        predecessor (as the next chunk arrives, or at the end). A batch holds the chunks as
+        aiohttp received them: joining them would copy every byte once more."""
+        batch: list[bytes] = []
+        size = 0
+        total = self._written
+        flushing: asyncio.Task[None] | None = None
+        clock = asyncio.get_running_loop().time
+        due = clock()  # when the batch gathering now may go even if it is small
         try:
-            async for first in body.iter_any():
-                batch = [first]
-                size = len(first)
-                while size < limit and (more := body.read_nowait(limit - size)):
-                    batch.append(more)
-                    size += len(more)
-                limit = min(limit * 2, BATCH)
-                received(size)
-                if self.size is not None and self._written + size > self.size:
+            async for chunk, _ in resp.content.iter_chunks():
+                total += len(chunk)
+                if self.size is not None and total > self.size:
                     # A chunked body longer than the blob: never write past its size.
                     raise UpstreamError(
                         f"upstream sent more than the {self.size} bytes of the blob"
                     )
-                await asyncio.gather(
-                    asyncio.to_thread(_write_all, fd, batch),
-                    asyncio.to_thread(_hash_all, hasher, batch),
-                )
-                self._wrote(size)
+                batch.append(chunk)
+                size += len(chunk)
+                if flushing is not None:
+                    ready = flushing.done() and (size >= MIN_BATCH or clock() >= due)
+                    if not ready and size < BATCH:
+                        continue
+                    await asyncio.shield(flushing)
+                received(size)
+                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
+                batch, size = [], 0
+                due = clock() + MAX_BATCH_DELAY
+            if flushing is not None:
+                await asyncio.shield(flushing)
+            if batch:
+                received(size)
+                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
+                await asyncio.shield(flushing)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
+        finally:
+            if flushing is not None:
+                # Its threads cannot be stopped: they finish before the spool file may close.
+                await asyncio.wait([flushing])
+                if not flushing.cancelled():
+                    flushing.exception()  # retrieved here; what ends the fill is raised above
+
+    async def _flush(self, fd: int, hasher: hashlib._Hash, batch: list[bytes], size: int) -> None:
+        await asyncio.gather(
+            asyncio.to_thread(_write_all, fd, batch),
+            asyncio.to_thread(_hash_all, hasher, batch),
+        )
+        self._wrote(size)
 
     def _wrote(self, count: int) -> None:
         self._written += count

@@ -22,6 +22,8 @@ class CacheLayout:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.spool = self.root / "spool"
+        # Tag freshness shared by the processes on this directory (mirror/meta/directory.py).
+        self.fresh = self.root / "fresh"
 
     def prepare(self) -> None:
         """Create the tree and remove spool debris.

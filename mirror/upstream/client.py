@@ -43,7 +43,7 @@ from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
 from mirror.upstream import headers as parse
 from mirror.upstream.auth import Authenticator, is_insufficient_scope
 from mirror.upstream.health import UpstreamHealth
-from mirror.upstream.pool import MAX_ERROR_SIZE, Exchange, Pool, make_pool, read_limited
+from mirror.upstream.pool import MAX_ERROR_SIZE, Exchange, Pool, Pools, read_limited
 from mirror.upstream.targets import Network, RefusedAddress, TargetGuard
 
 MAX_REDIRECTS = 5
@@ -102,10 +102,8 @@ class UpstreamClient:
         self._guard = TargetGuard(
             self.name, self.base, settings.allow_private_targets, network.classify
         )
-        self.api = make_pool(settings, user_agent, self._guard, network, f"to {self.name}")
-        self.blobs = make_pool(
-            settings, user_agent, self._guard, network, f"for blobs from {self.name}"
-        )
+        self._pools = Pools(settings, user_agent, self._guard, network, self.name)
+        self.api, self.blobs = self._pools.api, self._pools.blobs
         self.auth = Authenticator(settings, self.base.origin(), self.api, self._guard)
         self._foreign: LRUCache[URL, Authenticator] = LRUCache(maxsize=16)
         self.health = UpstreamHealth(settings, meta, self.ping, stats)
@@ -136,8 +134,7 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self.health.close()
-        await self.api.close()
-        await self.blobs.close()
+        await self._pools.close()
 
     def url(self, repo: str, path: str, query: Mapping[str, str] | None = None) -> URL:
         url = self.base.with_path(f"{self.base.path.rstrip('/')}/v2/{repo}/{path}", encoded=False)

@@ -5,6 +5,10 @@ stay busy for minutes, and one for everything else (manifests, tags, referrers, 
 revalidation never waits behind downloads. A request that finds its pool full waits at most the
 connect timeout, then fails as `UpstreamUnavailable`: a tag with a cached answer is then served
 stale, and nothing hangs.
+
+The two pools count their requests apart but share one session: its idle keep-alive connections
+and its DNS answers serve both, so the first blob of a pull goes out on the connection its
+manifest just used, with no new TCP and TLS handshake before the client's first byte.
 """
 
 from __future__ import annotations
@@ -44,18 +48,11 @@ class Exchange:
 
 
 class Pool:
-    """A session whose connections are limited to `size` and waited for at most `wait` s."""
+    """Requests over a shared session, at most `size` at once, each waiting at most `wait` s
+    for its turn."""
 
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        resolver: GuardedResolver,
-        size: int,
-        wait: float,
-        what: str,
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, size: int, wait: float, what: str) -> None:
         self.session = session
-        self._resolver = resolver
         self._size = size
         self._wait = wait
         self._what = what
@@ -89,41 +86,49 @@ class Pool:
         finally:
             exchange.close()
 
+
+class Pools:
+    """An upstream's two pools (see the module docstring) and the session they share."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        user_agent: str,
+        guard: TargetGuard,
+        network: Network,
+        name: str,
+    ) -> None:
+        """`max_connections` each: no total timeout (big layers take long), but bounded
+        connection set-up and per-read waits, and no transparent decompression (it would
+        change digests). Names resolve through the guard."""
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            # Set-up as a whole (DNS, TCP, TLS); the pool's own wait comes before it.
+            connect=settings.connect_timeout,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
+        )
+        self._resolver = GuardedResolver(guard, network.resolver())
+        size = settings.max_connections
+        self._session = aiohttp.ClientSession(
+            # Room for both pools full at once: neither ever waits for the other's connections.
+            connector=aiohttp.TCPConnector(limit=2 * size, resolver=self._resolver),
+            timeout=timeout,
+            # A deeper read buffer lets a blob keep arriving while a thread writes and hashes
+            # the previous batch.
+            read_bufsize=4 << 20,
+            auto_decompress=False,
+            headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+            # Cookies from an upstream or a CDN must not follow us to other requests.
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        wait = settings.connect_timeout
+        self.api = Pool(self._session, size, wait, f"to {name}")
+        self.blobs = Pool(self._session, size, wait, f"for blobs from {name}")
+
     async def close(self) -> None:
-        await self.session.close()
+        await self._session.close()
         await self._resolver.close()  # the connector closes only resolvers it made itself
-
-
-def make_pool(
-    settings: UpstreamSettings,
-    user_agent: str,
-    guard: TargetGuard,
-    network: Network,
-    what: str,
-) -> Pool:
-    """A pool of `max_connections`: no total timeout (big layers take long), but bounded
-    connection set-up and per-read waits, and no transparent decompression (it would change
-    digests). Names resolve through the guard."""
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        # Set-up as a whole (DNS, TCP, TLS); the pool's own wait comes before it.
-        connect=settings.connect_timeout,
-        sock_connect=settings.connect_timeout,
-        sock_read=settings.read_timeout,
-    )
-    resolver = GuardedResolver(guard, network.resolver())
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=settings.max_connections, resolver=resolver),
-        timeout=timeout,
-        # A deeper read buffer lets a blob keep arriving while a thread writes and hashes
-        # the previous batch.
-        read_bufsize=4 << 20,
-        auto_decompress=False,
-        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
-        # Cookies from an upstream or a CDN must not follow us to other requests.
-        cookie_jar=aiohttp.DummyCookieJar(),
-    )
-    return Pool(session, resolver, settings.max_connections, settings.connect_timeout, what)
 
 
 async def read_limited(

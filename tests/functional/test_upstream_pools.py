@@ -1,5 +1,6 @@
 """Connection pools: blob downloads cannot starve manifests, a full pool fails instead of
-hanging, and what a caller raises while reading an answer is not the upstream's failure."""
+hanging, the pools share idle connections, and what a caller raises while reading an answer is
+not the upstream's failure."""
 
 from __future__ import annotations
 
@@ -74,6 +75,27 @@ async def test_stalled_downloads_filling_the_blob_pool_do_not_hold_up_manifests(
     for download, blob in zip(downloads, blobs[:2], strict=True):
         assert download.status == 200
         assert await download.read() == blob
+
+
+async def test_the_first_blob_of_a_pull_reuses_the_connection_of_its_manifest(
+    make_fake_upstream: FakeFactory, mirror_from: MirrorFromSettings, cache_dir: Path
+) -> None:
+    """The pools share their idle connections: a blob asked for right after its manifest goes
+    out on the manifest's connection, with no new handshake before the client's first byte."""
+    fake = await make_fake_upstream()
+    image = make_image(seed="pools-reuse")
+    layer = image.layers[0]
+    fake.route("/v2/lib/app/manifests/v1", content(image.manifest, image.media_type))
+    fake.route(f"/v2/lib/app/blobs/{layer.digest}", content(layer.data))
+    upstream = UpstreamSettings(url=fake.url, default=True)
+    client = await mirror_from(Settings(cache_dir=cache_dir, upstreams=(upstream,)))
+    manifest = await client.get("/v2/lib/app/manifests/v1", headers={"Accept": ACCEPT_ALL})
+    assert await manifest.read() == image.manifest
+    blob = await client.get(f"/v2/lib/app/blobs/{layer.digest}")
+    assert await blob.read() == layer.data
+    (manifest_request,) = fake.seen("GET", "/v2/lib/app/manifests/v1")
+    (blob_request,) = fake.seen("GET", f"/v2/lib/app/blobs/{layer.digest}")
+    assert blob_request.connection == manifest_request.connection
 
 
 @pytest.fixture
