@@ -16,6 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from mirror.app import create_app
 from mirror.config import S3Settings, Settings, UpstreamSettings
+from mirror.errors import StorageUnavailable
+from mirror.oci.digest import Digest
+from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
+from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, content
 from tests.support.cli import mirror_cli
@@ -310,16 +314,10 @@ async def test_store_down_is_503_for_what_is_not_local_and_local_hits_still_serv
     assert response.status == 503
 
 
-async def test_big_blob_goes_up_in_parts_and_a_failed_upload_leaves_nothing(
-    seaweed: Seaweed, tmp_path: Path
-) -> None:
+async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path) -> None:
     """A blob bigger than one part is uploaded in parts and copied to its final key; an upload
-    that fails part-way aborts its multipart upload and leaves no object behind."""
-    from mirror.errors import StorageUnavailable
-    from mirror.oci.digest import Digest
-    from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
-    from mirror.storage.s3.bucket import open_bucket
-
+    whose local copy ends early (in one piece or in parts) leaves no object and no multipart
+    upload behind; a removed blob is gone."""
     storage = seaweed.settings()
     data = make_image(layer_sizes=(PART_SIZE + 4096,), seed="parts").layers[0].data
     digest = Digest.parse(sha256(data))
@@ -332,12 +330,18 @@ async def test_big_blob_goes_up_in_parts_and_a_failed_upload_leaves_nothing(
         assert await blobs.stat(digest) == len(data)
         assert [d async for d in blobs.iterate()] == [(digest, len(data))]
         truncated = Digest.parse(sha256(b"truncated"))
-        with file.open("rb") as f, pytest.raises(StorageUnavailable):
-            await blobs.publish(f, truncated, len(data) + PART_SIZE)  # the file ends early
-    keys = seaweed.keys(storage.prefix)
-    assert keys == {f"blobs/sha256/{digest.hex}": len(data)}
-    assert seaweed.multipart_uploads(storage.prefix) == []
-    assert seaweed.read(f"{storage.prefix}/blobs/sha256/{digest.hex}")[0] == data
+        for claimed in (len(data) + PART_SIZE, 1 << 20):
+            short = tmp_path / "short"
+            short.write_bytes(data[: claimed - 1])
+            with short.open("rb") as f, pytest.raises(StorageUnavailable):
+                await blobs.publish(f, truncated, claimed)  # the file is shorter
+        keys = seaweed.keys(storage.prefix)
+        assert keys == {f"blobs/sha256/{digest.hex}": len(data)}
+        assert seaweed.multipart_uploads(storage.prefix) == []
+        assert seaweed.read(f"{storage.prefix}/blobs/sha256/{digest.hex}")[0] == data
+        assert await blobs.remove(digest)
+        assert not await blobs.remove(digest)
+    assert seaweed.keys(storage.prefix) == {}
 
 
 @pytest.mark.parametrize(
