@@ -20,10 +20,10 @@ from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
 from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
 from mirror.storage.s3.bucket import open_bucket
-from tests.conftest import Seeded
+from tests.conftest import RegistryFactory, Seeded
 from tests.faults import FakeUpstream, content
 from tests.support.cli import mirror_cli
-from tests.support.images import Image, make_image
+from tests.support.images import Image, make_image, push_image
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
@@ -142,6 +142,27 @@ async def test_replica_with_an_empty_directory_serves_hits_from_the_bucket(
     assert head.status == 200
     assert head.headers["Content-Length"] == str(layer.size)
     assert registry.requests() == []
+
+
+async def test_replica_with_an_empty_directory_answers_tags_list_from_the_bucket(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, make_registry: RegistryFactory, tmp_path: Path
+) -> None:
+    """The last tag list an upstream sent is kept in the bucket: a replica that never asked
+    for it answers from there while the upstream is down."""
+    upstream = make_registry()
+    image = make_image(seed="lists")
+    for tag in ("v1", "v2"):
+        push_image(upstream.url, "lists/app", tag, image)
+    storage = seaweed.settings()
+    first = await s3_mirror(storage, tmp_path / "a", upstream=upstream.url)
+    response = await first.get("/v2/lists/app/tags/list")
+    assert (await response.json())["tags"] == ["v1", "v2"]
+    await first.close()
+    upstream.stop()
+    second = await s3_mirror(storage, tmp_path / "b", upstream=upstream.url)
+    response = await second.get("/v2/lists/app/tags/list")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["tags"] == ["v1", "v2"]
 
 
 async def test_blob_served_from_the_bucket_is_copied_to_the_local_disk(
