@@ -29,6 +29,9 @@ CLOSE_GRACE = 30.0
 # for there (and uploaded if missing) at most this often: a failed upload, a crash right after a
 # commit, or a directory older than the bucket may have left it on local disk alone.
 RECHECK_AFTER = 60.0
+# Uploads and copies that run at once; the rest wait their turn (a burst of them must not take
+# every connection to the store, or every descriptor).
+TRANSFERS = 8
 
 
 class Space(Protocol):
@@ -57,6 +60,7 @@ class SharedBlobs:
         self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._turns = asyncio.Semaphore(TRANSFERS)
         self._closing = False
 
     async def find(self, digest: Digest) -> int | None:
@@ -118,9 +122,16 @@ class SharedBlobs:
         if self._closing:
             work.close()
             return
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(self._in_turn(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with self._turns:
+                await work
+        finally:
+            work.close()  # cancelled before its turn: never started, never awaited
 
     async def _publish(self, digest: Digest) -> None:
         found = self._local.open_cached(digest, quietly=True)  # an upload is no use of it

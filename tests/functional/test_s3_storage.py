@@ -4,7 +4,6 @@ store or the upstream fails."""
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import RegistryFactory, Seeded
 from tests.faults import FakeUpstream, content
 from tests.support.cli import mirror_cli
-from tests.support.images import Image, make_image, push_image
+from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
@@ -71,10 +70,6 @@ def s3_mirror(
     return make
 
 
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 async def pull(client: TestClient[Any, Any], repo: str, tag: str, image: Image) -> None:
     """Pull an image as a client does (manifest by tag and by digest, config, layers), checking
     every body against its digest."""
@@ -84,13 +79,13 @@ async def pull(client: TestClient[Any, Any], repo: str, tag: str, image: Image) 
         )
         body = await response.read()
         assert response.status == 200, body[:300]
-        assert sha256(body) == image.digest
+        assert sha256_digest(body) == image.digest
         assert response.headers["Content-Type"] == image.media_type
     for blob in image.blobs:
         response = await client.get(f"/v2/{repo}/blobs/{blob.digest}")
         body = await response.read()
         assert response.status == 200, body[:300]
-        assert sha256(body) == blob.digest
+        assert sha256_digest(body) == blob.digest
 
 
 def hex_of(digest: str) -> str:
@@ -292,7 +287,7 @@ async def test_upstream_that_sends_wrong_bytes_leaves_nothing_in_the_bucket(
     """A blob whose bytes do not match its digest reaches no key of the bucket, final or
     temporary, and the client's download breaks off."""
     fake = await make_fake_upstream()
-    claimed = sha256(b"the real layer")
+    claimed = sha256_digest(b"the real layer")
     wrong = b"not the real layer at all"
     fake.route(f"/v2/library/liar/blobs/{claimed}", content(wrong))
     storage = seaweed.settings()
@@ -341,7 +336,7 @@ async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path)
     upload behind; a removed blob is gone."""
     storage = seaweed.settings()
     data = make_image(layer_sizes=(PART_SIZE + 4096,), seed="parts").layers[0].data
-    digest = Digest.parse(sha256(data))
+    digest = Digest.parse(sha256_digest(data))
     file = tmp_path / "blob"
     file.write_bytes(data)
     async with open_bucket(storage) as bucket:
@@ -350,7 +345,7 @@ async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path)
             await blobs.publish(f, digest, len(data))
         assert await blobs.stat(digest) == len(data)
         assert [d async for d in blobs.iterate()] == [(digest, len(data))]
-        truncated = Digest.parse(sha256(b"truncated"))
+        truncated = Digest.parse(sha256_digest(b"truncated"))
         for claimed in (len(data) + PART_SIZE, 1 << 20):
             short = tmp_path / "short"
             short.write_bytes(data[: claimed - 1])
