@@ -50,6 +50,7 @@ BATCH = 4 << 20  # the most gathered while the writing and hashing threads are b
 # long ago: each batch costs two hops to threads and back, which on a fast link would otherwise
 # be paid for every chunk received, while a slow link must not leave readers waiting long.
 MIN_BATCH = 1 << 20
+INLINE_FIRST = 256 << 10  # a first chunk this small is written on the event loop
 MAX_BATCH_DELAY = 0.05
 _IOV_MAX = 512
 COMMIT_GRACE = 30.0
@@ -221,11 +222,12 @@ class BlobFill:
         hasher: hashlib._Hash,
         received: Callable[[int], None],
     ) -> None:
-        """Write and hash the body in batches, two threads at once, off the event loop. The
-        first chunk goes out at once; while a batch is written and hashed the next one gathers,
-        and goes once the threads are free and it holds MIN_BATCH, or MAX_BATCH_DELAY after its
-        predecessor (as the next chunk arrives, or at the end). A batch holds the chunks as
-        aiohttp received them: joining them would copy every byte once more."""
+        """Write and hash the body in batches, two threads at once, off the event loop (but a
+        small first chunk, written on the loop). The first chunk goes out at once; while a
+        batch is written and hashed the next one gathers, and goes once the threads are free
+        and it holds MIN_BATCH, or MAX_BATCH_DELAY after its predecessor (as the next chunk
+        arrives, or at the end). A batch holds the chunks as aiohttp received them: joining
+        them would copy every byte once more."""
         batch: list[bytes] = []
         size = 0
         total = self._written
@@ -242,6 +244,17 @@ class BlobFill:
                     )
                 batch.append(chunk)
                 size += len(chunk)
+                if total == len(chunk) and size <= INLINE_FIRST:
+                    # The blob's first bytes, written and hashed right here: readers get them
+                    # without two hops to threads and back, which on a busy machine take
+                    # longer than the work.
+                    received(size)
+                    _write_all(fd, batch)
+                    _hash_all(hasher, batch)
+                    self._wrote(size)
+                    batch, size = [], 0
+                    due = clock() + MAX_BATCH_DELAY
+                    continue
                 if flushing is not None:
                     ready = flushing.done() and (size >= MIN_BATCH or clock() >= due)
                     if not ready and size < BATCH:
