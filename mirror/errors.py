@@ -155,6 +155,16 @@ class Busy(MirrorError):
         super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
+class StorageUnavailable(MirrorError):
+    """The object store that keeps the cache's content cannot be reached (or refuses): what is
+    not on the local disk cannot be served until it answers again."""
+
+    code, status = "UNAVAILABLE", 503
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 class BlobUploadUnknown(MirrorError):
     """An upload session that does not exist (never did, finished, cancelled or expired)."""
 

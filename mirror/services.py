@@ -26,6 +26,7 @@ from mirror.replicas.source import replicas_for
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
+from mirror.storage.shared import SharedStorage, open_shared
 from mirror.storage.tags import TagStore
 from mirror.upstream.registry import UpstreamRegistry
 from mirror.upstream.targets import Network
@@ -61,6 +62,22 @@ async def open_services(
     of the cache, for eviction."""
     layout = CacheLayout(settings.cache_dir)
     await asyncio.to_thread(layout.prepare)
+    async with (
+        open_shared(settings.storage) as shared,
+        _open(settings, layout, shared, network, upstream_stats, clock) as services,
+    ):
+        yield services
+
+
+@asynccontextmanager
+async def _open(
+    settings: Settings,
+    layout: CacheLayout,
+    shared: SharedStorage | None,
+    network: Network | None,
+    upstream_stats: Callable[[str], UpstreamStats],
+    clock: Callable[[], float],
+) -> AsyncIterator[Services]:
     meta: MetadataStore = (
         RedisStore(settings.redis_url, settings.redis_prefix)
         if settings.redis_url
@@ -79,7 +96,7 @@ async def open_services(
         for upstream in settings.upstreams
     ]
     sizes = BlobSizes()
-    upkeep = Upkeep(layout, meta, settings, clock, sizes)
+    upkeep = Upkeep(layout, meta, settings, clock, sizes, shared)
     stores, access = upkeep.stores, upkeep.access
     own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
     slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
@@ -99,7 +116,9 @@ async def open_services(
             meta=meta,
             router=Router(upstreams, settings.local),
             manifests=ManifestService(stores.manifests, stores.tags, meta, access, layout.spool),
-            blobs=BlobService(stores.blobs, fills, access, layout.spool, sizes),
+            blobs=BlobService(
+                stores.blobs, fills, access, layout.spool, sizes, upkeep.shared_blobs
+            ),
             fills=fills,
             slots=slots,
             manifest_store=stores.manifests,

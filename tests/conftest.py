@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mirror.config import Settings, UpstreamSettings
+from mirror.config import S3Settings, Settings, UpstreamSettings
 from mirror.server import serving
 from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
@@ -34,6 +34,7 @@ from tests.support.images import (
 )
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
+from tests.support.seaweed import Seaweed
 from tests.support.served import Served, ServeFactory
 from tests.support.tokens import TokenService
 
@@ -163,6 +164,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    """A real SeaweedFS with its S3 gateway, shared by the session; tests keep apart by prefix."""
+    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def metadata(request: pytest.FixtureRequest) -> tuple[str | None, str]:
     """Every mirror test runs on both metadata backends: (redis URL or None, key prefix)."""
@@ -220,7 +232,24 @@ def mirror_from(
 
 
 @pytest.fixture
-async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> MirrorFactory:
+def mirror_storage(request: pytest.FixtureRequest) -> S3Settings | None:
+    """Where `make_mirror`'s mirrors keep content: the cache directory alone, unless a module
+    runs its tests on both backends with `BOTH_BACKENDS` (then also a bucket behind it, one
+    prefix per test, on the session's SeaweedFS)."""
+    if getattr(request, "param", "file") == "file":
+        return None
+    server: Seaweed = request.getfixturevalue("seaweed")
+    return server.settings()
+
+
+# A module's `pytestmark`: every test of it runs on the cache directory and on a bucket.
+BOTH_BACKENDS = pytest.mark.parametrize("mirror_storage", ["file", "s3"], indirect=True)
+
+
+@pytest.fixture
+async def make_mirror(
+    mirror_from: MirrorFromSettings, cache_dir: Path, mirror_storage: S3Settings | None
+) -> MirrorFactory:
     """Build a mirror app over `upstream` and return a test client for it.
 
     Restarting the mirror is closing its client and calling this again with the same cache_dir.
@@ -250,6 +279,7 @@ async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> Mirro
                 ),
             ),
             tag_ttl=tag_ttl,
+            storage=mirror_storage,
         )
         return await mirror_from(settings)
 

@@ -15,15 +15,17 @@ from mirror.api.middlewares import API_VERSION
 from mirror.api.responses import (
     blob_head,
     blob_headers,
+    blob_redirect,
     leased_body,
     manifest_response,
     send_blob,
+    send_streamed,
 )
 from mirror.errors import ManifestUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
-from mirror.pullthrough.blobs import CachedBlob
+from mirror.pullthrough.blobs import CachedBlob, SharedBlob
 from mirror.pullthrough.listings import page_size, paginate
 from mirror.pullthrough.routing import Route
 
@@ -98,6 +100,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
         )
     if cached is None:
         source = await service.fetch(route.upstream, route.repo, digest)
+        if isinstance(source, SharedBlob):
+            if source.redirect:
+                return blob_redirect(await source.url(), headers)
+            return await send_streamed(request, headers, source)
         if not isinstance(source, CachedBlob):
             metrics = request.app.get(METRICS)
             with metrics.streaming() if metrics else contextlib.nullcontext():

@@ -14,6 +14,7 @@ from aiohttp import web
 from mirror import log
 from mirror.api.middlewares import abort
 from mirror.api.ranges import etag_matches, requested_range
+from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
 from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.fills import FillFailed
@@ -29,6 +30,15 @@ class BlobBody(Protocol):
     def segments(
         self, start: int = 0, end: int | None = None
     ) -> AsyncGenerator[tuple[BinaryIO, int, int], None]: ...
+
+
+class StreamedBody(Protocol):
+    """A blob's bytes as they arrive from elsewhere (the shared store), its size known."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]: ...
 
 
 class CachedBody:
@@ -106,27 +116,71 @@ def blob_head(
     return response
 
 
-async def send_blob(
-    request: web.Request, headers: dict[str, str], body: BlobBody
-) -> web.StreamResponse:
-    """Send the blob (or the one range asked for) by sendfile as its bytes become readable;
-    when they cannot all be sent, cut the connection rather than end cleanly."""
+def blob_redirect(url: str, headers: dict[str, str]) -> web.StreamResponse:
+    """Send the client to fetch the blob where it is kept (a pre-signed URL: it carries its own
+    authorisation, and the client sends none of ours there)."""
+    kept = {k: v for k, v in headers.items() if k in ("Docker-Content-Digest", "OCI-Namespace")}
+    return web.StreamResponse(status=307, headers={**kept, "Location": url})
+
+
+def _response(
+    request: web.Request, headers: dict[str, str], size: int | None
+) -> tuple[web.StreamResponse, int, int | None]:
+    """The answer (304, 200 or 206 for the one range asked for) and the bytes it sends."""
     etag = headers["ETag"]
     if etag_matches(request.headers.get("If-None-Match"), etag):
-        return web.StreamResponse(status=304, headers=headers)
+        return web.StreamResponse(status=304, headers=headers), 0, 0
     wanted = requested_range(
-        request.method,
-        request.headers.get("Range"),
-        request.headers.get("If-Range"),
-        etag,
-        body.size,
+        request.method, request.headers.get("Range"), request.headers.get("If-Range"), etag, size
     )
-    start, end = (0, body.size) if wanted is None else (wanted.start, wanted.end)
+    start, end = (0, size) if wanted is None else (wanted.start, wanted.end)
     response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
     if wanted is not None:
         response.headers["Content-Range"] = wanted.content_range
     if end is not None:
         response.content_length = end - start
+    return response, start, end
+
+
+async def send_streamed(
+    request: web.Request, headers: dict[str, str], body: StreamedBody
+) -> web.StreamResponse:
+    """Send the blob (or the one range asked for) as its bytes arrive; a store that fails
+    before the first byte is an error answer, after it a cut connection, never a clean end."""
+    response, start, end = _response(request, headers, body.size)
+    if response.status == 304:
+        return response
+    assert end is not None
+    sent = 0
+    async with contextlib.aclosing(body.chunks(start, end)) as chunks:
+        first = await anext(chunks, b"")  # StorageUnavailable here is still a 503
+        await response.prepare(request)
+        try:
+            chunk = first
+            while chunk:
+                await response.write(chunk)
+                sent += len(chunk)
+                chunk = await anext(chunks, b"")
+        except (StorageUnavailable, OSError):
+            abort(request)
+            return response
+        finally:
+            log.note_streamed(sent)
+    if sent != end - start:
+        abort(request)
+        return response
+    await response.write_eof()
+    return response
+
+
+async def send_blob(
+    request: web.Request, headers: dict[str, str], body: BlobBody
+) -> web.StreamResponse:
+    """Send the blob (or the one range asked for) by sendfile as its bytes become readable;
+    when they cannot all be sent, cut the connection rather than end cleanly."""
+    response, start, end = _response(request, headers, body.size)
+    if response.status == 304:
+        return response
     await response.prepare(request)
     sent = 0
     try:

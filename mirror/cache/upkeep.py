@@ -16,12 +16,16 @@ from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
+from mirror.storage.shared import SharedStorage
+from mirror.storage.shared_blobs import SharedBlobs
 from mirror.storage.spool_files import SpoolFiles
 from mirror.storage.tags import TagStore
 
 
 class Upkeep:
-    """The server's stores, the access log recording their use and the evictor bounding them."""
+    """The server's stores, the access log recording their use and the evictor bounding them;
+    with a `shared` store behind the cache directory, the stores read from and write to it, and
+    `shared_blobs` moves blobs between the two."""
 
     def __init__(
         self,
@@ -30,10 +34,16 @@ class Upkeep:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         sizes: BlobSizes | None = None,
+        shared: SharedStorage | None = None,
     ) -> None:
         blobs = BlobStore(layout, on_commit=self._blob_stored)
-        manifests = ManifestStore(layout, sizes, on_store=self._manifest_stored)
-        tags = TagStore(layout)
+        manifests = ManifestStore(
+            layout,
+            sizes,
+            on_store=self._manifest_stored,
+            shared=shared.manifests if shared else None,
+        )
+        tags = TagStore(layout, shared=shared.tags if shared else None)
         self.stores = Stores(layout, blobs, manifests, tags, SpoolFiles(layout))
         self.access = AccessLog(blobs, manifests, tags, meta, clock)
         self.evictor = Evictor(
@@ -46,10 +56,17 @@ class Upkeep:
             before_pass=self.access.flush,
             forget=manifests.forget,
         )
+        self.shared_blobs = (
+            None
+            if shared is None
+            else SharedBlobs(blobs, shared.blobs, redirect=shared.redirect, space=self.evictor)
+        )
 
     def _blob_stored(self, digest: Digest, size: int) -> None:
         self.access.stored_blob(digest)
         self.evictor.stored(digest, size)
+        if self.shared_blobs is not None:
+            self.shared_blobs.committed(digest)
 
     def _manifest_stored(self, digest: Digest, size: int) -> None:
         self.access.stored_manifest(digest)
@@ -60,5 +77,7 @@ class Upkeep:
         await self.evictor.start()
 
     async def close(self) -> None:
+        if self.shared_blobs is not None:
+            await self.shared_blobs.close()
         await self.evictor.close()
         await self.access.close()

@@ -14,8 +14,19 @@ LOCK_WAIT = 120.0
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
 
+def refuse_shared_storage(settings: Settings) -> None:
+    """The upkeep commands see the cache directory alone: with a bucket behind it, what they
+    would report or change is only the local copy, so they refuse."""
+    if settings.storage is not None:
+        raise CommandError(
+            f"works on a cache directory alone, and the content is in {settings.storage.url} "
+            "(--storage): not supported"
+        )
+
+
 def open_cache(settings: Settings) -> Stores:
     """The stores of the configured cache directory, which must exist (nothing is created)."""
+    refuse_shared_storage(settings)
     root = settings.cache_dir
     if not (root / "blobs").is_dir():
         raise CommandError(f"no cache at {root} (--cache-dir, MIRROR_CACHE_DIR)")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mirror import log
 from mirror.commands import Command, CommandError
+from mirror.commands.cachedir import refuse_shared_storage
 from mirror.commands.prefetch import prefetch
 from mirror.commands.progress import size
 from mirror.commands.references import read_references
@@ -36,6 +37,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
+    refuse_shared_storage(settings)
     references = read_references(args.refs, args.file)
     output = Path(args.output)
     if not output.parent.is_dir():

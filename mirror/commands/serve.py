@@ -29,6 +29,7 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
         listen=settings.listen,
         upstream=settings.upstream.url,
         cache_dir=str(settings.cache_dir),
+        storage=settings.storage.url if settings.storage else "cache_dir",
         tag_ttl=settings.tag_ttl,
         offline=settings.upstream.offline,
         metadata="redis" if settings.redis_url else "embedded",

@@ -19,6 +19,7 @@ from mirror.config.access import AccessRule, parse_access
 from mirror.config.local import LocalSettings, parse_local
 from mirror.config.options import BY_KEY, NOT_IN_FILE, OPTIONS, Target
 from mirror.config.prefetch import PrefetchSettings, parse_prefetch
+from mirror.config.storage import S3Settings, StorageUrl, parse_storage, split_storage
 from mirror.config.upstreams import (
     BUILTIN_UPSTREAMS,
     DEFAULT_TAG_TTL,
@@ -32,6 +33,7 @@ __all__ = [
     "DOCKER_HUB",
     "ConfigError",
     "LocalSettings",
+    "S3Settings",
     "Settings",
     "SizeLimit",
     "TtlRule",
@@ -85,6 +87,7 @@ class Settings:
     peer_url: str | None = None  # this replica's URL for the others; None: no replica mode
     # What replicas show each other on the peer endpoint; never in a repr, so never logged.
     peer_secret: str | None = field(default=None, repr=False)
+    storage: S3Settings | None = None  # a bucket behind the cache directory; None: the directory
 
     def __post_init__(self) -> None:
         names = [u.name for u in self.upstreams]
@@ -147,6 +150,7 @@ def load_settings(
     prefetch: Any = None
     access: Any = None
     local: Any = None
+    storage: dict[str, Any] | None = None
     config_file = config_file or env.get("MIRROR_CONFIG")
     if config_file:
         data = _read_toml(config_file)
@@ -154,6 +158,10 @@ def load_settings(
         prefetch = data.pop("prefetch", None)
         access = data.pop("access", None)
         local = data.pop("local", None)
+        if "storage" in data:
+            data["storage"], storage = split_storage(data["storage"])
+            if data["storage"] is None:
+                del data["storage"]
         for key in data:
             if key not in BY_KEY or key in NOT_IN_FILE:
                 raise ConfigError(f"{key}: unknown option in {config_file}")
@@ -162,7 +170,22 @@ def load_settings(
         if option.env and option.env_var in env:
             raw[option.key] = env[option.env_var]
     raw.update({k: v for k, v in flags.items() if v is not None and k in BY_KEY})
-    return _build(raw, tables, prefetch, env, parse_access(access), parse_local(local))
+    settings = _build(raw, tables, prefetch, env, parse_access(access), parse_local(local))
+    return _with_storage(settings, raw, storage, env)
+
+
+def _with_storage(
+    settings: Settings, raw: Mapping[str, Any], table: dict[str, Any] | None, env: Mapping[str, str]
+) -> Settings:
+    """`--storage`: a directory is the cache directory; a bucket goes behind it."""
+    url: StorageUrl | None = None
+    if "storage" in raw:
+        url = BY_KEY["storage"].parse(BY_KEY["storage"].label, raw["storage"])
+    if url is not None and url.directory is not None:
+        if "cache_dir" in raw and settings.cache_dir != url.directory:
+            raise ConfigError("--storage: names another directory than --cache-dir")
+        return replace(settings, cache_dir=url.directory)
+    return replace(settings, storage=parse_storage(url, table, env))
 
 
 def _read_toml(path: str) -> dict[str, Any]:
@@ -191,6 +214,8 @@ def _build(
         raise ConfigError("--peer-secret-file: give the peer secret or its file, not both")
     for key, value in raw.items():
         option = BY_KEY[key]
+        if key == "storage":
+            continue  # resolved with the [storage] table, by _with_storage
         parsed = option.parse(option.label, value)
         if key == "listen":
             fields["host"], fields["port"] = parsed

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 from mirror.config import values as v
+from mirror.config.storage import storage_url
 
 
 class Target(Enum):
@@ -63,6 +64,12 @@ OPTIONS: tuple[Option, ...] = (
         field="url",
     ),
     Option("cache_dir", v.directory, "where content is kept, default ./cache", metavar="DIR"),
+    Option(
+        "storage",
+        storage_url,
+        "keep content in s3://BUCKET/PREFIX, the cache directory in front; default the directory",
+        metavar="URL",
+    ),
     Option("tag_ttl", v.seconds_or_zero, "tag freshness, default 300", metavar="SECONDS"),
     Option("redis_url", v.redis_url, "share freshness via Redis", metavar="URL"),
     Option("redis_prefix", v.key_prefix, "prefix of every Redis key", flag=False),

@@ -16,7 +16,7 @@ from mirror.oci.contents import MAX_INDEX_DEPTH, Descriptor, InvalidManifest, re
 from mirror.oci.digest import Digest
 from mirror.oci.platform import Platform, describe
 from mirror.oci.reference import ImageReference
-from mirror.pullthrough.blobs import CachedBlob
+from mirror.pullthrough.blobs import CachedBlob, SharedBlob
 from mirror.pullthrough.fills import FillFailed
 from mirror.pullthrough.manifests import ManifestAnswer
 from mirror.services import Services
@@ -150,7 +150,7 @@ class Prefetcher:
             source = blobs.cached(blob.digest) or await blobs.fetch(
                 target.upstream, target.repo, blob.digest
             )
-            if isinstance(source, CachedBlob):
+            if isinstance(source, CachedBlob | SharedBlob):
                 progress.advance(blob.size)
                 self.cached += blob.size
                 return False

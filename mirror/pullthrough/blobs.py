@@ -3,7 +3,7 @@ in this process or any other on the same cache directory."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import AsyncGenerator, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from mirror.pullthrough.follower import FollowedFill
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, claim_name, is_claimed, poll
 from mirror.storage.files import ReadLease
+from mirror.storage.shared_blobs import SharedBlobs
 from mirror.upstream.registry import UpstreamRegistry
 
 # A request that the same route's request in another process is making may wait this long for
@@ -33,13 +34,41 @@ class CachedBlob:
     lease: ReadLease  # keeps eviction off the file until the response has been sent
 
 
+@dataclass(frozen=True, slots=True)
+class SharedBlob:
+    """A blob the shared store holds and the cache directory does not: streamed from there, or
+    (`redirect`) fetched from there by the client itself."""
+
+    digest: Digest
+    size: int
+    store: SharedBlobs
+
+    @property
+    def redirect(self) -> bool:
+        return self.store.redirect
+
+    def chunks(self, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        return self.store.read(self.digest, start, end, self.size)
+
+    async def url(self) -> str:
+        return await self.store.url(self.digest)
+
+
 class BlobService:
-    """Answers blob requests: from the cache, or by joining or starting the blob's fill."""
+    """Answers blob requests: from the cache directory, from the shared store behind it if
+    there is one, or by joining or starting the blob's fill."""
 
     def __init__(
-        self, store: BlobStore, fills: Fills, access: AccessLog, spool: Path, sizes: BlobSizes
+        self,
+        store: BlobStore,
+        fills: Fills,
+        access: AccessLog,
+        spool: Path,
+        sizes: BlobSizes,
+        shared: SharedBlobs | None = None,
     ) -> None:
         self._store = store
+        self._shared = shared
         self._fills = fills
         self._access = access
         self._spool = spool
@@ -58,6 +87,8 @@ class BlobService:
         if found is None:
             return None
         self._access.blob(digest)
+        if self._shared is not None:
+            self._shared.served(digest)
         return CachedBlob(*found)
 
     async def uncached_size(
@@ -65,21 +96,31 @@ class BlobService:
     ) -> int | None:
         """For HEAD of an uncached blob: chained caches and probing clients need a real answer.
 
-        A blob this process is downloading (or committing) is answered from its fill; any
-        other from an upstream HEAD."""
+        A blob this process is downloading (or committing) is answered from its fill, one the
+        shared store holds from there; any other from an upstream HEAD."""
         running = self._fills.running(digest)
         if running is not None and running.size is not None:
             log.note_cache("hit" if running.finished else "coalesced")
             return running.size
+        if self._shared is not None and (size := await self._shared.find(digest)) is not None:
+            log.note_cache("hit")
+            return size
         log.note_cache("miss")
         return await upstream.head_blob(repo, digest)
 
     async def fetch(
         self, upstream: UpstreamRegistry, repo: str, digest: Digest
-    ) -> CachedBlob | FillView:
+    ) -> CachedBlob | SharedBlob | FillView:
         """Join the fill of this blob (here or in another process), or start one through this
         request's route and wait for the upstream's answer; the blob may also turn out to be
-        committed by now."""
+        committed by now, or be in the shared store."""
+        if self._shared is not None and self._fills.running(digest) is None:
+            size = await self._shared.find(digest)
+            if size is not None:
+                log.note_cache("hit")
+                if not self._shared.redirect:
+                    self._shared.copy_down(digest, size)
+                return SharedBlob(digest, size, self._shared)
         log.note_cache("miss")
         for _ in range(ATTEMPTS):
             if (running := self._fills.running(digest)) is not None:

@@ -34,11 +34,14 @@ class BlobStore:
         except OSError:
             return None
 
-    def open_cached(self, digest: Digest) -> tuple[Path, int, ReadLease] | None:
+    def open_cached(
+        self, digest: Digest, *, quietly: bool = False
+    ) -> tuple[Path, int, ReadLease] | None:
         """The committed file, its size and a lease that keeps it from removal until released
-        (a few system calls: cheap enough for the loop)."""
+        (a few system calls: cheap enough for the loop); `quietly`: for the cache's own reads,
+        which are no use of it."""
         path = self._layout.blob(digest)
-        found = files.lease(path)
+        found = files.lease(path, quietly=quietly)
         return None if found is None else (path, found[1], found[0])
 
     def new_spool_file(self, digest: Digest) -> Path:

@@ -112,10 +112,11 @@ class ReadLease:
         self.release()
 
 
-def lease(path: Path) -> tuple[ReadLease, int] | None:
-    """Take a read lease on `path`: (lease, size), or None when the file is gone (or going)."""
+def lease(path: Path, *, quietly: bool = False) -> tuple[ReadLease, int] | None:
+    """Take a read lease on `path`: (lease, size), or None when the file is gone (or going);
+    `quietly`: reading it does not count as a use (see `open_quietly`)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_quietly(path) if quietly else os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -13,9 +13,12 @@ from typing import BinaryIO
 
 from cachetools import LRUCache
 
+from mirror import log
+from mirror.errors import StorageUnavailable
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.storage import files
+from mirror.storage.backend import ManifestBackend
 from mirror.storage.files import StoredFile
 from mirror.storage.layout import CacheLayout, write_atomically
 
@@ -28,7 +31,8 @@ class StoredManifest:
 
 
 class ManifestStore:
-    """Disk is the truth; a bounded in-memory LRU keeps hot manifests off the disk.
+    """Disk is the truth, or a `shared` store behind it (the bucket), whose manifests are kept
+    on disk once read; a bounded in-memory LRU keeps hot manifests off the disk.
 
     `on_store(digest, size)` hears of every manifest written, with its bytes on disk."""
 
@@ -38,8 +42,10 @@ class ManifestStore:
         sizes: BlobSizes | None = None,
         memory_bytes: int = 64 << 20,
         on_store: Callable[[Digest, int], None] | None = None,
+        shared: ManifestBackend | None = None,
     ) -> None:
         self._layout = layout
+        self._shared = shared
         # Told the blob sizes of every manifest that comes off the disk or into the cache.
         self._sizes = sizes
         self._on_store = on_store
@@ -51,6 +57,11 @@ class ManifestStore:
         found = self._memory.get(digest)
         if found is None:
             found = await asyncio.to_thread(self._read, digest)
+            if found is None and self._shared is not None:
+                found = await self._shared.get(digest)
+                if found is not None:
+                    with contextlib.suppress(OSError):  # a copy: the shared store has it
+                        await self._keep(found)
             if found is not None:
                 self._memory[digest] = found
                 self._learn(found)
@@ -62,12 +73,23 @@ class ManifestStore:
         if (stored := await self.get(digest)) is not None:
             return stored
         manifest = StoredManifest(digest, media_type, data)
-        await asyncio.to_thread(self._write, manifest)
+        if self._shared is not None:
+            try:
+                await self._shared.put(digest, media_type, data)
+            except StorageUnavailable as e:
+                # The copy on disk still serves this process.
+                log.warn_once("cannot store manifests in the object store", error=e.message)
+        await self._keep(manifest)
         self._memory[digest] = manifest
         self._learn(manifest)
-        if self._on_store is not None:
-            self._on_store(digest, len(data) + len(_sidecar(media_type)))
         return manifest
+
+    async def _keep(self, manifest: StoredManifest) -> None:
+        """Write a manifest to disk, and count it."""
+        await asyncio.to_thread(self._write, manifest)
+        if self._on_store is not None:
+            size = len(manifest.data) + len(_sidecar(manifest.media_type))
+            self._on_store(manifest.digest, size)
 
     def _learn(self, manifest: StoredManifest) -> None:
         if self._sizes is not None:

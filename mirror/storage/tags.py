@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mirror.errors import DigestInvalid, TagInvalid
+from mirror import log
+from mirror.errors import DigestInvalid, StorageUnavailable, TagInvalid
 from mirror.oci.digest import Digest
 from mirror.oci.names import validate_tag
+from mirror.storage.backend import TagBackend
 from mirror.storage.layout import CacheLayout, write_atomically
 
 _TAGS = "_tags"
@@ -59,21 +61,35 @@ class TagEntry:
 
 
 class TagStore:
-    """Tag records and tag lists under `tags/<registry>/<repository>/`."""
+    """Tag records and tag lists under `tags/<registry>/<repository>/`; with a `shared` store
+    behind the directory (the bucket), what the directory lacks is read from there (and kept),
+    and what is written goes there too."""
 
-    def __init__(self, layout: CacheLayout) -> None:
+    def __init__(self, layout: CacheLayout, shared: TagBackend | None = None) -> None:
         self._layout = layout
+        self._shared = shared
 
     async def get(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
-        return await asyncio.to_thread(self._read, upstream, repo, tag)
+        found = await asyncio.to_thread(self._read, upstream, repo, tag)
+        if found is None and self._shared is not None:
+            found = await self._shared.get(upstream, repo, tag)
+            if found is not None:
+                with contextlib.suppress(OSError):  # a copy: the shared store has it
+                    await asyncio.to_thread(self._write, upstream, repo, tag, found)
+        return found
 
     async def put(
         self, upstream: str, repo: str, tag: str, digest: Digest, media_type: str
     ) -> None:
+        if self._shared is not None:
+            with _unless_unavailable("tags"):
+                await self._shared.put(upstream, repo, tag, digest, media_type)
         record = TagRecord(str(digest), media_type, time.time())
+        await asyncio.to_thread(self._write, upstream, repo, tag, record)
+
+    def _write(self, upstream: str, repo: str, tag: str, record: TagRecord) -> None:
         data = json.dumps(asdict(record)).encode()
-        path = self._layout.tag(upstream, repo, tag)
-        await asyncio.to_thread(write_atomically, self._layout, path, data)
+        write_atomically(self._layout, self._layout.tag(upstream, repo, tag), data)
 
     def _read(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
         return _read_record(self._layout.tag(upstream, repo, tag))
@@ -134,11 +150,17 @@ class TagStore:
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:
         """The last tag list stored for the repository, or None."""
-        return await asyncio.to_thread(self._read_list, upstream, repo)
+        found = await asyncio.to_thread(self._read_list, upstream, repo)
+        if found is None and self._shared is not None:
+            found = await self._shared.get_list(upstream, repo)
+        return found
 
     async def put_list(self, upstream: str, repo: str, tags: list[str]) -> None:
         """Store the repository's tag list, unless it is the one already stored."""
-        await asyncio.to_thread(self._write_list, upstream, repo, tags)
+        changed = await asyncio.to_thread(self._write_list, upstream, repo, tags)
+        if changed and self._shared is not None:
+            with _unless_unavailable("tag lists"):
+                await self._shared.put_list(upstream, repo, tags)
 
     async def recorded(self, upstream: str, repo: str) -> list[str]:
         """The tags of the repository this cache has a record of."""
@@ -146,16 +168,17 @@ class TagStore:
 
     def _read_list(self, upstream: str, repo: str) -> list[str] | None:
         try:
-            raw = json.loads(self._layout.tag_list(upstream, repo).read_bytes())
-            return [validate_tag(tag) for tag in raw["tags"]]
-        except (OSError, ValueError, KeyError, TypeError, TagInvalid):
-            return None  # absent or damaged: as if never stored
+            data = self._layout.tag_list(upstream, repo).read_bytes()
+        except OSError:
+            return None
+        return parse_tag_list(data)
 
-    def _write_list(self, upstream: str, repo: str, tags: list[str]) -> None:
+    def _write_list(self, upstream: str, repo: str, tags: list[str]) -> bool:
         if self._read_list(upstream, repo) == tags:
-            return
+            return False
         data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
         write_atomically(self._layout, self._layout.tag_list(upstream, repo), data)
+        return True
 
     def _recorded(self, upstream: str, repo: str) -> list[str]:
         try:
@@ -184,13 +207,37 @@ def _is_tag(name: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _unless_unavailable(what: str) -> Iterator[None]:
+    """Writing to the shared store failed: the local copy still serves this process."""
+    try:
+        yield
+    except StorageUnavailable as e:
+        log.warn_once(f"cannot store {what} in the object store", error=e.message)
+
+
 def _read_record(path: Path) -> TagRecord | None:
     try:
-        raw = json.loads(path.read_bytes())
+        return parse_record(path.read_bytes())
+    except OSError:
+        return None
+
+
+def parse_record(data: bytes) -> TagRecord | None:
+    """A tag record from its JSON; a damaged one reads as absent (the tag is fetched again)."""
+    try:
+        raw = json.loads(data)
         Digest.parse(raw["digest"])
         return TagRecord(str(raw["digest"]), str(raw["media_type"]), float(raw["fetched_at"]))
-    except (OSError, ValueError, KeyError, TypeError, DigestInvalid):
-        # A damaged record reads as absent: the tag is then simply fetched again.
+    except (ValueError, KeyError, TypeError, DigestInvalid):
+        return None
+
+
+def parse_tag_list(data: bytes) -> list[str] | None:
+    """A stored tag list from its JSON; absent or damaged: as if never stored."""
+    try:
+        return [validate_tag(tag) for tag in json.loads(data)["tags"]]
+    except (ValueError, KeyError, TypeError, TagInvalid):
         return None
 
 

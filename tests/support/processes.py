@@ -39,3 +39,10 @@ def die_with_parent() -> None:
     """(preexec_fn) Ask Linux to SIGTERM the child when its parent dies, even by SIGKILL."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def killed_with_parent() -> None:
+    """(preexec_fn) SIGKILL the child when its parent dies: for servers that may linger on
+    SIGTERM (weed's graceful stop can hang)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

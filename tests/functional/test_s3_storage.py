@@ -1,0 +1,382 @@
+"""The cache's content in an S3 bucket (`--storage s3://…`), on a real SeaweedFS: what lands
+under which key, what a replica with an empty directory serves from it, and what happens when the
+store or the upstream fails."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from mirror.app import create_app
+from mirror.config import S3Settings, Settings, UpstreamSettings
+from mirror.errors import StorageUnavailable
+from mirror.oci.digest import Digest
+from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
+from mirror.storage.s3.bucket import open_bucket
+from tests.conftest import RegistryFactory, Seeded
+from tests.faults import FakeUpstream, content
+from tests.support.cli import mirror_cli
+from tests.support.images import Image, make_image, push_image, sha256_digest
+from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
+from tests.support.processes import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.registry import Registry
+from tests.support.seaweed import Seaweed
+
+FakeFactory = Callable[[], Awaitable[FakeUpstream]]
+
+
+class S3MirrorFactory(Protocol):
+    def __call__(
+        self, storage: S3Settings | None, cache_dir: Path, upstream: str | None = None
+    ) -> Awaitable[TestClient[Any, Any]]: ...
+
+
+@pytest.fixture
+def s3_mirror(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    registry: Registry,
+    redis_server: RedisServer,
+) -> S3MirrorFactory:
+    """Mirrors keeping content in a bucket (or, given None, in their directory alone); those of
+    one test share Redis, as replicas do."""
+    redis_prefix = f"test-{uuid.uuid4().hex[:12]}:"
+
+    async def make(
+        storage: S3Settings | None, cache_dir: Path, upstream: str | None = None
+    ) -> TestClient[Any, Any]:
+        settings = Settings(
+            cache_dir=cache_dir,
+            upstreams=(
+                UpstreamSettings(
+                    default=True,
+                    url=upstream or registry.url,
+                    connect_timeout=2.0,
+                    read_timeout=5.0,
+                ),
+            ),
+            storage=storage,
+            redis_url=redis_server.url,
+            redis_prefix=redis_prefix,
+        )
+        return await aiohttp_client(create_app(settings))
+
+    return make
+
+
+async def pull(client: TestClient[Any, Any], repo: str, tag: str, image: Image) -> None:
+    """Pull an image as a client does (manifest by tag and by digest, config, layers), checking
+    every body against its digest."""
+    for reference in (tag, image.digest):
+        response = await client.get(
+            f"/v2/{repo}/manifests/{reference}", headers={"Accept": ACCEPT_ALL}
+        )
+        body = await response.read()
+        assert response.status == 200, body[:300]
+        assert sha256_digest(body) == image.digest
+        assert response.headers["Content-Type"] == image.media_type
+    for blob in image.blobs:
+        response = await client.get(f"/v2/{repo}/blobs/{blob.digest}")
+        body = await response.read()
+        assert response.status == 200, body[:300]
+        assert sha256_digest(body) == blob.digest
+
+
+def hex_of(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+async def test_cold_pull_stores_each_object_under_its_final_key_and_nothing_else(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A cold pull leaves blobs, the manifest (with its media type) and the tag record under
+    their final keys, with the exact bytes, and nothing under uploads/."""
+    storage = seaweed.settings()
+    repo, tag = seeded.schema2_ref
+    image = seeded.schema2
+    client = await s3_mirror(storage, tmp_path / "a")
+    await pull(client, repo, tag, image)
+    await client.close()  # lets the uploads under way finish
+    keys = seaweed.keys(storage.prefix)
+    for blob in image.blobs:
+        assert keys[f"blobs/sha256/{hex_of(blob.digest)}"] == blob.size
+        assert seaweed.read(f"{storage.prefix}/blobs/sha256/{hex_of(blob.digest)}")[0] == blob.data
+    data, media_type = seaweed.read(f"{storage.prefix}/manifests/sha256/{hex_of(image.digest)}")
+    assert (data, media_type) == (image.manifest, image.media_type)
+    records = [k for k in keys if k.startswith("tags/") and k.endswith(f"/{repo}/_tags/{tag}")]
+    assert len(records) == 1, keys
+    assert not [k for k in keys if k.startswith("uploads/")], keys
+    assert seaweed.multipart_uploads(storage.prefix) == []
+
+
+async def test_replica_with_an_empty_directory_serves_hits_from_the_bucket(
+    s3_mirror: S3MirrorFactory,
+    seaweed: Seaweed,
+    registry: Registry,
+    seeded: Seeded,
+    tmp_path: Path,
+) -> None:
+    """A second mirror on the same bucket and Redis, with nothing on its disk, serves a whole
+    pull (tag, digest, config, layers) without one upstream request."""
+    storage = seaweed.settings()
+    repo, tag = seeded.oci_ref
+    first = await s3_mirror(storage, tmp_path / "a")
+    await pull(first, repo, tag, seeded.oci)
+    await first.close()
+    registry.clear_requests()
+    second = await s3_mirror(storage, tmp_path / "b")
+    await pull(second, repo, tag, seeded.oci)
+    layer = seeded.oci.layers[0]
+    head = await second.head(f"/v2/{repo}/blobs/{layer.digest}")
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(layer.size)
+    assert registry.requests() == []
+
+
+async def test_replica_with_an_empty_directory_answers_tags_list_from_the_bucket(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, make_registry: RegistryFactory, tmp_path: Path
+) -> None:
+    """The last tag list an upstream sent is kept in the bucket: a replica that never asked
+    for it answers from there while the upstream is down."""
+    upstream = make_registry()
+    image = make_image(seed="lists")
+    for tag in ("v1", "v2"):
+        push_image(upstream.url, "lists/app", tag, image)
+    storage = seaweed.settings()
+    first = await s3_mirror(storage, tmp_path / "a", upstream=upstream.url)
+    response = await first.get("/v2/lists/app/tags/list")
+    assert (await response.json())["tags"] == ["v1", "v2"]
+    await first.close()
+    upstream.stop()
+    second = await s3_mirror(storage, tmp_path / "b", upstream=upstream.url)
+    response = await second.get("/v2/lists/app/tags/list")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["tags"] == ["v1", "v2"]
+
+
+async def test_blob_served_from_the_bucket_is_copied_to_the_local_disk(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, registry: Registry, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A blob read from the bucket lands in the cache directory too, so the next hit goes out
+    from the local disk; and one evicted from the directory is served from the bucket again."""
+    storage = seaweed.settings()
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    first = await s3_mirror(storage, tmp_path / "a")
+    assert await (await first.get(path)).read() == layer.data
+    await first.close()
+    registry.clear_requests()
+    second = await s3_mirror(storage, tmp_path / "b")
+    assert await (await second.get(path)).read() == layer.data
+    local = cached_blob(tmp_path / "b", layer.digest)
+    assert await wait_until(local.exists, within=30)
+    assert local.read_bytes() == layer.data
+    local.unlink()  # as eviction would
+    assert await (await second.get(path)).read() == layer.data
+    assert registry.requests() == []
+
+
+async def test_blob_only_on_local_disk_is_uploaded_when_served(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A blob the cache directory holds and the bucket does not (a directory that predates the
+    bucket, an upload that failed) is uploaded once it is served from the local disk."""
+    repo, _ = seeded.oci_ref
+    layer = seeded.oci.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    before = await s3_mirror(None, tmp_path / "a")  # the cache directory alone
+    assert await (await before.get(path)).read() == layer.data
+    await before.close()
+    storage = seaweed.settings()
+    assert seaweed.keys(storage.prefix) == {}
+    client = await s3_mirror(storage, tmp_path / "a")
+    assert await (await client.get(path)).read() == layer.data
+    key = f"blobs/sha256/{hex_of(layer.digest)}"
+    assert await wait_until(lambda: key in seaweed.keys(storage.prefix), within=30)
+    assert seaweed.read(f"{storage.prefix}/{key}")[0] == layer.data
+
+
+async def test_damaged_blob_in_the_bucket_never_reaches_a_client_whole(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """A blob whose bytes in the bucket no longer match its digest breaks off at the client
+    (its last bytes held back until checked) and is not copied to the local disk."""
+    storage = seaweed.settings()
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    damaged = layer.data[:-1] + bytes([layer.data[-1] ^ 1])
+    seaweed.client.put_object(
+        Bucket=storage.bucket,
+        Key=f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}",
+        Body=damaged,
+    )
+    client = await s3_mirror(storage, tmp_path / "a")
+    await assert_broken(await client.get(path), layer.data)
+    await client.close()  # the copy to local disk, if any, is over
+    assert not cached_blob(tmp_path / "a", layer.digest).exists()
+
+
+async def test_range_requests_on_a_blob_in_the_bucket(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """Ranges of a blob that is only in the bucket are answered 206 with exactly those bytes
+    (RFC 9110 §14), and an unsatisfiable one 416."""
+    storage = seaweed.settings(redirect=True)  # no copy to local disk: every read is remote
+    repo, _ = seeded.big_ref
+    layer = seeded.big.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    first = await s3_mirror(storage, tmp_path / "a")
+    assert await (await first.get(path)).read() == layer.data
+    await first.close()
+    second = await s3_mirror(seaweed.settings(prefix=storage.prefix), tmp_path / "b")
+    for first_byte, last_byte in ((0, 0), (10, 99), (layer.size - 5, layer.size - 1)):
+        response = await second.get(path, headers={"Range": f"bytes={first_byte}-{last_byte}"})
+        assert response.status == 206
+        assert response.headers["Content-Range"] == f"bytes {first_byte}-{last_byte}/{layer.size}"
+        assert await response.read() == layer.data[first_byte : last_byte + 1]
+    response = await second.get(path, headers={"Range": "bytes=-1000"})
+    assert response.status == 206
+    assert await response.read() == layer.data[-1000:]
+    response = await second.get(path, headers={"Range": f"bytes={layer.size}-"})
+    assert response.status == 416
+    await response.read()
+
+
+async def test_redirect_mode_sends_clients_to_a_presigned_url(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """With redirect on, a blob that is only in the bucket is answered 307 to a pre-signed URL
+    that a plain client (no credentials) follows to the right bytes."""
+    storage = seaweed.settings(redirect=True)
+    repo, _ = seeded.oci_ref
+    layer = seeded.oci.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    first = await s3_mirror(storage, tmp_path / "a")
+    assert await (await first.get(path)).read() == layer.data
+    await first.close()
+    second = await s3_mirror(storage, tmp_path / "b")
+    response = await second.get(path, allow_redirects=False)
+    assert response.status == 307
+    assert response.headers["Docker-Content-Digest"] == layer.digest
+    location = response.headers["Location"]
+    assert location.startswith(seaweed.endpoint)
+    assert "X-Amz-Signature=" in location
+    async with aiohttp.ClientSession() as plain, plain.get(location) as fetched:
+        assert fetched.status == 200
+        assert await fetched.read() == layer.data
+    async with aiohttp.ClientSession() as plain, plain.get(location + "0") as forged:
+        assert forged.status == 403  # the signature is checked: the URL is the credential
+        await forged.read()
+    assert not cached_blob(tmp_path / "b", layer.digest).exists()
+
+
+async def test_upstream_that_sends_wrong_bytes_leaves_nothing_in_the_bucket(
+    s3_mirror: S3MirrorFactory,
+    seaweed: Seaweed,
+    make_fake_upstream: FakeFactory,
+    tmp_path: Path,
+) -> None:
+    """A blob whose bytes do not match its digest reaches no key of the bucket, final or
+    temporary, and the client's download breaks off."""
+    fake = await make_fake_upstream()
+    claimed = sha256_digest(b"the real layer")
+    wrong = b"not the real layer at all"
+    fake.route(f"/v2/library/liar/blobs/{claimed}", content(wrong))
+    storage = seaweed.settings()
+    client = await s3_mirror(storage, tmp_path / "a", upstream=fake.url)
+    await assert_broken(await client.get(f"/v2/library/liar/blobs/{claimed}"), wrong)
+    await client.close()
+    assert seaweed.keys(storage.prefix) == {}
+    assert seaweed.multipart_uploads(storage.prefix) == []
+
+
+async def test_store_down_is_503_for_what_is_not_local_and_local_hits_still_serve(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """With the bucket unreachable, what the cache directory holds is still served, and
+    anything else is an OCI 503 (never a 500), blobs, manifests and HEADs alike."""
+    storage = seaweed.settings()
+    repo, tag = seeded.schema2_ref
+    local_layer, other_layer = seeded.schema2.layers
+    first = await s3_mirror(storage, tmp_path / "a")
+    assert await (await first.get(f"/v2/{repo}/blobs/{local_layer.digest}")).read()
+    await first.close()
+    down = S3Settings(
+        bucket=storage.bucket,
+        prefix=storage.prefix,
+        endpoint=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        access_key_id="k",
+        secret_access_key="s",
+    )
+    client = await s3_mirror(down, tmp_path / "a")
+    response = await client.get(f"/v2/{repo}/blobs/{local_layer.digest}")
+    assert await response.read() == local_layer.data
+    for method, path in (
+        ("GET", f"/v2/{repo}/blobs/{other_layer.digest}"),
+        ("GET", f"/v2/{repo}/manifests/{seeded.schema2.digest}"),
+        ("GET", f"/v2/{repo}/manifests/{tag}"),
+    ):
+        response = await client.request(method, path, headers={"Accept": ACCEPT_ALL})
+        await assert_oci_error(response, 503, "UNAVAILABLE")
+    response = await client.head(f"/v2/{repo}/blobs/{other_layer.digest}")
+    assert response.status == 503
+
+
+async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path) -> None:
+    """A blob bigger than one part is uploaded in parts and copied to its final key; an upload
+    whose local copy ends early (in one piece or in parts) leaves no object and no multipart
+    upload behind; a removed blob is gone."""
+    storage = seaweed.settings()
+    data = make_image(layer_sizes=(PART_SIZE + 4096,), seed="parts").layers[0].data
+    digest = Digest.parse(sha256_digest(data))
+    file = tmp_path / "blob"
+    file.write_bytes(data)
+    async with open_bucket(storage) as bucket:
+        blobs = S3Blobs(bucket)
+        with file.open("rb") as f:
+            await blobs.publish(f, digest, len(data))
+        assert await blobs.stat(digest) == len(data)
+        assert [d async for d in blobs.iterate()] == [(digest, len(data))]
+        truncated = Digest.parse(sha256_digest(b"truncated"))
+        for claimed in (len(data) + PART_SIZE, 1 << 20):
+            short = tmp_path / "short"
+            short.write_bytes(data[: claimed - 1])
+            with short.open("rb") as f, pytest.raises(StorageUnavailable):
+                await blobs.publish(f, truncated, claimed)  # the file is shorter
+        keys = seaweed.keys(storage.prefix)
+        assert keys == {f"blobs/sha256/{digest.hex}": len(data)}
+        assert seaweed.multipart_uploads(storage.prefix) == []
+        assert seaweed.read(f"{storage.prefix}/blobs/sha256/{digest.hex}")[0] == data
+        assert await blobs.remove(digest)
+        assert not await blobs.remove(digest)
+    assert seaweed.keys(storage.prefix) == {}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["ls"], ["du"], ["gc"], ["verify"], ["rm", "docker.io/library/x:1"], ["export", "x:1"]],
+    ids=lambda a: a[0],
+)
+async def test_upkeep_commands_refuse_a_bucket_they_cannot_see(
+    args: list[str], tmp_path: Path
+) -> None:
+    """ls, du, gc, verify, rm and export see the cache directory alone: with --storage s3://
+    they stop with one error line and a non-zero status instead of acting on the local copy."""
+    (tmp_path / "cache" / "blobs").mkdir(parents=True)
+    extra = ["-o", str(tmp_path / "out.tar")] if args[0] == "export" else []
+    result = await mirror_cli(
+        *args, *extra, "--cache-dir", tmp_path / "cache", "--storage", "s3://bucket-x/p"
+    )
+    assert result.returncode == 1, result.explain()
+    assert result.error_lines == [
+        f"mirror {args[0]}: works on a cache directory alone, and the content is in "
+        "s3://bucket-x/p (--storage): not supported"
+    ], result.explain()
