@@ -14,7 +14,7 @@ from mirror.api.listener import Listener
 from tests.e2e.daemons import MirrorServer
 from tests.support.registry import Registry
 
-CONNECTIONS = 32
+CONNECTIONS = 64
 
 
 class Taken(asyncio.Protocol):
@@ -68,8 +68,10 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
 async def test_a_burst_of_connections_reaches_every_worker(
     registry: Registry, tmp_path: Path
 ) -> None:
-    """32 clients connecting at once to `--workers 2`, each making one request on a connection
-    of its own that it keeps: both workers answer a fair share of them."""
+    """64 clients connecting at once to `--workers 2`, each making one request on a connection
+    of its own that it keeps: both workers answer some of them (without the spreading, the
+    first worker to run took them all). How evenly is the test above's; here, on a loaded
+    machine, a worker may get little CPU for a while, and the other then accepts anyway."""
     server = await asyncio.to_thread(
         MirrorServer.start,
         tmp_path / "mirror",
@@ -101,6 +103,6 @@ async def test_a_burst_of_connections_reaches_every_worker(
         lines = [e for e in entries if e.get("event") == "request" and e["path"] == "/v2/"]
         by_worker = Counter(line["request_id"].split("-", 1)[0] for line in lines)
         assert len(lines) == CONNECTIONS
-        assert len(by_worker) == 2 and min(by_worker.values()) >= CONNECTIONS // 4, by_worker
+        assert len(by_worker) == 2 and min(by_worker.values()) >= CONNECTIONS // 16, by_worker
     finally:
         await asyncio.to_thread(server.stop)
