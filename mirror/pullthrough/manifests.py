@@ -131,6 +131,9 @@ class ManifestService:
                 return _answer(stored)
             else:
                 answer = await self._revalidate(upstream, repo, tag, stored)
+            # Fresh before the lease goes: a process that takes it next must find the tag
+            # revalidated, not ask the upstream again.
+            await self._meta.mark_fresh(key, str(answer.digest), upstream.settings.ttl_for(tag))
         except UpstreamError:
             if stored is None:
                 raise
@@ -148,8 +151,6 @@ class ManifestService:
         finally:
             if stored is not None:
                 await self._meta.release_lease(key)
-        ttl = upstream.settings.ttl_for(tag)
-        await self._meta.mark_fresh(key, str(answer.digest), ttl)
         return answer
 
     async def _revalidate(

@@ -138,6 +138,34 @@ async def test_concurrent_revalidation_across_instances_makes_one_head(
     assert heads(registry, path) == 1
 
 
+async def test_a_tag_is_fresh_before_its_revalidation_lease_is_released(
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
+    shared_through: str | None,
+    seeded: Seeded,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever takes the lease next finds the tag revalidated: were the lease released first,
+    an instance taking it in between would find the tag still stale and ask again."""
+    repo, tag = seeded.oci_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    client = await make_shared_mirror(shared_through, tag_ttl=1.0)
+    await pull(client, path)
+    await asyncio.sleep(1.3)  # stale now: the next pull revalidates under the lease
+    meta = client.app[META]
+    key = f"docker.io/{repo}:{tag}"
+    at_release: list[str | None] = []
+    release = type(meta).release_lease
+
+    async def spying(store: Any, leased: str) -> None:
+        if leased == key:
+            at_release.append(await store.fresh_digest(leased))
+        await release(store, leased)
+
+    monkeypatch.setattr(type(meta), "release_lease", spying)
+    assert await pull(client, path) == seeded.oci.manifest
+    assert at_release == [seeded.oci.digest]
+
+
 async def test_mirror_keeps_serving_through_a_redis_outage(
     make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]],
     redis_server: RedisServer,
