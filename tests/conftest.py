@@ -32,6 +32,7 @@ from tests.support.images import (
     push_image,
     push_index,
 )
+from tests.support.redis_ha import ClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
 from tests.support.seaweed import Seaweed
@@ -162,6 +163,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A real master, replica and sentinel shared by the session (tests that fail it over
+    start their own)."""
+    servers = SentinelSet(tmp_path_factory.mktemp("sentinel"))
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterNodes]:
+    """A real three-node Redis Cluster shared by the session."""
+    nodes = ClusterNodes(tmp_path_factory.mktemp("cluster"))
+    try:
+        nodes.start()
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 @pytest.fixture(scope="session")

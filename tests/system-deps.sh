@@ -4,7 +4,8 @@
 # Usage: tests/system-deps.sh [extra packages...]
 set -euo pipefail
 need=()
-for spec in docker-registry:docker-registry redis-server:redis-server skopeo:skopeo \
+for spec in docker-registry:docker-registry redis-server:redis-server redis-tools:redis-cli \
+    skopeo:skopeo \
     apache2-utils:htpasswd "$@"; do
   pkg=${spec%%:*} bin=${spec#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/bin/$bin" ] || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")

@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from mirror import log
+from mirror.meta.redis_url import REDIS_FAILURES, RedisUrl
 from mirror.storage.layout import CacheLayout
 from mirror.storage.spool import open_spool
 
@@ -49,13 +47,7 @@ class Readiness:
         self._timeout = timeout
         # A connection of its own: the answer is whether Redis answers now, whatever the
         # metadata store last noticed.
-        self._redis = (
-            aioredis.Redis.from_url(
-                redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-            if redis_url
-            else None
-        )
+        self._redis = RedisUrl.parse(redis_url).connect(timeout=timeout) if redis_url else None
         self._write: asyncio.Future[None] | None = None
         self._last = READY
 
@@ -104,8 +96,8 @@ class Readiness:
             return "not configured"
         try:
             async with asyncio.timeout(self._timeout):
-                await self._redis.ping()
-        except (RedisError, OSError, TimeoutError) as e:
+                await self._redis.client.ping()
+        except (*REDIS_FAILURES, TimeoutError) as e:
             return f"unreachable: {type(e).__name__}"
         return "ok"
 

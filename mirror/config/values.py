@@ -12,6 +12,8 @@ from typing import Any
 
 from yarl import URL
 
+from mirror.meta.redis_url import RedisUrl
+
 
 class ConfigError(Exception):
     """A setting has a bad value; the message names the option."""
@@ -171,12 +173,20 @@ def address_ranges(option: str, value: Any) -> tuple[AddressRange, ...]:
 
 
 def redis_url(option: str, value: Any) -> str | None:
+    """A Redis URL of a form `mirror.meta.redis_url` reads; empty means none."""
     url = str(value)
     if not url:
         return None
-    if URL(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"{option}: {url!r} is not a redis:// URL")
+    try:
+        RedisUrl.parse(url)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {_without_password(url)!r}: {e}") from None
     return url
+
+
+def _without_password(url: str) -> str:
+    """`url` fit for an error message: a password in it replaced by `***`."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 def key_prefix(option: str, value: Any) -> str:

@@ -31,12 +31,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 from cachetools import TLRUCache
-from redis.exceptions import RedisError
 
 from mirror import log
 from mirror.flight import SingleFlight
+from mirror.meta.redis_url import REDIS_FAILURES, Client, RedisUrl
 from mirror.meta.store import EmbeddedStore
 
 PROBE_INTERVAL = 1.0
@@ -50,10 +49,12 @@ class RedisAway(Exception):
 
 
 class RedisStore:
+    """The metadata store on Redis (one server, Sentinel or Cluster: `mirror.meta.redis_url`),
+    falling back to an in-process store while Redis is away."""
+
     def __init__(self, url: str, prefix: str = "mirror:", front_ttl: float = 1.0) -> None:
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=1.0, socket_connect_timeout=1.0, retry_on_timeout=False
-        )
+        self._link = RedisUrl.parse(url).connect(timeout=1.0)
+        self._redis = self._link.client
         self._prefix = prefix
         self._front_ttl = front_ttl
         # key -> (digest, seconds it may be remembered)
@@ -78,7 +79,7 @@ class RedisStore:
         """Check Redis once: a dead Redis at start-up is logged, not fatal."""
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as e:
+        except REDIS_FAILURES as e:
             self._went_down(e)
 
     async def fresh_digest(self, key: str) -> str | None:
@@ -179,7 +180,7 @@ class RedisStore:
         if self._up:
             try:
                 return await in_redis()
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 self._went_down(e)
         return await in_process()
 
@@ -187,13 +188,13 @@ class RedisStore:
         """`name` under this store's prefix, for keys another part keeps in the same Redis."""
         return self._prefix + name
 
-    async def command(self, run: Callable[[aioredis.Redis], Awaitable[R]]) -> R:
+    async def command(self, run: Callable[[Client], Awaitable[R]]) -> R:
         """Run another part's command on Redis while it is up; raises RedisAway when it is
         down (a failure now is noticed as any other here, so the probe brings it back)."""
         if self._up:
             try:
                 return await run(self._redis)
-            except (RedisError, OSError) as e:
+            except REDIS_FAILURES as e:
                 self._went_down(e)
         raise RedisAway("redis is unavailable")
 
@@ -209,7 +210,7 @@ class RedisStore:
                     pipe.hset(key, "last", f"{last:.3f}")
                     pipe.expire(key, ACCESS_TTL)
                 await pipe.execute()
-        except (RedisError, OSError) as e:
+        except REDIS_FAILURES as e:
             self._went_down(e)
 
     def _went_down(self, error: BaseException) -> None:
@@ -227,7 +228,7 @@ class RedisStore:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
                 await self._redis.ping()
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 continue
             self._up = True
             log.get_logger().info("redis is back; shared metadata store in use again")
@@ -238,7 +239,7 @@ class RedisStore:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
-        await self._redis.aclose()
+        await self._link.aclose()
         await self._fallback.close()
 
 

@@ -25,6 +25,7 @@ from tests.support.images import make_image, push_image, sha256_digest
 from tests.support.mirror_process import MirrorProcess, start_mirror
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
+from tests.support.redis_ha import ClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
 
@@ -41,7 +42,18 @@ class ReplicaFactory(Protocol):
 
 
 @pytest.fixture
-def start_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[ReplicaFactory]:
+def replicas_redis(request: pytest.FixtureRequest) -> str:
+    """The URL of the Redis replicas share: the session's server, or (parametrized
+    indirectly with "cluster") the session's Cluster."""
+    if getattr(request, "param", "server") == "cluster":
+        cluster: ClusterNodes = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+def start_replicas(tmp_path: Path, replicas_redis: str) -> Iterator[ReplicaFactory]:
     """Start `mirror serve` processes, each with a cache directory of its own, sharing the
     session's Redis (under a prefix of this test's own) and, unless told otherwise, the peer
     secret."""
@@ -59,7 +71,7 @@ def start_replicas(tmp_path: Path, redis_server: RedisServer) -> Iterator[Replic
             config = workdir / "mirror.toml"
             config.write_text(f'redis_prefix = "{prefix}"\npeer_secret = "{secret}"\n{settings}')
             port = free_port()
-            flags = ("--config", str(config), "--redis-url", redis_server.url)
+            flags = ("--config", str(config), "--redis-url", replicas_redis)
             peer = ("--peer-url", f"http://127.0.0.1:{port}")
             started.append(start_mirror(workdir, upstream, *flags, *peer, port=port))
             made.append(started[-1])
@@ -86,12 +98,14 @@ async def pull(session: aiohttp.ClientSession, target: str) -> bytes:
         return await response.read()
 
 
+@pytest.mark.parametrize("replicas_redis", ["server", "cluster"], indirect=True)
 async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sent_once(
     start_replicas: ReplicaFactory, registry: Registry
 ) -> None:
     """30 concurrent clients spread over 3 replicas with separate caches pull one cold layer:
-    every body is the blob, and the upstream sent its bytes exactly once. Each replica says at
-    start-up where the others reach it."""
+    every body is the blob, and the upstream sent its bytes exactly once, with the fill lease
+    on one Redis server or on a Cluster. Each replica says at start-up where the others reach
+    it."""
     image = make_image(layer_sizes=(4 << 20,), seed=uuid.uuid4().hex)
     repo = f"replicas/{uuid.uuid4().hex[:8]}"
     push_image(registry.url, repo, "v1", image)

@@ -26,6 +26,7 @@ from mirror.meta.redis import ACCESS_TTL, RedisStore
 from tests.conftest import Seeded
 from tests.support.oci import ACCEPT_ALL, cached_blob, wait_until
 from tests.support.processes import direct, free_port
+from tests.support.redis_ha import ClusterNodes, SentinelSet
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
 
@@ -84,14 +85,19 @@ async def pull(client: TestClient[Any, Any], path: str) -> bytes:
     return await response.read()
 
 
-@pytest.fixture(params=["directory", "redis"])
+@pytest.fixture(params=["directory", "redis", "sentinel", "cluster"])
 def shared_through(request: pytest.FixtureRequest) -> str | None:
     """What instances on one cache directory share freshness through: the directory alone, or
-    Redis as well (the Redis URL)."""
+    Redis as well (the Redis URL): one server, a master found through Sentinel, or a Cluster
+    (the session's, emptied first, as each test here has a Redis of its own)."""
     if request.param == "directory":
         return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server.url
+    shared: SentinelSet | ClusterNodes = request.getfixturevalue(f"redis_{request.param}")
+    shared.flush()
+    return shared.url
 
 
 async def test_a_tag_revalidated_by_one_instance_is_fresh_for_all(
@@ -201,12 +207,16 @@ async def test_mirror_keeps_serving_through_a_redis_outage(
     assert any(tag.encode() in key for key in fresh_keys), fresh_keys
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://{}/0", "redis+sentinel://{}/mymaster/0", "redis+cluster://{}"]
+)
 async def test_mirror_starts_and_serves_with_redis_down(
-    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]], seeded: Seeded
+    make_shared_mirror: Callable[..., Awaitable[TestClient[Any, Any]]], seeded: Seeded, url: str
 ) -> None:
-    """A Redis that is not there at start-up is a warning, not a failure."""
+    """A Redis (one server, its sentinels or a Cluster) that is not there at start-up is a
+    warning, not a failure."""
     repo, tag = seeded.schema2_ref
-    client = await make_shared_mirror(f"redis://127.0.0.1:{free_port()}/0")
+    client = await make_shared_mirror(url.format(f"127.0.0.1:{free_port()}"))
     assert await pull(client, f"/v2/{repo}/manifests/{tag}") == seeded.schema2.manifest
 
 

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support.processes import die_with_parent, free_port
@@ -14,8 +15,11 @@ from tests.support.processes import die_with_parent, free_port
 class RedisServer:
     """One redis-server process with no persistence: a restart comes back empty."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, options: Sequence[str] = ()) -> None:
+        """`options`: more `--name value` arguments of redis-server."""
+        workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.options = tuple(options)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log = workdir / "redis.log"
@@ -24,9 +28,33 @@ class RedisServer:
     def start(self) -> None:
         if self._process is not None:
             return
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        args = [
-            binary,
+        with self.log.open("ab") as out:
+            self._process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=die_with_parent,
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.log.read_text()[-2000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    # A server that wants a password answers, if only to refuse.
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def command(self) -> list[str]:
+        """The redis-server command line."""
+        return [
+            shutil.which("redis-server") or "/usr/bin/redis-server",
             "--port",
             str(self.port),
             "--bind",
@@ -37,24 +65,8 @@ class RedisServer:
             "no",
             "--dir",
             str(self.workdir),
+            *self.options,
         ]
-        with self.log.open("ab") as out:
-            self._process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, preexec_fn=die_with_parent
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
     def stop(self) -> None:
         """Kill it outright, as a crash would."""
