@@ -1,7 +1,7 @@
 """Parallel full downloads with `curl` processes: a client fast enough not to be the bottleneck.
 
 Each client is its own curl process writing to /dev/null; `--write-out` reports per transfer
-the status, bytes received, time to first byte and total time.
+the status, bytes received, time to first byte, total time and redirects followed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from bench.tools import find_tool
 
 # In a config file a quoted value takes C-style escapes, so "\n" is a newline.
-_WRITE_OUT = '"%{http_code} %{size_download} %{time_starttransfer} %{time_total}\\n"'
+_WRITE_OUT = (
+    '"%{http_code} %{size_download} %{time_starttransfer} %{time_total} %{num_redirects}\\n"'
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,7 @@ class Transfer:
     bytes: int
     ttfb_s: float
     total_s: float
+    redirects: int  # followed (with `follow_redirects`); status and bytes are the last answer's
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,9 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _config(urls: Sequence[str], headers: Mapping[str, str], timeout: float) -> str:
+def _config(
+    urls: Sequence[str], headers: Mapping[str, str], timeout: float, follow_redirects: bool
+) -> str:
     lines = [
         "silent",
         "show-error",
@@ -52,6 +57,8 @@ def _config(urls: Sequence[str], headers: Mapping[str, str], timeout: float) -> 
         f"max-time = {timeout}",
         f"write-out = {_WRITE_OUT}",
     ]
+    if follow_redirects:
+        lines.append("location")  # curl -L
     lines += [f"header = {_quoted(f'{name}: {value}')}" for name, value in headers.items()]
     for url in urls:
         lines += [f"url = {_quoted(url)}", 'output = "/dev/null"']
@@ -62,9 +69,11 @@ def _parse(stdout: str) -> list[Transfer]:
     transfers = []
     for line in stdout.splitlines():
         parts = line.split()
-        if len(parts) == 4:
-            code, size, ttfb, total = parts
-            transfers.append(Transfer(int(code), int(float(size)), float(ttfb), float(total)))
+        if len(parts) == 5:
+            code, size, ttfb, total, redirects = parts
+            transfers.append(
+                Transfer(int(code), int(float(size)), float(ttfb), float(total), int(redirects))
+            )
     return transfers
 
 
@@ -73,13 +82,14 @@ def fetch_parallel(
     *,
     headers: Mapping[str, str] | None = None,
     timeout: float = 300.0,
+    follow_redirects: bool = False,
 ) -> ParallelRun:
     """Run one curl per entry of `clients` at once; each fetches its URLs in order.
 
     Every process is started first and waits for its configuration on stdin; the clock starts
     when they are released, so process start-up (tens of ms for 50 curls) is not counted.
     """
-    configs = [_config(urls, headers or {}, timeout) for urls in clients]
+    configs = [_config(urls, headers or {}, timeout, follow_redirects) for urls in clients]
     processes = [
         subprocess.Popen(
             [find_tool("curl"), "--config", "-"],

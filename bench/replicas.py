@@ -1,6 +1,7 @@
 """Replicas: three mirrors with caches of their own sharing one Redis (`--peer-url`), pulling one
 cold image. What the upstream sends per image, and how long a cold pull through the replicas
-takes against the same pull straight from the upstream."""
+takes against the same pull straight from the upstream; then hits from a shared bucket against
+hits from the local disk (bucket_hits.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bench.bucket_hits import measure_bucket_hits
 from bench.context import Context, describe_problems
 from bench.curl import fetch_parallel
 from bench.plan import MIB
@@ -169,5 +171,6 @@ def run_replicas_phase(ctx: Context) -> PhaseReport:
         "manifest itself: a little above 1.00)"
     )
     report.data["runs"] = runs
+    measure_bucket_hits(ctx, report)
     report.seconds = time.monotonic() - started
     return report

@@ -4,6 +4,7 @@ for people."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from mirror.cache.inventory import Stores
 from mirror.commands import CommandError
@@ -25,9 +26,13 @@ def refuse_shared_storage(settings: Settings) -> None:
 
 
 def open_cache(settings: Settings) -> Stores:
-    """The stores of the configured cache directory, which must exist (nothing is created)."""
+    """The stores of the configured cache directory, when it is the whole cache."""
     refuse_shared_storage(settings)
-    root = settings.cache_dir
+    return open_directory(settings.cache_dir)
+
+
+def open_directory(root: Path) -> Stores:
+    """The stores of a cache directory, which must exist (nothing is created)."""
     if not (root / "blobs").is_dir():
         raise CommandError(f"no cache at {root} (--cache-dir, MIRROR_CACHE_DIR)")
     return Stores.at(root)

@@ -1,15 +1,19 @@
-"""`mirror du`: how much the cache holds, by registry, against its cap and its disk."""
+"""`mirror du`: how much the cache holds, by registry, against its cap and its disk; with
+`--storage s3://…`, the cache directory in front and what the bucket holds."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
-from mirror.cache.inventory import Inventory, Scanner
+from mirror.cache.inventory import Inventory, Scanner, Stores
 from mirror.cache.usage import Disk, Limits
-from mirror.commands import Command
-from mirror.commands.cachedir import human_size, open_cache, table
-from mirror.config import Settings
+from mirror.commands import Command, CommandError
+from mirror.commands.cachedir import count, human_size, open_cache, open_directory, table
+from mirror.config import S3Settings, Settings
+from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
+from mirror.storage.s3.usage import BucketUsage, bucket_usage
 
 
 def by_registry(inventory: Inventory) -> list[list[str]]:
@@ -66,14 +70,49 @@ def summary(total: int, limits: Limits, disk: Disk) -> str:
     return line
 
 
-def _run(settings: Settings, _args: argparse.Namespace) -> int:
-    stores = open_cache(settings)
+def in_bucket(url: str, usage: BucketUsage) -> str:
+    """One line: the bucket's blobs, manifests and tag records, what else is there, the total."""
+    line = (
+        f"bucket {url}: {count(usage.blobs.count, 'blob')} {human_size(usage.blobs.bytes)}, "
+        f"{count(usage.manifests.count, 'manifest')} {human_size(usage.manifests.bytes)}, "
+        f"{count(usage.tags.count, 'tag')}"
+    )
+    if usage.uploads.count:
+        line += f", {count(usage.uploads.count, 'upload')} in progress"
+        line += f" {human_size(usage.uploads.bytes)}"
+    if usage.other.count:
+        line += f", {count(usage.other.count, 'other object')} {human_size(usage.other.bytes)}"
+    return line + f"; {human_size(usage.total)} in all"
+
+
+def _directory(stores: Stores, settings: Settings) -> None:
     inventory = Scanner(stores).scan()
     limits = Limits(stores.layout.root, settings.max_size, settings.min_free)
     print(table(["REGISTRY", "TAGS", "IMAGES", "SIZE"], by_registry(inventory)))
     print()
     print(summary(inventory.total, limits, limits.disk()))
     print("content shared by registries counts under each of them, and once in the total")
+
+
+def _bucket(storage: S3Settings, settings: Settings) -> None:
+    """The cache directory in front, when there is one, then the bucket's totals (a listing
+    of its keys: a breakdown by registry would read every tag record and manifest)."""
+    try:
+        usage = asyncio.run(bucket_usage(storage))
+    except StorageUnavailable as e:
+        raise CommandError(e.message) from None
+    if (settings.cache_dir / "blobs").is_dir():
+        print(f"cache directory {settings.cache_dir}, in front of the bucket:")
+        _directory(open_directory(settings.cache_dir), settings)
+        print()
+    print(in_bucket(storage.url, usage))
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    if settings.storage is not None:
+        _bucket(settings.storage, settings)
+    else:
+        _directory(open_cache(settings), settings)
     return 0
 
 

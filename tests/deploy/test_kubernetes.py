@@ -5,6 +5,7 @@ script writes hosts.toml files that send containerd to a real mirror."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tomllib
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from yarl import URL
 
 from tests.deploy.conftest import StartMirror
-from tests.deploy.files import DEPLOY, Dockerfile, kubernetes_objects, settings_in
+from tests.deploy.files import DEPLOY, REPOSITORY, Dockerfile, kubernetes_objects, settings_in
 from tests.deploy.tools import run_tool
 from tests.e2e.daemons import http_ok
 
@@ -42,8 +43,13 @@ def container(objects: Objects, kind: str, name: str) -> dict[str, Any]:
     return only
 
 
-# What the Secret the manifests expect would hold (they ship none: it is made with kubectl).
+# What the Secrets the manifests expect would hold (they ship none: they are made with kubectl).
 PEER_SECRET = "0123456789abcdef0123456789abcdef"
+SECRETS = {
+    ("mirror-peer", "secret"): PEER_SECRET,
+    ("mirror-s3", "access-key-id"): "AKIAEXAMPLE",
+    ("mirror-s3", "secret-access-key"): "example-secret-access-key",
+}
 
 
 def container_env(
@@ -66,6 +72,20 @@ def container_env(
             value = secrets[ref["name"], ref["key"]]
         env[entry["name"]] = value
     return env
+
+
+def secrets_created(text: str) -> set[tuple[str, str]]:
+    """(Secret, key) of each `--from-literal` in the `kubectl create secret generic` commands
+    of `text` (a command may go on over lines ending in a backslash)."""
+    made = set()
+    for line in text.replace("\\\n", " ").splitlines():
+        if not line.lstrip().startswith("kubectl create secret generic "):
+            continue
+        words = shlex.split(line)
+        names = [w for n, w in enumerate(words[4:], 4) if w[0] != "-" and words[n - 1] != "-n"]
+        literals = [w.removeprefix("--from-literal=") for w in words if "--from-literal=" in w]
+        made |= {(names[0], literal.split("=", 1)[0]) for literal in literals}
+    return made
 
 
 def validate(paths: list[Path], version: str | None) -> tuple[int, str]:
@@ -117,10 +137,11 @@ def test_service_volume_and_probes_fit_the_mirror(objects: Objects) -> None:
 
 def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_path: Path) -> None:
     """With the image's environment, the pod's and the ConfigMap's file where the pod mounts it,
-    the settings load: replica mode, the cache on the claim of each replica, the container
-    ports (the admin port where the scrape annotation says), Redis at its Service."""
+    the settings load: replica mode, the content in a bucket with the key from its Secret, the
+    cache on the claim of each replica and bounded, the container ports (the admin port where
+    the scrape annotation says), Redis at its Service."""
     mirror = container(objects, "StatefulSet", "mirror")
-    pod_env = container_env(mirror, "mirror-0", {("mirror-peer", "secret"): PEER_SECRET})
+    pod_env = container_env(mirror, "mirror-0", SECRETS)
     env = {**Dockerfile().env, **pod_env}
     config_dir = Path(env["MIRROR_CONFIG"]).parent
     (mount,) = (m for m in mirror["volumeMounts"] if Path(m["mountPath"]) == config_dir)
@@ -141,6 +162,17 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
     assert [p["containerPort"] for p in mirror["ports"]] == [settings.port, admin_port]
     template = objects["StatefulSet", "mirror"]["spec"]["template"]
     assert template["metadata"]["annotations"]["prometheus.io/port"] == str(admin_port)
+    assert settings.storage is not None
+    assert (settings.storage.url, settings.storage.endpoint, settings.storage.region) == (
+        "s3://mirror-cache/cluster",
+        "https://s3.example.internal",
+        "eu-west-1",
+    )
+    assert (settings.storage.access_key_id, settings.storage.secret_access_key) == (
+        SECRETS["mirror-s3", "access-key-id"],
+        SECRETS["mirror-s3", "secret-access-key"],
+    )
+    assert settings.max_size is not None
     mounts = {m["mountPath"]: m["name"] for m in mirror["volumeMounts"]}
     claims = objects["StatefulSet", "mirror"]["spec"]["volumeClaimTemplates"]
     assert mounts[str(settings.cache_dir)] in {c["metadata"]["name"] for c in claims}
@@ -172,7 +204,7 @@ def test_each_replica_reaches_the_others_at_its_name_under_a_headless_service(
         (http["containerPort"], "http")
     ]
     for pod_name in ("mirror-0", "mirror-2"):
-        env = container_env(mirror, pod_name, {("mirror-peer", "secret"): PEER_SECRET})
+        env = container_env(mirror, pod_name, SECRETS)
         peer = URL(env["MIRROR_PEER_URL"])
         assert (peer.scheme, peer.host, peer.port) == (
             "http",
@@ -180,6 +212,20 @@ def test_each_replica_reaches_the_others_at_its_name_under_a_headless_service(
             http["containerPort"],
         )
         assert env["MIRROR_PEER_SECRET"] == PEER_SECRET
+
+
+def test_the_readme_creates_every_secret_the_replicas_read(objects: Objects) -> None:
+    """The manifests ship no Secret: the README's `kubectl create secret` commands make each
+    (Secret, key) the mirror's environment reads, the peer secret and the bucket's key."""
+    mirror = container(objects, "StatefulSet", "mirror")
+    read = {
+        (ref["name"], ref["key"])
+        for entry in mirror["env"]
+        if (ref := entry.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    assert read == set(SECRETS)
+    assert not [kind for kind, _ in objects if kind == "Secret"]
+    assert secrets_created((REPOSITORY / "README.md").read_text()) >= read
 
 
 def daemonset_script(objects: Objects) -> tuple[str, dict[str, str]]:

@@ -362,13 +362,13 @@ async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path)
 
 @pytest.mark.parametrize(
     "args",
-    [["ls"], ["du"], ["gc"], ["verify"], ["rm", "docker.io/library/x:1"], ["export", "x:1"]],
+    [["ls"], ["gc"], ["verify"], ["rm", "docker.io/library/x:1"], ["export", "x:1"]],
     ids=lambda a: a[0],
 )
 async def test_upkeep_commands_refuse_a_bucket_they_cannot_see(
     args: list[str], tmp_path: Path
 ) -> None:
-    """ls, du, gc, verify, rm and export see the cache directory alone: with --storage s3://
+    """ls, gc, verify, rm and export see the cache directory alone: with --storage s3://
     they stop with one error line and a non-zero status instead of acting on the local copy."""
     (tmp_path / "cache" / "blobs").mkdir(parents=True)
     extra = ["-o", str(tmp_path / "out.tar")] if args[0] == "export" else []

@@ -1,0 +1,99 @@
+"""`mirror du` with `--storage s3://…`, on a real SeaweedFS: the bucket's totals counted from a
+listing of its keys, after the cache directory in front of it when there is one."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from mirror.app import create_app
+from mirror.commands.cachedir import human_size
+from mirror.config import S3Settings, Settings, UpstreamSettings
+from tests.conftest import Seeded
+from tests.support.cli import mirror_cli
+from tests.support.oci import ACCEPT_ALL
+from tests.support.processes import free_port
+from tests.support.registry import Registry
+from tests.support.seaweed import BUCKET, Seaweed
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+def storage_config(path: Path, storage: S3Settings) -> Path:
+    """A settings file naming the bucket, its endpoint and its key."""
+    path.write_text(
+        "[storage]\n"
+        f'url = "{storage.url}"\n'
+        f'endpoint = "{storage.endpoint}"\n'
+        f'access_key_id = "{storage.access_key_id}"\n'
+        f'secret_access_key = "{storage.secret_access_key}"\n'
+    )
+    return path
+
+
+async def test_du_counts_the_bucket_after_the_cache_directory_in_front(
+    aiohttp_client: ClientFactory,
+    seaweed: Seaweed,
+    registry: Registry,
+    seeded: Seeded,
+    tmp_path: Path,
+) -> None:
+    """After a pull, du shows the cache directory's table, then one line with the bucket's
+    blobs, manifests, tag records and an upload left behind, and every byte under the prefix;
+    for a replica with no cache directory yet, the bucket's line alone."""
+    storage = seaweed.settings()
+    repo, tag = seeded.schema2_ref
+    image = seeded.schema2
+    settings = Settings(
+        cache_dir=tmp_path / "cache",
+        upstreams=(UpstreamSettings(default=True, url=registry.url),),
+        storage=storage,
+    )
+    client = await aiohttp_client(create_app(settings))
+    manifest = await client.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT_ALL})
+    assert manifest.status == 200, await manifest.text()
+    for blob in image.blobs:
+        response = await client.get(f"/v2/{repo}/blobs/{blob.digest}")
+        assert response.status == 200 and await response.read() == blob.data
+    await client.close()  # lets the uploads under way finish
+    # What a process that died mid-upload leaves (for a lifecycle rule to remove).
+    seaweed.client.put_object(Bucket=BUCKET, Key=f"{storage.prefix}/uploads/abc", Body=b"x" * 5)
+    everything = sum(seaweed.keys(storage.prefix).values())
+    config = storage_config(tmp_path / "mirror.toml", storage)
+    blobs = sum(blob.size for blob in image.blobs)
+    expected = (
+        f"bucket {storage.url}: {len(image.blobs)} blobs {human_size(blobs)}, "
+        f"1 manifest {human_size(len(image.manifest))}, 1 tag, 1 upload in progress 5 B; "
+        f"{human_size(everything)} in all"
+    )
+
+    result = await mirror_cli("du", "--config", config, "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 0, result.explain()
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"cache directory {tmp_path / 'cache'}, in front of the bucket:"
+    assert lines[1].split() == ["REGISTRY", "TAGS", "IMAGES", "SIZE"], result.explain()
+    assert lines[-1] == expected, result.explain()
+
+    fresh = await mirror_cli("du", "--config", config, "--cache-dir", tmp_path / "none")
+    assert fresh.returncode == 0, fresh.explain()
+    assert fresh.stdout.splitlines() == [expected], fresh.explain()
+
+
+async def test_du_says_in_one_line_that_the_store_cannot_be_reached(tmp_path: Path) -> None:
+    """With nothing listening at the store's endpoint, du stops with one error line and a
+    non-zero status, no traceback."""
+    storage = S3Settings(
+        bucket=BUCKET,
+        prefix="p",
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        access_key_id="k",
+        secret_access_key="s",
+    )
+    config = storage_config(tmp_path / "mirror.toml", storage)
+    result = await mirror_cli("du", "--config", config, "--cache-dir", tmp_path / "cache")
+    assert result.returncode == 1, result.explain()
+    (line,) = result.error_lines
+    assert line.startswith("mirror du: the object store is unreachable: "), result.explain()
