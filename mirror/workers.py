@@ -1,14 +1,13 @@
 """`--workers N`: N processes serving one listening socket, restarted if one dies, replaced one
 by one on SIGHUP.
 
-The supervisor binds the socket before starting anything, so there is never a moment when the
-port is closed, and the kernel spreads connections over the workers. Each worker is a fresh run
-of the same command line that inherits the socket, so a worker started on SIGHUP runs the code
-and reads the settings that are on disk then. A rolling restart starts a new worker, waits until
-it accepts connections, and only then asks an old one to stop (it drains, see
-`mirror.lifecycle`): at every moment at least N processes accept, and no connection is refused.
-A new worker that fails to start (a broken settings file) ends the rolling restart and leaves the
-running workers as they are.
+The supervisor binds the socket before starting anything, so there is never a moment when the port
+is closed, and the workers share out the connections (`mirror.api.listener`). Each worker is a fresh
+run of the same command line that inherits the socket, so a worker started on SIGHUP runs the code
+and reads the settings that are on disk then. A rolling restart starts a new worker, waits until it
+accepts connections, and only then asks an old one to stop (it drains, see `mirror.lifecycle`): at
+every moment at least N processes accept, and no connection is refused. A new worker that fails to
+start (a broken settings file) ends the rolling restart and leaves the running workers as they are.
 
 Workers share the cache directory (spool files are locked, renames are atomic) and, with
 `--redis-url`, the metadata store.

@@ -44,8 +44,8 @@ _CONNECTION_FAILED = {
 }  # fmt: skip
 ACCEPT_PAUSE = 0.1  # when nothing can be accepted, not even to be refused
 ACCEPT_BATCH = 100
-SPREAD_DELAY = 200e-6  # per open connection, before a worker of several accepts one more
-MAX_SPREAD_DELAY = 0.005
+SPREAD_DELAY = 100e-6  # per open connection, before a worker of several accepts one more
+MAX_SPREAD_DELAY = 0.001
 LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
 MAX_LINGERING = 64
 
