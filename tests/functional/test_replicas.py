@@ -28,6 +28,7 @@ from tests.support.processes import free_port
 from tests.support.redis_ha import ClusterNodes
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
+from tests.support.seaweed import Seaweed
 
 SECRET = "replicas-share-this-secret"
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -125,6 +126,51 @@ async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sen
     assert registry.body_bytes(path) == layer.size
     starting = next(e for e in replicas[0].entries() if e.get("event") == "starting")
     assert starting["peer_url"] == url(replicas[0], "")
+
+
+async def test_replicas_on_one_bucket_fetch_a_cold_blob_once_for_all(
+    start_replicas: ReplicaFactory, registry: Registry, seaweed: Seaweed
+) -> None:
+    """The Kubernetes example's set-up (replicas with their own directories, one Redis, one
+    bucket): 30 clients of a cold layer over 3 replicas get verified bodies from one upstream
+    GET, the blob lands in the bucket once, and a new replica with an empty directory serves
+    it without asking the upstream."""
+    image = make_image(layer_sizes=(2 << 20,), seed=uuid.uuid4().hex)
+    repo = f"replicas/{uuid.uuid4().hex[:8]}"
+    push_image(registry.url, repo, "v1", image)
+    layer = image.layers[0]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    bucket = seaweed.settings()
+    storage = (
+        "[storage]\n"
+        f'url = "s3://{bucket.bucket}/{bucket.prefix}"\n'
+        f'endpoint = "{bucket.endpoint}"\n'
+        f'region = "{bucket.region}"\n'
+        f'access_key_id = "{bucket.access_key_id}"\n'
+        f'secret_access_key = "{bucket.secret_access_key}"\n'
+    )
+    replicas = start_replicas(3, registry.url, settings=storage)
+    registry.clear_requests()
+    async with aiohttp.ClientSession() as session:
+        bodies = await asyncio.wait_for(
+            asyncio.gather(*(pull(session, url(replicas[i % 3], path)) for i in range(30))),
+            WITHIN,
+        )
+        assert all(sha256_digest(body) == layer.digest for body in bodies)
+        assert upstream_gets(registry, path) == 1
+        key = f"blobs/sha256/{layer.digest.removeprefix('sha256:')}"
+
+        def uploaded() -> bool:
+            """In the bucket, and no upload left (each replica that stored it may upload)."""
+            keys = seaweed.keys(bucket.prefix)
+            return key in keys and not any(k.startswith("uploads/") for k in keys)
+
+        assert await wait_until(uploaded, within=WITHIN)
+        assert seaweed.keys(bucket.prefix)[key] == layer.size
+        (fresh,) = start_replicas(1, registry.url, settings=storage)
+        registry.clear_requests()
+        assert sha256_digest(await pull(session, url(fresh, path))) == layer.digest
+    assert upstream_gets(registry, path) == 0
 
 
 async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
