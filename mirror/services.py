@@ -18,9 +18,9 @@ from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UpstreamStats, unobserved
 from mirror.oci.contents import BlobSizes
 from mirror.pullthrough.blobs import BlobService
-from mirror.pullthrough.fills import Fills
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
+from mirror.pullthrough.running_fills import Fills
 from mirror.pullthrough.slots import FillSlots
 from mirror.replicas.source import replicas_for
 from mirror.storage.blobs import BlobStore

@@ -25,7 +25,7 @@ from mirror.metrics.activity import Activity
 from mirror.metrics.families import Families
 from mirror.metrics.serving import MULTIPROCESS_ENV
 from mirror.metrics.upstream import UpstreamMetrics
-from mirror.pullthrough.fills import Fills
+from mirror.pullthrough.running_fills import Fills
 from mirror.pullthrough.slots import FillSlots
 
 CACHE_RESULTS = ("hit", "miss", "stale", "coalesced", None)

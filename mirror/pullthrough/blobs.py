@@ -13,8 +13,9 @@ from mirror.errors import Busy, UpstreamError
 from mirror.flight import SingleFlight
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import Fills, FillTaken, FillView
+from mirror.pullthrough.fills import FillTaken, FillView
 from mirror.pullthrough.follower import FollowedFill
+from mirror.pullthrough.running_fills import Fills
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, claim_name, is_claimed, poll
 from mirror.storage.files import ReadLease
