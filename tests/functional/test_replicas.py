@@ -21,7 +21,7 @@ from mirror.config import Settings, UpstreamSettings
 from mirror.replicas.peers import SECRET_HEADER
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
-from tests.support.images import make_image, push_image, sha256_digest
+from tests.support.images import Blob, make_image, push_image, sha256_digest
 from tests.support.mirror_process import MirrorProcess, start_mirror
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
@@ -93,6 +93,23 @@ def upstream_gets(registry: Registry, path: str) -> int:
     return sum(1 for method, seen in registry.requests() if method == "GET" and seen == path)
 
 
+def cold_layer(registry: Registry, size: int) -> tuple[Blob, str]:
+    """A one-layer image of its own pushed to the upstream: its layer and the layer's path."""
+    image = make_image(layer_sizes=(size,), seed=uuid.uuid4().hex)
+    repo = f"replicas/{uuid.uuid4().hex[:8]}"
+    push_image(registry.url, repo, "v1", image)
+    layer = image.layers[0]
+    return layer, f"/v2/{repo}/blobs/{layer.digest}"
+
+
+async def pull_spread(
+    session: aiohttp.ClientSession, replicas: list[MirrorProcess], path: str, clients: int = 30
+) -> list[bytes]:
+    """`clients` concurrent pulls of `path`, spread over the replicas in turn."""
+    pulls = (pull(session, url(replicas[i % len(replicas)], path)) for i in range(clients))
+    return await asyncio.wait_for(asyncio.gather(*pulls), WITHIN)
+
+
 async def pull(session: aiohttp.ClientSession, target: str) -> bytes:
     async with session.get(target) as response:
         assert response.status == 200, await response.text()
@@ -107,19 +124,12 @@ async def test_thirty_clients_on_three_replicas_get_a_cold_blob_the_upstream_sen
     every body is the blob, and the upstream sent its bytes exactly once, with the fill lease
     on one Redis server or on a Cluster. Each replica says at start-up where the others reach
     it."""
-    image = make_image(layer_sizes=(4 << 20,), seed=uuid.uuid4().hex)
-    repo = f"replicas/{uuid.uuid4().hex[:8]}"
-    push_image(registry.url, repo, "v1", image)
-    layer = image.layers[0]
-    path = f"/v2/{repo}/blobs/{layer.digest}"
+    layer, path = cold_layer(registry, 4 << 20)
     replicas = start_replicas(3, registry.url)
     registry.clear_requests()
 
     async with aiohttp.ClientSession() as session:
-        bodies = await asyncio.wait_for(
-            asyncio.gather(*(pull(session, url(replicas[i % 3], path)) for i in range(30))),
-            WITHIN,
-        )
+        bodies = await pull_spread(session, replicas, path)
 
     assert all(sha256_digest(body) == layer.digest for body in bodies)
     assert upstream_gets(registry, path) == 1
@@ -135,11 +145,7 @@ async def test_replicas_on_one_bucket_fetch_a_cold_blob_once_for_all(
     bucket): 30 clients of a cold layer over 3 replicas get verified bodies from one upstream
     GET, the blob lands in the bucket once, and a new replica with an empty directory serves
     it without asking the upstream."""
-    image = make_image(layer_sizes=(2 << 20,), seed=uuid.uuid4().hex)
-    repo = f"replicas/{uuid.uuid4().hex[:8]}"
-    push_image(registry.url, repo, "v1", image)
-    layer = image.layers[0]
-    path = f"/v2/{repo}/blobs/{layer.digest}"
+    layer, path = cold_layer(registry, 2 << 20)
     bucket = seaweed.settings()
     storage = (
         "[storage]\n"
@@ -152,10 +158,7 @@ async def test_replicas_on_one_bucket_fetch_a_cold_blob_once_for_all(
     replicas = start_replicas(3, registry.url, settings=storage)
     registry.clear_requests()
     async with aiohttp.ClientSession() as session:
-        bodies = await asyncio.wait_for(
-            asyncio.gather(*(pull(session, url(replicas[i % 3], path)) for i in range(30))),
-            WITHIN,
-        )
+        bodies = await pull_spread(session, replicas, path)
         assert all(sha256_digest(body) == layer.digest for body in bodies)
         assert upstream_gets(registry, path) == 1
         key = f"blobs/sha256/{layer.digest.removeprefix('sha256:')}"
@@ -178,11 +181,7 @@ async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
 ) -> None:
     """A replica asked for a blob another one stored earlier gets it from that one, not from
     the upstream; when that one has lost it (evicted) or is gone, from the upstream again."""
-    image = make_image(layer_sizes=(300_000,), seed=uuid.uuid4().hex)
-    repo = f"replicas/{uuid.uuid4().hex[:8]}"
-    push_image(registry.url, repo, "v1", image)
-    layer = image.layers[0]
-    path = f"/v2/{repo}/blobs/{layer.digest}"
+    layer, path = cold_layer(registry, 300_000)
     first, second, third = start_replicas(3, registry.url)
     registry.clear_requests()
 
