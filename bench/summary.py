@@ -149,14 +149,19 @@ def summary_report(reports: Sequence[PhaseReport], memory: Sequence[MemoryRecord
         "summary", "the targets: the mirror against the references measured in this run"
     )
     lines = []
+    heading = ""
     for row in rows:
         values = {e.name: row.value(e) for e in LINEUP}
+        # An indented row ("  p99 ms") belongs to the row above it: keyed with it in the data.
+        name = row.label.strip()
+        heading = heading if row.label.startswith(" ") else name
+        key = f"{heading}: {name}" if row.label.startswith(" ") else name
         lines.append(
             [row.label]
             + [fmt(values[e.name], row.spec) for e in LINEUP]
             + [row.target, _verdict(row, values)]
         )
-        report.data[row.label.strip()] = values
+        report.data[key] = values
     report.lines = table(["", *(SHORT[e.name] for e in LINEUP), "target", "met"], lines)
     return report
 
