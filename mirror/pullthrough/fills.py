@@ -91,6 +91,12 @@ class BlobSource(Protocol):
     @property
     def stats(self) -> Received: ...
 
+    @property
+    def relayed(self) -> bool:
+        """Whether the body opened last came from another replica. Its end before a first byte
+        is no reason to give up, as it is from the upstream: that replica may have died, and
+        opening the blob again reads it from whoever has it then."""
+
     def open_blob(
         self, repo: str, digest: Digest, offset: int = 0
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
@@ -222,7 +228,8 @@ class BlobFill:
                         await self._copy(resp, fd, hasher, received)
                 break
             except UpstreamError as e:
-                if self.size is None or self._written == offset or attempt == MAX_ATTEMPTS:
+                stuck = self._written == offset and not upstream.relayed
+                if self.size is None or stuck or attempt == MAX_ATTEMPTS:
                     raise
                 log.get_logger().warning(
                     "resuming blob fill",
@@ -385,7 +392,12 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
 
 
 def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
-    """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range."""
+    """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range
+    (but for a body asked for again from its start, which no Range asked for)."""
+    if offset == 0 and resp.status == 200:
+        if resp.content_length not in (None, size):
+            raise UpstreamError("upstream changed the blob's size while resuming")
+        return
     answered = content_range(resp.headers.get("Content-Range"))
     if resp.status != 206 or answered is None or answered.first != offset:
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")

@@ -85,6 +85,10 @@ class ReplicaSource:
     def stats(self) -> ReplicaSource:
         return self
 
+    @property
+    def relayed(self) -> bool:
+        return not self._from_upstream
+
     def received(self, count: int) -> None:
         """Bytes read, counted as the upstream's only when they came from it."""
         if self._from_upstream:

@@ -69,6 +69,8 @@ class FetchedManifest:
 class UpstreamRegistry:
     """One upstream registry: manifests, blobs, tag lists and referrers."""
 
+    relayed = False  # a fill's `BlobSource`: its bodies come from the upstream itself
+
     def __init__(
         self,
         settings: UpstreamSettings,

@@ -14,10 +14,12 @@ from typing import Any, Protocol
 
 import aiohttp
 import pytest
+import redis.asyncio
 from aiohttp.test_utils import TestClient
 
 from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
+from mirror.replicas.leases import lease_value
 from mirror.replicas.peers import SECRET_HEADER
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
@@ -353,6 +355,43 @@ async def test_the_others_complete_when_the_filling_replica_dies_before_its_firs
 
     assert sha256_digest(body) == digest
     assert [r.headers.get("Range") for r in upstream.seen("GET", path)] == [None, None]
+
+
+async def test_a_fill_whose_peer_stream_ends_before_its_first_byte_fetches_the_blob(
+    aiohttp_client: ClientFactory, registry: Registry, redis_server: RedisServer, cache_dir: Path
+) -> None:
+    """The replica named by a blob's fill lease answers with its headers and dies before the
+    first body byte: the replica that read from it takes the lease over and fetches the blob
+    from the upstream's start, and its client gets the whole verified blob."""
+    layer, path = cold_layer(registry, 1 << 20)
+    asked: list[bytes] = []
+
+    async def die_after_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readuntil(b"\r\n\r\n"))
+        dying.close()  # from now on, connections to it are refused
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Length: {layer.size}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    dying = await asyncio.start_server(die_after_headers, "127.0.0.1", 0)
+    port = dying.sockets[0].getsockname()[1]
+    settings = replica_settings(registry.url, redis_server.url, cache_dir)
+    lease = f"{settings.redis_prefix}fill:{layer.digest}"
+    client = await aiohttp_client(create_app(settings))
+    async with redis.asyncio.from_url(redis_server.url) as shared:
+        await shared.set(lease, lease_value(f"http://127.0.0.1:{port}", "a-fill"), px=10_000)
+    registry.clear_requests()
+
+    answer = await asyncio.wait_for(client.get(path), WITHIN)
+    assert answer.status == 200
+    assert sha256_digest(await asyncio.wait_for(answer.read(), WITHIN)) == layer.digest
+    assert len(asked) == 1 and asked[0].startswith(
+        f"GET /_mirror/peer/blobs/{layer.digest}".encode()
+    )
+    assert upstream_gets(registry, path) == 1
 
 
 def took_over(replica: MirrorProcess, why: str) -> bool:
