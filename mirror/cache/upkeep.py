@@ -59,7 +59,9 @@ class Upkeep:
         self.shared_blobs = (
             None
             if shared is None
-            else SharedBlobs(blobs, shared.blobs, redirect=shared.redirect, space=self.evictor)
+            else SharedBlobs(
+                blobs, shared.blobs, meta, redirect=shared.redirect, space=self.evictor
+            )
         )
 
     def _blob_stored(self, digest: Digest, size: int) -> None:

@@ -4,6 +4,11 @@ hit goes out by sendfile), and reads of a whole blob are checked against its dig
 
 The cache directory stays bounded by its size cap: a blob evicted from it is still in the
 shared store. An upload holds a read lease on the local file, so eviction cannot take it first.
+
+Replicas that stream a blob from the one fetching it commit it at about the same moment, before
+the first upload is done, so each would find the store without it. An upload lease in the
+metadata store lets one process upload; the others look again the next time they serve the
+blob after RECHECK_AFTER, and upload it then if that upload failed.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from cachetools import LRUCache, TTLCache
 
 from mirror import log
 from mirror.errors import StorageUnavailable
+from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.storage.backend import BlobBackend
 from mirror.storage.blobs import BlobStore
+from mirror.storage.files import ReadLease
 from mirror.storage.spool import open_spool
 
 # How long shutdown waits for uploads and copies under way before it cuts them off.
@@ -29,6 +36,8 @@ CLOSE_GRACE = 30.0
 # for there (and uploaded if missing) at most this often: a failed upload, a crash right after a
 # commit, or a directory older than the bucket may have left it on local disk alone.
 RECHECK_AFTER = 60.0
+# How long an upload keeps others from uploading the same blob, unless it ends first.
+UPLOAD_LEASE = 600.0
 # Uploads and copies that run at once; the rest wait their turn (a burst of them must not take
 # every connection to the store, or every descriptor).
 TRANSFERS = 8
@@ -47,12 +56,14 @@ class SharedBlobs:
         self,
         local: BlobStore,
         shared: BlobBackend,
+        meta: MetadataStore,
         *,
         redirect: bool = False,
         space: Space | None = None,
     ) -> None:
         self._local = local
         self._shared = shared
+        self._meta = meta
         self.redirect = redirect
         self._space = space
         # Known to be in the store (found, uploaded or copied from there): not uploaded again.
@@ -139,14 +150,27 @@ class SharedBlobs:
             return  # removed meanwhile
         _, size, lease = found
         try:
-            if await self._shared.stat(digest) is None:
-                with lease.open() as file:
-                    await self._shared.publish(file, digest, size)
+            missing = await self._shared.stat(digest) is None
+            if missing and not await self._upload(digest, size, lease):
+                return  # another process uploads it
             self._held[digest] = True
         except StorageUnavailable as e:
             log.warn_once("cannot upload blobs to the object store", error=e.message)
         finally:
             lease.release()
+
+    async def _upload(self, digest: Digest, size: int, lease: ReadLease) -> bool:
+        """Upload the blob unless another process holds its upload lease (False then)."""
+        key = f"upload:{digest}"
+        if not await self._meta.try_lease(key, UPLOAD_LEASE):
+            return False
+        try:
+            with lease.open() as file:
+                await self._shared.publish(file, digest, size)
+        finally:
+            await self._meta.release_lease(key)
+        log.get_logger().info("uploaded a blob to the object store", digest=str(digest), size=size)
+        return True
 
     async def _copy_down(self, digest: Digest, size: int) -> None:
         part = self._local.new_spool_file(digest)
