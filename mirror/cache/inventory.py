@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 from cachetools import LRUCache
 
@@ -139,13 +140,19 @@ class Inventory:
         return [t for t in self.tags if t.record.parsed_digest not in self.manifests]
 
 
+# What scans remember of each manifest: its size and what it links to (content-addressed, so
+# they never change and a later scan reads only the manifests that are new).
+KnownLinks: TypeAlias = LRUCache[Digest, tuple[int, Links]]
+REMEMBERED = 200_000
+
+
 class Scanner:
     """Takes inventories of one cache; remembers what manifests link to, since they never
     change, so that a scan after the first reads only the manifests that are new."""
 
-    def __init__(self, stores: Stores, remembered: int = 200_000) -> None:
+    def __init__(self, stores: Stores, remembered: int = REMEMBERED) -> None:
         self.stores = stores
-        self._links: LRUCache[Digest, tuple[int, Links]] = LRUCache(remembered)
+        self._links: KnownLinks = LRUCache(remembered)
 
     def scan(self) -> Inventory:
         """Walk the whole cache (blocking: for the helper process or a command)."""

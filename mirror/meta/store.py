@@ -9,11 +9,13 @@ mapping, so losing the store only makes tags stale.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from aiocache import SimpleMemoryCache
 from cachetools import TLRUCache
+
+from mirror.oci.digest import Digest
 
 
 class MetadataStore(Protocol):
@@ -45,6 +47,16 @@ class MetadataStore(Protocol):
         """Record what was last seen of an upstream (rate-limit headers, health)."""
 
     async def close(self) -> None: ...
+
+
+class Recency(Protocol):
+    """The last use of content as recorded where every replica sharing a bucket records it:
+    what the bucket's listing cannot tell (it knows when an object was written, not read)."""
+
+    async def last_used(self, digests: Collection[Digest]) -> dict[Digest, float]:
+        """Unix time of the last recorded use of each digest; those never recorded are left
+        out."""
+        ...
 
 
 class EmbeddedStore:

@@ -33,10 +33,12 @@ _NOATIME = getattr(os, "O_NOATIME", 0)
 
 @dataclass(frozen=True, slots=True)
 class StoredFile:
-    """A committed file: its digest, bytes on disk, and when it was last used (unix time)."""
+    """Committed content: its digest, bytes stored, and when it was last used (unix time);
+    `path` is the file in a cache directory, None for an object in a bucket (whose key the
+    digest names)."""
 
     digest: Digest
-    path: Path
+    path: Path | None
     size: int
     last_used: float
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 30.0
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An object as a listing names it: its key, bytes and last write (unix time)."""
+
+    key: str
+    size: int
+    modified: float
 
 
 class Bucket:
@@ -88,11 +98,16 @@ class Bucket:
 
     async def list(self, path: str) -> AsyncIterator[tuple[str, int]]:
         """(key, size) of every object under `path`."""
+        async for listed in self.objects(path):
+            yield listed.key, listed.size
+
+    async def objects(self, path: str) -> AsyncIterator[Listed]:
+        """Every object under `path`, as the listing describes it (ListObjectsV2)."""
         paginator = self.client.get_paginator("list_objects_v2")
         with translated(path):
             async for page in paginator.paginate(Bucket=self.name, Prefix=self.key(path)):
                 for item in page.get("Contents", []):
-                    yield item["Key"], item["Size"]
+                    yield Listed(item["Key"], item["Size"], item["LastModified"].timestamp())
 
 
 def _is_missing(error: ClientError) -> bool:
