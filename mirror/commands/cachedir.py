@@ -1,33 +1,30 @@
-"""What the upkeep commands share: the cache directory they work on, and sizes and times written
-for people."""
+"""What the upkeep commands share: the cache directory or the bucket they work on (and the cache
+directory in front of a bucket), and sizes and times written for people."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from mirror.cache.inventory import Stores
+from mirror.cache.lock import UpkeepLock
 from mirror.commands import CommandError
-from mirror.config import Settings
+from mirror.config import S3Settings, Settings
+from mirror.errors import StorageUnavailable
+from mirror.storage.s3.bucket import Bucket, open_bucket
 
 # How long `gc` and `rm` wait for a server's evictor to finish its pass.
 LOCK_WAIT = 120.0
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-
-
-def refuse_shared_storage(settings: Settings) -> None:
-    """The upkeep commands see the cache directory alone: with a bucket behind it, what they
-    would report or change is only the local copy, so they refuse."""
-    if settings.storage is not None:
-        raise CommandError(
-            f"works on a cache directory alone, and the content is in {settings.storage.url} "
-            "(--storage): not supported"
-        )
+T = TypeVar("T")
 
 
 def open_cache(settings: Settings) -> Stores:
     """The stores of the configured cache directory, when it is the whole cache."""
-    refuse_shared_storage(settings)
     return open_directory(settings.cache_dir)
 
 
@@ -36,6 +33,41 @@ def open_directory(root: Path) -> Stores:
     if not (root / "blobs").is_dir():
         raise CommandError(f"no cache at {root} (--cache-dir, MIRROR_CACHE_DIR)")
     return Stores.at(root)
+
+
+def open_front(settings: Settings) -> Stores | None:
+    """With a bucket behind it, the cache directory in front of it on this host, if there is
+    one (a replica that never served has none)."""
+    root = settings.cache_dir
+    return Stores.at(root) if (root / "blobs").is_dir() else None
+
+
+def in_front(stores: Stores) -> str:
+    """The heading over what a command reports of the cache directory in front of a bucket."""
+    return f"cache directory {stores.layout.root}, in front of the bucket:"
+
+
+@contextlib.contextmanager
+def pruning(stores: Stores) -> Iterator[None]:
+    """Hold the cache directory's upkeep lock (a server's evictor takes it too)."""
+    with UpkeepLock(stores.layout.root) as lock:
+        if not lock.acquire(LOCK_WAIT):
+            raise CommandError("another process is pruning the cache; try again later")
+        yield
+
+
+def on_bucket(storage: S3Settings, work: Callable[[Bucket], Awaitable[T]]) -> T:
+    """Run `work` on the bucket; a store that is down or refuses stops the command with one
+    line naming what failed."""
+
+    async def run() -> T:
+        async with open_bucket(storage) as bucket:
+            return await work(bucket)
+
+    try:
+        return asyncio.run(run())
+    except StorageUnavailable as e:
+        raise CommandError(e.message) from None
 
 
 def human_size(size: int) -> str:

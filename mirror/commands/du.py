@@ -9,7 +9,7 @@ import asyncio
 from mirror.cache.inventory import Inventory, Scanner, Stores
 from mirror.cache.usage import Disk, Limits
 from mirror.commands import Command, CommandError
-from mirror.commands.cachedir import count, human_size, open_cache, open_directory, table
+from mirror.commands.cachedir import count, human_size, in_front, open_cache, open_front, table
 from mirror.config import S3Settings, Settings
 from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
@@ -101,9 +101,10 @@ def _bucket(storage: S3Settings, settings: Settings) -> None:
         usage = asyncio.run(bucket_usage(storage))
     except StorageUnavailable as e:
         raise CommandError(e.message) from None
-    if (settings.cache_dir / "blobs").is_dir():
-        print(f"cache directory {settings.cache_dir}, in front of the bucket:")
-        _directory(open_directory(settings.cache_dir), settings)
+    front = open_front(settings)
+    if front is not None:
+        print(in_front(front))
+        _directory(front, settings)
         print()
     print(in_bucket(storage.url, usage))
 

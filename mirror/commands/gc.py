@@ -1,5 +1,9 @@
 """`mirror gc [--dry-run]`: remove what no cached tag leads to (after the protection window),
-tags whose manifest is gone, spool debris, and evict down to the cap; print what it freed."""
+tags whose manifest is gone, spool debris, and evict down to the cap; print what it freed.
+
+With `--storage s3://…`, the same garbage in the bucket and what writers left under `uploads/`
+(and multipart uploads never finished), older than the protection window too; then the cache
+directory in front of it on this host, if any: what went from the bucket, then its own gc."""
 
 from __future__ import annotations
 
@@ -8,12 +12,25 @@ import time
 
 from mirror.cache.collection import collect
 from mirror.cache.eviction import Freed, Policy, Sweeper, evict
-from mirror.cache.inventory import Scanner
-from mirror.cache.lock import UpkeepLock
+from mirror.cache.front import forget
+from mirror.cache.inventory import Inventory, Scanner, Stores
+from mirror.cache.removal import Removal
 from mirror.cache.usage import Limits, UsageCounter
-from mirror.commands import Command, CommandError
-from mirror.commands.cachedir import LOCK_WAIT, count, human_size, open_cache
-from mirror.config import Settings
+from mirror.commands import Command
+from mirror.commands.cachedir import (
+    count,
+    human_size,
+    in_front,
+    on_bucket,
+    open_cache,
+    open_front,
+    pruning,
+)
+from mirror.config import S3Settings, Settings
+from mirror.storage.s3 import removal as bucket_removal
+from mirror.storage.s3.bucket import Bucket
+from mirror.storage.s3.inventory import scan_bucket
+from mirror.storage.s3.removal import Debris, clear_debris
 
 
 def describe(freed: Freed) -> str:
@@ -32,30 +49,81 @@ def describe(freed: Freed) -> str:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    stores = open_cache(settings)
+    if settings.storage is not None:
+        _bucket(settings, settings.storage, dry_run=args.dry_run)
+    else:
+        _directory(open_cache(settings), settings, dry_run=args.dry_run)
+    return 0
+
+
+def _directory(stores: Stores, settings: Settings, *, dry_run: bool) -> None:
     limits = Limits(stores.layout.root, settings.max_size, settings.min_free)
     now = time.time()
-    with UpkeepLock(stores.layout.root) as lock:
-        if not lock.acquire(LOCK_WAIT):
-            raise CommandError("another process is pruning the cache; try again later")
+    with pruning(stores):
         inventory = Scanner(stores).scan()
-        garbage = Sweeper(stores, dry_run=args.dry_run)
+        garbage = Sweeper(stores, dry_run=dry_run)
         left = collect(inventory, garbage, now, settings.protect_window)
-        evicted = Sweeper(stores, dry_run=args.dry_run)
+        evicted = Sweeper(stores, dry_run=dry_run)
         disk = limits.disk()
         need = limits.excess(left.cached_total, disk)
         cap = limits.cap(disk)
         if need or cap is not None:
             policy = Policy(settings.protect_window, settings.pin, cap)
             evict(left, need, policy, evicted, now)
-        if limits.active and not args.dry_run:
+        if limits.active and not dry_run:
             UsageCounter(stores.layout.root / "usage").set(left.cached_total - evicted.freed.bytes)
-    verb = "would remove" if args.dry_run else "removed"
+    verb = "would remove" if dry_run else "removed"
     print(f"unreferenced: {verb} {describe(garbage.freed)}")
     print(f"over the limits: {verb} {describe(evicted.freed)}")
     total = garbage.freed.bytes + evicted.freed.bytes
-    print(f"{'would free' if args.dry_run else 'freed'} {human_size(total)} in total")
-    return 0
+    print(f"{'would free' if dry_run else 'freed'} {human_size(total)} in total")
+
+
+def _bucket(settings: Settings, storage: S3Settings, *, dry_run: bool) -> None:
+    """The bucket's garbage and upload debris (it has no cap to evict down to), then the
+    cache directory in front on this host: first what went from the bucket, then its own."""
+    now = time.time()
+    grace = settings.protect_window
+    # Only counted, never applied: the bucket's removals are made below.
+    counter = Sweeper(Stores.at(settings.cache_dir), dry_run=True)
+
+    async def work(bucket: Bucket) -> tuple[Removal, Debris]:
+        inventory = await scan_bucket(bucket)
+        garbage = _gone(inventory, collect(inventory, counter, now, grace))
+        if not dry_run:
+            await bucket_removal.remove(bucket, garbage)
+        return garbage, await clear_debris(bucket, now - grace, dry_run=dry_run)
+
+    garbage, debris = on_bucket(storage, work)
+    verb = "would remove" if dry_run else "removed"
+    print(f"bucket {storage.url}:")
+    print(f"unreferenced: {verb} {describe(counter.freed)}")
+    print(f"uploads left behind: {verb} {describe_debris(debris)}")
+    total = counter.freed.bytes + debris.bytes
+    print(f"{'would free' if dry_run else 'freed'} {human_size(total)} in total")
+    front = open_front(settings)
+    if front is not None:
+        if not dry_run:
+            with pruning(front):
+                forget(front, garbage)
+        print()
+        print(in_front(front))
+        _directory(front, settings, dry_run=dry_run)
+
+
+def _gone(before: Inventory, after: Inventory) -> Removal:
+    """What is in `before` and not in `after`, as a plan to remove it."""
+    return Removal(
+        tags=[t for t in before.tags if t not in after.tags],
+        images=[],
+        manifests=[d for d in before.manifests if d not in after.manifests],
+        unused_blobs=[b for d, b in before.blobs.items() if d not in after.blobs],
+    )
+
+
+def describe_debris(debris: Debris) -> str:
+    parts = [count(debris.objects, "object"), count(debris.multipart, "multipart upload")]
+    return f"{' and '.join(parts)} ({human_size(debris.bytes)})"
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

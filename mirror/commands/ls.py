@@ -1,4 +1,6 @@
-"""`mirror ls [--json]`: what is cached, tag by tag: digest, size, last pull, pull count."""
+"""`mirror ls [--json]`: what is cached, tag by tag: digest, size, last pull, pull count; with
+`--storage s3://…`, what the bucket holds (which keeps no pull counts: those are each cache
+directory's own)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import Any
 
 from mirror.cache.inventory import Inventory, Scanner
 from mirror.commands import Command
-from mirror.commands.cachedir import human_size, open_cache, table, utc_time
+from mirror.commands.cachedir import human_size, on_bucket, open_cache, table, utc_time
 from mirror.config import Settings
+from mirror.storage.s3.inventory import scan_bucket
 
 
 def rows(inventory: Inventory) -> list[dict[str, Any]]:
@@ -54,7 +57,10 @@ def rows(inventory: Inventory) -> list[dict[str, Any]]:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    inventory = Scanner(open_cache(settings)).scan()
+    if settings.storage is not None:
+        inventory = on_bucket(settings.storage, scan_bucket)
+    else:
+        inventory = Scanner(open_cache(settings)).scan()
     found = rows(inventory)
     if args.json:
         print(json.dumps(found, indent=2))

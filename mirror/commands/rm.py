@@ -1,20 +1,24 @@
 """`mirror rm REF...`: remove tags and images from the cache; the blobs they alone used go at the
-next `mirror gc`."""
+next `mirror gc`. With `--storage s3://…`, from the bucket, blobs included, and from the cache
+directory in front of it on this host."""
 
 from __future__ import annotations
 
 import argparse
 
 from mirror.cache import removal
-from mirror.cache.inventory import Scanner
-from mirror.cache.lock import UpkeepLock
-from mirror.cache.removal import NotCached, Target
+from mirror.cache.front import forget
+from mirror.cache.inventory import Inventory, Scanner
+from mirror.cache.removal import NotCached, Removal, Target
 from mirror.commands import Command, CommandError
-from mirror.commands.cachedir import LOCK_WAIT, count, human_size, open_cache
-from mirror.config import Settings
+from mirror.commands.cachedir import count, human_size, on_bucket, open_cache, open_front, pruning
+from mirror.config import S3Settings, Settings
 from mirror.errors import DigestInvalid
 from mirror.oci.digest import Digest
 from mirror.oci.reference import InvalidReference, parse_reference
+from mirror.storage.s3 import removal as bucket_removal
+from mirror.storage.s3.bucket import Bucket
+from mirror.storage.s3.inventory import scan_bucket
 
 
 def parse_target(text: str) -> Target:
@@ -39,16 +43,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
                 f"{target}: {target.reference.registry} is a local namespace, not cache; "
                 "delete pushed images through the registry API (DELETE /v2/.../manifests/...)"
             )
-    stores = open_cache(settings)
-    with UpkeepLock(stores.layout.root) as lock:
-        if not lock.acquire(LOCK_WAIT):
-            raise CommandError("another process is pruning the cache; try again later")
-        inventory = Scanner(stores).scan()
-        try:
-            plan = removal.plan(inventory, targets)
-        except NotCached as e:
-            raise CommandError(str(e)) from None
-        removal.apply(stores, plan)
+    if settings.storage is not None:
+        plan = _remove_from_bucket(settings, settings.storage, targets)
+        blobs = "removed with them"
+    else:
+        stores = open_cache(settings)
+        with pruning(stores):
+            plan = _plan(Scanner(stores).scan(), targets)
+            removal.apply(stores, plan)
+        blobs = "go at the next gc"
     for entry in plan.tags:
         print(f"untagged {entry.reference}")
     for digest in plan.images:
@@ -57,9 +60,33 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     print(
         f"removed {count(len(plan.tags), 'tag')} and {count(len(plan.images), 'image')} "
         f"({count(len(plan.manifests), 'manifest')}); {count(len(plan.unused_blobs), 'blob')} "
-        f"({human_size(unused)}) go at the next gc"
+        f"({human_size(unused)}) {blobs}"
     )
     return 0
+
+
+def _plan(inventory: Inventory, targets: list[Target]) -> Removal:
+    try:
+        return removal.plan(inventory, targets)
+    except NotCached as e:
+        raise CommandError(str(e)) from None
+
+
+def _remove_from_bucket(settings: Settings, storage: S3Settings, targets: list[Target]) -> Removal:
+    """Remove from the bucket, blobs no other image uses included (nothing there marks them
+    unused for a later gc), then from the cache directory in front on this host."""
+
+    async def work(bucket: Bucket) -> Removal:
+        plan = _plan(await scan_bucket(bucket), targets)
+        await bucket_removal.remove(bucket, plan)
+        return plan
+
+    plan = on_bucket(storage, work)
+    front = open_front(settings)
+    if front is not None:
+        with pruning(front):
+            forget(front, plan)
+    return plan
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

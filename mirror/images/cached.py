@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from mirror.errors import MirrorError
 from mirror.images.targets import resolve
@@ -27,6 +28,14 @@ class BlobFile:
     size: int
 
 
+class BlobFiles(Protocol):
+    """Where an image's blobs are read from when not from the cache directory alone."""
+
+    async def find(self, digest: Digest) -> tuple[Path, int] | None:
+        """A file holding the blob, and its size; None when there is none."""
+        ...
+
+
 @dataclass(slots=True)
 class CachedImage:
     name: ImageReference  # the full reference, as bundles name the image
@@ -35,7 +44,10 @@ class CachedImage:
     blobs: dict[Digest, BlobFile] = field(default_factory=dict)
 
 
-async def read_cached_image(services: Services, reference: ImageReference) -> CachedImage:
+async def read_cached_image(
+    services: Services, reference: ImageReference, blobs: BlobFiles | None = None
+) -> CachedImage:
+    """The whole image; its blobs from `blobs`, or the cache directory's own."""
     try:
         target = resolve(services.router, reference)
     except MirrorError as e:
@@ -51,12 +63,16 @@ async def read_cached_image(services: Services, reference: ImageReference) -> Ca
     if top is None:
         raise NotCached(f"manifest {digest} is not in the cache")
     image = CachedImage(target.name, top)
-    await _collect(services, image, top, depth=0)
+    await _collect(services, blobs, image, top, depth=0)
     return image
 
 
 async def _collect(
-    services: Services, image: CachedImage, manifest: StoredManifest, depth: int
+    services: Services,
+    blobs: BlobFiles | None,
+    image: CachedImage,
+    manifest: StoredManifest,
+    depth: int,
 ) -> None:
     image.manifests[manifest.digest] = manifest
     try:
@@ -72,9 +88,12 @@ async def _collect(
                 f"the index's {describe(child.platform)} manifest {child.digest} is not in the "
                 "cache (prefetch it with --platform all)"
             )
-        await _collect(services, image, stored, depth + 1)
+        await _collect(services, blobs, image, stored, depth + 1)
     for blob in contents.blobs:
-        found = services.blob_store.find(blob.digest)
+        if blobs is None:
+            found = services.blob_store.find(blob.digest)
+        else:
+            found = await blobs.find(blob.digest)
         if found is None:
             raise NotCached(f"blob {blob.digest} is not in the cache")
         path, size = found

@@ -109,6 +109,24 @@ class Bucket:
                 for item in page.get("Contents", []):
                     yield Listed(item["Key"], item["Size"], item["LastModified"].timestamp())
 
+    async def multipart_uploads(self) -> AsyncIterator[tuple[str, str, float]]:
+        """(key, upload id, when it started) of every multipart upload under the prefix that
+        was neither completed nor aborted."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        with translated(self.key("")):
+            async for page in paginator.paginate(Bucket=self.name, Prefix=self.key("")):
+                for upload in page.get("Uploads", []):
+                    yield upload["Key"], upload["UploadId"], upload["Initiated"].timestamp()
+
+    async def abort(self, key: str, upload: str) -> None:
+        """Abort a multipart upload, dropping its parts (one already ended is left alone)."""
+        with translated(key):
+            try:
+                await self.client.abort_multipart_upload(Bucket=self.name, Key=key, UploadId=upload)
+            except ClientError as e:
+                if not _is_missing(e):
+                    raise
+
 
 def _is_missing(error: ClientError) -> bool:
     return str(error.response.get("Error", {}).get("Code")) in _MISSING

@@ -32,7 +32,7 @@ _TAGS = "/_tags/"
 
 
 @dataclass
-class _Listing:
+class Listing:
     """The bucket's keys by kind, as one listing found them."""
 
     blobs: dict[Digest, Listed]
@@ -45,7 +45,7 @@ async def scan_bucket(
 ) -> Inventory:
     """Take an inventory of the bucket (StorageUnavailable when it cannot be read); `known`
     keeps what manifests link to from one scan to the next."""
-    listing = await _list(bucket)
+    listing = await list_content(bucket)
     known = LRUCache(REMEMBERED) if known is None else known
     recorded = (
         await recency.last_used([*listing.blobs, *listing.manifests]) if recency is not None else {}
@@ -77,8 +77,9 @@ async def scan_bucket(
     return Inventory(blobs, manifests, tags, spool=[])
 
 
-async def _list(bucket: Bucket) -> _Listing:
-    listing = _Listing({}, {}, {})
+async def list_content(bucket: Bucket) -> Listing:
+    """The blobs, manifests and tag records one listing of the prefix finds."""
+    listing = Listing({}, {}, {})
     async for listed in bucket.objects(""):
         top, _, rest = bucket.relative(listed.key).partition("/")
         if top in ("blobs", "manifests") and (digest := _digest(rest)) is not None:

@@ -41,6 +41,14 @@ class S3Manifests:
         await self._bucket.put(self._key(digest), data, media_type)
         return StoredManifest(digest, media_type, data)
 
+    async def remove(self, digest: Digest) -> bool:
+        """Remove the manifest; True when it was there."""
+        key = self._key(digest)
+        if await self._bucket.head(key) is None:
+            return False
+        await self._bucket.delete(key)
+        return True
+
 
 class S3Tags:
     """The bucket's tag records and tag lists (a `TagBackend`)."""
@@ -62,6 +70,17 @@ class S3Tags:
         record = TagRecord(str(digest), media_type, time.time())
         data = json.dumps(asdict(record)).encode()
         await self._bucket.put(self._key(upstream, repo, f"_tags/{tag}"), data, _JSON)
+
+    async def remove(self, upstream: str, repo: str, tag: str, digest: Digest) -> bool:
+        """Remove a tag record unless it moved to another digest meanwhile (or is gone); True
+        when it was removed."""
+        key = self._key(upstream, repo, f"_tags/{tag}")
+        found = await self._bucket.get_bytes(key)
+        record = None if found is None else parse_record(found[0])
+        if record is None or record.digest != str(digest):
+            return False
+        await self._bucket.delete(key)
+        return True
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:
         found = await self._bucket.get_bytes(self._key(upstream, repo, "_list"))
