@@ -23,8 +23,10 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mirror.cache.inventory import Image, Inventory, ManifestFile, Stores
+from mirror.cache.removal import Removal
 from mirror.oci.digest import Digest
 from mirror.storage.files import StoredFile
 from mirror.storage.spool_files import SpoolFile
@@ -53,6 +55,55 @@ class Freed:
     blobs: int = 0
     spool: int = 0
     bytes: int = 0
+
+
+class Sweep(Protocol):
+    """What eviction hands the content it chose to: each item once or more, and it counts."""
+
+    freed: Freed
+
+    def tag(self, entry: TagEntry) -> None: ...
+
+    def manifest(self, digest: Digest, file: ManifestFile) -> None: ...
+
+    def blob(self, file: StoredFile) -> bool:
+        """True when the blob is gone (or will be)."""
+        ...
+
+    def used_since(self, image: Image, since: float) -> bool: ...
+
+
+class Planned:
+    """Removes nothing: records what eviction chose as a `Removal`, for a store whose removals
+    are made afterwards (a bucket's, over the network)."""
+
+    def __init__(self) -> None:
+        self.freed = Freed()
+        self.removal = Removal(tags=[], images=[], manifests=[], unused_blobs=[])
+        self._chosen: set[Digest] = set()
+
+    def tag(self, entry: TagEntry) -> None:
+        self.removal.tags.append(entry)
+        self.freed.tags += 1
+
+    def manifest(self, digest: Digest, file: ManifestFile) -> None:
+        if digest not in self._chosen:
+            self._chosen.add(digest)
+            self.removal.manifests.append(digest)
+            self.freed.manifests += 1
+            self.freed.bytes += file.file.size
+
+    def blob(self, file: StoredFile) -> bool:
+        if file.digest not in self._chosen:
+            self._chosen.add(file.digest)
+            self.removal.unused_blobs.append(file)
+            self.freed.blobs += 1
+            self.freed.bytes += file.size
+        return True
+
+    def used_since(self, image: Image, since: float) -> bool:
+        """The inventory's recency is all there is to know: it was taken just now."""
+        return False
 
 
 class Sweeper:
@@ -129,7 +180,7 @@ class Sweeper:
         return False
 
 
-def evict(inventory: Inventory, need: int, policy: Policy, sweeper: Sweeper, now: float) -> None:
+def evict(inventory: Inventory, need: int, policy: Policy, sweeper: Sweep, now: float) -> None:
     """Free at least `need` bytes if the rules allow (see the module docstring)."""
     start = sweeper.freed.bytes
     held = inventory.holdings.everything
@@ -161,7 +212,7 @@ def evict(inventory: Inventory, need: int, policy: Policy, sweeper: Sweeper, now
 
 
 def _evict_image(
-    inventory: Inventory, image: Image, users: Counter[Digest], sweeper: Sweeper
+    inventory: Inventory, image: Image, users: Counter[Digest], sweeper: Sweep
 ) -> None:
     sweeper.freed.images += 1
     for entry in image.tags:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from mirror.cache.bucket_cap import BucketCap
 from mirror.cache.evictor import Evictor
 from mirror.cache.inventory import Stores
 from mirror.cache.recency import AccessLog
@@ -24,8 +25,8 @@ from mirror.storage.tags import TagStore
 
 class Upkeep:
     """The server's stores, the access log recording their use and the evictor bounding them;
-    with a `shared` store behind the cache directory, the stores read from and write to it, and
-    `shared_blobs` moves blobs between the two."""
+    with a `shared` store behind the cache directory, the stores read from and write to it,
+    `shared_blobs` moves blobs between the two, and `bucket_cap` bounds the shared store."""
 
     def __init__(
         self,
@@ -56,6 +57,19 @@ class Upkeep:
             before_pass=self.access.flush,
             forget=manifests.forget,
         )
+        self.bucket_cap = (
+            None
+            if shared is None or shared.cap is None
+            else BucketCap(
+                shared.bucket,
+                meta,
+                shared.cap,
+                settings.protect_window,
+                settings.pin,
+                clock=clock,
+                before_pass=self.access.flush,
+            )
+        )
         self.shared_blobs = (
             None
             if shared is None
@@ -77,8 +91,12 @@ class Upkeep:
     async def start(self) -> None:
         await self.access.start()
         await self.evictor.start()
+        if self.bucket_cap is not None:
+            await self.bucket_cap.start()
 
     async def close(self) -> None:
+        if self.bucket_cap is not None:
+            await self.bucket_cap.close()
         if self.shared_blobs is not None:
             await self.shared_blobs.close()
         await self.evictor.close()

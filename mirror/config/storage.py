@@ -8,6 +8,7 @@ region = "eu-west-1"
 access_key_id = "…"
 secret_access_key_file = "/run/secrets/s3-secret"
 redirect = true
+max_size = "2TiB"                  # the bucket's cap; default none
 ```
 
 Unset, a path or a `file://` URL: the cache directory is the store (as it always was). An
@@ -27,7 +28,7 @@ from typing import Any
 
 from yarl import URL
 
-from mirror.config.values import ConfigError, boolean, text
+from mirror.config.values import ConfigError, boolean, size, text
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _KEYS = {
@@ -38,6 +39,7 @@ _KEYS = {
     "secret_access_key",
     "secret_access_key_file",
     "redirect",
+    "max_size",
 }
 # The standard variables of the AWS SDKs, each over its key in the table.
 _ENV = {
@@ -68,6 +70,7 @@ class S3Settings:
     access_key_id: str | None = None
     secret_access_key: str | None = None
     redirect: bool = False  # answer blob GETs not on local disk with 307 to a pre-signed URL
+    max_size: int | None = None  # the bucket's cap in bytes (`--max-size` caps the directory)
 
     def __repr__(self) -> str:
         # Never print the secret (settings end up in logs and tracebacks).
@@ -142,8 +145,17 @@ def parse_storage(
         bucket=url.bucket,
         prefix=url.prefix,
         redirect=boolean("storage.redirect", table.get("redirect", False)),
+        max_size=_cap(table.get("max_size", "")),
         **values,
     )
+
+
+def _cap(value: Any) -> int | None:
+    """The bucket's cap: a number of bytes (a bucket has no size to take a share of)."""
+    limit = size("storage.max_size", value)
+    if limit is not None and limit.bytes is None:
+        raise ConfigError(f"storage.max_size: {value!r}: a bucket's cap is a size, not a share")
+    return None if limit is None else limit.bytes
 
 
 def _read_secret(value: Any) -> str:

@@ -27,13 +27,14 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from cachetools import TLRUCache
 
 from mirror import log
 from mirror.meta.store import EmbeddedStore
+from mirror.oci.digest import Digest
 
 # Another host on a shared filesystem may run a little ahead: a record that far in the future is
 # still taken as written now. Further ahead, it tells of a clock that was set back: stale.
@@ -137,6 +138,9 @@ class DirectoryStore:
 
     async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
         await self._local.add_hits(hits)
+
+    async def last_used(self, digests: Collection[Digest]) -> dict[Digest, float]:
+        return await self._local.last_used(digests)
 
     async def set_flag(self, key: str, ttl: float) -> None:
         await self._local.set_flag(key, ttl)

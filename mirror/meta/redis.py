@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -37,11 +37,13 @@ from mirror import log
 from mirror.flight import SingleFlight
 from mirror.meta.redis_url import REDIS_FAILURES, Client, RedisUrl
 from mirror.meta.store import EmbeddedStore
+from mirror.oci.digest import Digest
 
 PROBE_INTERVAL = 1.0
 R = TypeVar("R")
 P = TypeVar("P")
 ACCESS_TTL = 30 * 86400
+LOOKUPS = 1000  # digests asked for in one pipeline
 
 
 class RedisAway(Exception):
@@ -199,8 +201,12 @@ class RedisStore:
         raise RedisAway("redis is unavailable")
 
     async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
-        """A second's hits in one round trip; lost if Redis is away (they are only counts)."""
-        if not hits or not self._up:
+        """A second's hits in one round trip; while Redis is away, counts are lost (they are
+        only counts) and the last hits kept in this process."""
+        if not self._up:
+            await self._fallback.add_hits(hits)
+            return
+        if not hits:
             return
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -212,6 +218,25 @@ class RedisStore:
                 await pipe.execute()
         except REDIS_FAILURES as e:
             self._went_down(e)
+
+    async def last_used(self, digests: Collection[Digest]) -> dict[Digest, float]:
+        """The `last` of each digest's access hash, LOOKUPS per round trip; while Redis is
+        away, what this process saw meanwhile."""
+        found: dict[Digest, float] = {}
+        ordered = list(digests)
+        for start in range(0, len(ordered), LOOKUPS):
+            batch = ordered[start : start + LOOKUPS]
+            found |= await self._shared(
+                partial(self._last_hits, batch), partial(self._fallback.last_used, batch)
+            )
+        return found
+
+    async def _last_hits(self, digests: list[Digest]) -> dict[Digest, float]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for digest in digests:
+                pipe.hget(self._prefix + "access:" + str(digest), "last")
+            lasts = await pipe.execute()
+        return {d: float(last) for d, last in zip(digests, lasts, strict=True) if last}
 
     def _went_down(self, error: BaseException) -> None:
         if not self._up:

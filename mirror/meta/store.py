@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from aiocache import SimpleMemoryCache
-from cachetools import TLRUCache
+from cachetools import LRUCache, TLRUCache
 
 from mirror.oci.digest import Digest
 
@@ -33,7 +33,12 @@ class MetadataStore(Protocol):
 
     async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
         """Add to the hit counts of cached digests: digest -> (hits, unix time of the last),
-        gathered over a second. Recency for eviction is kept with the cache (`cache.recency`)."""
+        gathered over a second. Recency for the cache directory's eviction is kept with it
+        (`cache.recency`); a bucket's eviction reads these (`last_used`)."""
+
+    async def last_used(self, digests: Collection[Digest]) -> dict[Digest, float]:
+        """The last hit recorded of each digest (a `Recency`); those never recorded (or no
+        longer remembered) are left out."""
 
     async def set_flag(self, key: str, ttl: float) -> None:
         """Raise a flag that lowers itself after `ttl` seconds (an open circuit, a spent
@@ -73,6 +78,7 @@ class EmbeddedStore:
             maxsize=max_keys, ttu=lambda _key, ttl, now: now + ttl, timer=time.monotonic
         )
         self.upstreams: dict[str, dict[str, str]] = {}
+        self._last: LRUCache[str, float] = LRUCache(max_keys)  # digest -> its last hit
 
     async def start(self) -> None:
         pass
@@ -98,7 +104,13 @@ class EmbeddedStore:
         await self._leases.delete(key)
 
     async def add_hits(self, hits: Mapping[str, tuple[int, float]]) -> None:
-        """Nothing to share them with: recency and pull counts are kept with the cache."""
+        """Only the last hit of each digest is kept, for this process's `last_used`: with
+        nothing to share them with, counts and pulls are kept with the cache."""
+        for digest, (_, last) in hits.items():
+            self._last[digest] = last
+
+    async def last_used(self, digests: Collection[Digest]) -> dict[Digest, float]:
+        return {d: last for d in digests if (last := self._last.get(str(d))) is not None}
 
     async def set_flag(self, key: str, ttl: float) -> None:
         self._flags[key] = ttl
@@ -114,5 +126,6 @@ class EmbeddedStore:
 
     async def close(self) -> None:
         self._fresh.clear()
+        self._last.clear()
         await self._leases.clear()
         await self._leases.close()

@@ -119,6 +119,7 @@ class BlobService:
             size = await self._shared.find(digest)
             if size is not None:
                 log.note_cache("hit")
+                self._access.blob(digest)  # a use every replica's bucket eviction sees
                 if not self._shared.redirect:
                     self._shared.copy_down(digest, size)
                 return SharedBlob(digest, size, self._shared)

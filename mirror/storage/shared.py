@@ -10,19 +10,22 @@ from dataclasses import dataclass
 from mirror.config import S3Settings
 from mirror.storage.backend import BlobBackend, ManifestBackend, TagBackend
 from mirror.storage.s3.blobs import S3Blobs
-from mirror.storage.s3.bucket import open_bucket
+from mirror.storage.s3.bucket import Bucket, open_bucket
 from mirror.storage.s3.records import S3Manifests, S3Tags
 
 
 @dataclass(frozen=True, slots=True)
 class SharedStorage:
     """The shared store's blobs, manifests and tags; `redirect`: send clients to it for blobs
-    not on local disk, rather than stream them."""
+    not on local disk, rather than stream them; `cap`: the most its content may take (bytes),
+    kept by `cache.bucket_cap` on the `bucket` itself."""
 
     blobs: BlobBackend
     manifests: ManifestBackend
     tags: TagBackend
     redirect: bool
+    bucket: Bucket
+    cap: int | None
 
 
 @contextlib.asynccontextmanager
@@ -33,5 +36,10 @@ async def open_shared(settings: S3Settings | None) -> AsyncIterator[SharedStorag
         return
     async with open_bucket(settings) as bucket:
         yield SharedStorage(
-            S3Blobs(bucket), S3Manifests(bucket), S3Tags(bucket), redirect=settings.redirect
+            S3Blobs(bucket),
+            S3Manifests(bucket),
+            S3Tags(bucket),
+            redirect=settings.redirect,
+            bucket=bucket,
+            cap=settings.max_size,
         )

@@ -52,8 +52,8 @@ def nodes_holding(cluster: ClusterNodes, pattern: str) -> int:
 async def test_every_store_operation_works_on_a_cluster(
     cluster_store: RedisStore, redis_cluster: ClusterNodes
 ) -> None:
-    """Freshness, leases, flags, upstream facts and batched access counts all reach a Cluster,
-    whose nodes each hold some of the keys, and the store never falls back."""
+    """Freshness, leases, flags, upstream facts, and batched access counts and last uses all
+    reach a Cluster, whose nodes each hold some of the keys, and the store never falls back."""
     digests = [f"sha256:{n:064x}" for n in range(30)]
     for n, digest in enumerate(digests):
         await cluster_store.mark_fresh(f"hub/app:v{n}", digest, 60)
@@ -69,13 +69,17 @@ async def test_every_store_operation_works_on_a_cluster(
     assert not await cluster_store.has_flag("breaker:hub")
     await cluster_store.note_upstream("hub", {"ratelimit_remaining": "5"})
     # One pipeline whose keys fall in many slots on every node.
-    await cluster_store.add_hits({digest: (2, time.time()) for digest in digests})
+    at = float(int(time.time()))
+    await cluster_store.add_hits({digest: (2, at + n) for n, digest in enumerate(digests)})
     hits = await cluster_store.command(
         lambda redis: asyncio.gather(
             *(redis.hget(cluster_store.key(f"access:{d}"), "hits") for d in digests)
         )
     )
     assert hits == [b"2"] * len(digests)
+    never = Digest.parse(f"sha256:{'f' * 64}")
+    recorded = await cluster_store.last_used([*map(Digest.parse, digests), never])
+    assert recorded == {Digest.parse(d): at + n for n, d in enumerate(digests)}
     assert cluster_store.available
     assert nodes_holding(redis_cluster, cluster_store.key("*")) == len(redis_cluster.nodes)
 

@@ -1,0 +1,116 @@
+"""Keeping the bucket within its cap (`[storage] max_size`), as one cache across replicas.
+
+Every process of every replica looks once a `every` seconds, but only the one that takes the
+metadata store's `bucket-cap` lease goes on; the lease is left to expire, so the bucket is looked
+at once per interval however many replicas share it (through Redis; with the embedded store,
+once per process). A listing (sizes alone, a request per thousand objects) says whether the
+bucket's blobs and manifests are past the cap; only then is it scanned (`scan_bucket`) and the
+least recently used images removed down to LOW_WATER of the cap, by the cache directory's rules
+(`cache.eviction`): an object's last use is the later of its last write and the last hit any
+replica recorded (`MetadataStore.last_used`), and the protection window and pins apply as on
+disk.
+
+Each replica's local copies stay, bounded by its own `--max-size`: one served again is uploaded
+again (`storage.shared_blobs`), as content in use should be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from cachetools import LRUCache
+
+from mirror import log
+from mirror.cache.eviction import Freed, Planned, Policy, evict
+from mirror.cache.inventory import REMEMBERED, KnownLinks
+from mirror.errors import StorageUnavailable
+from mirror.meta.store import MetadataStore
+from mirror.storage.s3.bucket import Bucket
+from mirror.storage.s3.inventory import scan_bucket
+from mirror.storage.s3.removal import remove
+
+CHECK_EVERY = 60.0
+LOW_WATER = 0.9  # a pass past the cap removes down to this share of it
+_LEASE = "bucket-cap"
+_COUNTED = ("blobs/", "manifests/")
+
+
+class BucketCap:
+    """One per server process: looks at the bucket's size now and then, and evicts past it."""
+
+    def __init__(
+        self,
+        bucket: Bucket,
+        meta: MetadataStore,
+        cap: int,
+        protect_window: float,
+        pins: tuple[str, ...],
+        *,
+        every: float = CHECK_EVERY,
+        clock: Callable[[], float] = time.time,
+        before_pass: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`before_pass` writes out this process's pending uses, so they count."""
+        self._bucket = bucket
+        self._meta = meta
+        self._policy = Policy(protect_window, pins, cap)
+        self._cap = cap
+        self._every = every
+        self._clock = clock
+        self._before_pass = before_pass
+        self._known: KnownLinks = LRUCache(REMEMBERED)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._forever())
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            try:
+                await self.check()
+            except StorageUnavailable as e:
+                log.warn_once("cannot keep the bucket within its cap", error=e.message)
+
+    async def check(self) -> Freed | None:
+        """Look once: what was removed (nothing while within the cap), or None when another
+        process looked within the interval."""
+        if not await self._meta.try_lease(_LEASE, self._every):
+            return None
+        freed = Freed()
+        if await self._stored() <= self._cap:
+            return freed
+        if self._before_pass is not None:
+            await self._before_pass()
+        inventory = await scan_bucket(self._bucket, self._meta, self._known)
+        plan = Planned()
+        need = inventory.cached_total - int(self._cap * LOW_WATER)
+        evict(inventory, need, self._policy, plan, self._clock())
+        removed = await remove(self._bucket, plan.removal)
+        log.get_logger().info(
+            "evicted from the bucket",
+            images=plan.freed.images,
+            tags=removed.tags,
+            manifests=removed.manifests,
+            blobs=removed.blobs,
+            bytes=plan.freed.bytes,
+            cap=self._cap,
+        )
+        return plan.freed
+
+    async def _stored(self) -> int:
+        """The bytes of the bucket's blobs and manifests, from one listing."""
+        total = 0
+        for path in _COUNTED:
+            async for _, size in self._bucket.list(path):
+                total += size
+        return total
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
