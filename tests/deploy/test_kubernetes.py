@@ -172,6 +172,7 @@ def test_the_mirror_starts_with_the_configmap_settings(objects: Objects, tmp_pat
         SECRETS["mirror-s3", "access-key-id"],
         SECRETS["mirror-s3", "secret-access-key"],
     )
+    assert settings.storage.max_size == 2 << 40
     assert settings.max_size is not None
     mounts = {m["mountPath"]: m["name"] for m in mirror["volumeMounts"]}
     claims = objects["StatefulSet", "mirror"]["spec"]["volumeClaimTemplates"]
