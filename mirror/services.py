@@ -115,7 +115,14 @@ async def _open(
             layout=layout,
             meta=meta,
             router=Router(upstreams, settings.local),
-            manifests=ManifestService(stores.manifests, stores.tags, meta, access, layout.spool),
+            manifests=ManifestService(
+                stores.manifests,
+                stores.tags,
+                meta,
+                access,
+                layout.spool,
+                replicas=replicas.manifests if replicas is not None else None,
+            ),
             blobs=BlobService(
                 stores.blobs, fills, access, layout.spool, sizes, upkeep.shared_blobs
             ),

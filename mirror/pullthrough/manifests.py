@@ -14,6 +14,7 @@ from mirror.flight import SingleFlight
 from mirror.meta.store import MetadataStore
 from mirror.oci.contents import media_type_of
 from mirror.oci.digest import Digest
+from mirror.replicas.manifests import ReplicaManifests
 from mirror.storage.claims import once
 from mirror.storage.manifests import ManifestStore, StoredManifest
 from mirror.storage.tags import TagStore
@@ -40,6 +41,9 @@ def _answer(manifest: StoredManifest) -> ManifestAnswer:
 
 
 class ManifestService:
+    """Manifests by digest and by tag, from the cache or the upstream; `replicas`, in replica
+    mode: other replicas, asked before the upstream (mirror/replicas/manifests.py)."""
+
     def __init__(
         self,
         manifests: ManifestStore,
@@ -47,7 +51,9 @@ class ManifestService:
         meta: MetadataStore,
         access: AccessLog,
         spool: Path,
+        replicas: ReplicaManifests | None = None,
     ) -> None:
+        self._replicas = replicas
         self._spool = spool
         self._manifests = manifests
         self._tags = tags
@@ -79,7 +85,10 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, digest: Digest, key: str
     ) -> ManifestAnswer:
         async def fetch() -> ManifestAnswer:
-            return _answer(await self._store(await upstream.get_manifest(repo, str(digest))))
+            fetched = None if self._replicas is None else await self._replicas.fetch(digest)
+            if fetched is None:
+                fetched = await upstream.get_manifest(repo, str(digest))
+            return _answer(await self._store(fetched))
 
         async def stored() -> ManifestAnswer | None:
             found = await self._manifests.get(digest)
@@ -115,6 +124,11 @@ class ManifestService:
             # known answer is as good as any.
             log.note_cache("hit")
             return _answer(stored)
+        leased = stored is not None
+        if stored is None and self._replicas is not None:
+            leased = await self._meta.try_lease(key, REVALIDATION_LEASE)
+            if not leased and (answer := await self._resolved_elsewhere(upstream, repo, tag, key)):
+                return answer
         try:
             if stored is None:
                 # A first pull: other workers missing it too wait for this one's answer.
@@ -149,8 +163,21 @@ class ManifestService:
             )
             return _answer(stored)
         finally:
-            if stored is not None:
+            if leased:
                 await self._meta.release_lease(key)
+        return answer
+
+    async def _resolved_elsewhere(
+        self, upstream: UpstreamRegistry, repo: str, tag: str, key: str
+    ) -> ManifestAnswer | None:
+        """A first pull of a tag another replica is resolving: its answer, read by digest
+        once it has it (None if it took too long)."""
+        assert self._replicas is not None
+        fresh = await self._replicas.resolved(key)
+        if fresh is None:
+            return None
+        answer = await self.by_digest(upstream, repo, Digest.parse(fresh), head=False)
+        await self._remember(upstream, repo, tag, answer.digest, answer.media_type)
         return answer
 
     async def _revalidate(
@@ -163,11 +190,11 @@ class ManifestService:
                 return _answer(stored)
             if head.digest is not None and (known := await self._manifests.get(head.digest)):
                 log.note_cache("hit")
-                await self._remember(upstream, repo, tag, known)
+                await self._remember(upstream, repo, tag, known.digest, known.media_type)
                 return _answer(known)
         log.note_cache("miss")
         manifest = await self._store(await upstream.get_manifest(repo, tag))
-        await self._remember(upstream, repo, tag, manifest)
+        await self._remember(upstream, repo, tag, manifest.digest, manifest.media_type)
         return _answer(manifest)
 
     async def _store(self, fetched: FetchedManifest) -> StoredManifest:
@@ -176,10 +203,17 @@ class ManifestService:
         # The manifest's own mediaType names what it is, whatever the upstream's Content-Type.
         media_type = media_type_of(fetched.data, fetched.media_type)
         try:
-            return await self._manifests.put(fetched.digest, media_type, fetched.data)
+            stored = await self._manifests.put(fetched.digest, media_type, fetched.data)
         except OSError as e:
             log.warn_once("cannot store manifests", error=e.strerror)
             return StoredManifest(fetched.digest, media_type, fetched.data)
+        if self._replicas is not None:
+            await self._replicas.held(fetched.digest)
+        return stored
+
+    async def local(self, digest: Digest) -> StoredManifest | None:
+        """The manifest if this replica holds it (for the others: never from an upstream)."""
+        return await self._manifests.get(digest)
 
     async def _recorded(
         self, upstream: UpstreamRegistry, repo: str, tag: str
@@ -189,9 +223,9 @@ class ManifestService:
         return _answer(stored) if stored else None
 
     async def _remember(
-        self, upstream: UpstreamRegistry, repo: str, tag: str, manifest: StoredManifest
+        self, upstream: UpstreamRegistry, repo: str, tag: str, digest: Digest, media_type: str
     ) -> None:
         try:
-            await self._tags.put(upstream.name, repo, tag, manifest.digest, manifest.media_type)
+            await self._tags.put(upstream.name, repo, tag, digest, media_type)
         except OSError as e:
             log.warn_once("cannot store tags", error=e.strerror)

@@ -1,15 +1,22 @@
-"""Requests to other replicas: a blob's bytes from the replica that fetches it, through its peer
-endpoint (`GET /_mirror/peer/blobs/<digest>`, mirror/api/peer.py), with the shared secret."""
+"""Requests to other replicas: a blob's bytes from the replica that fetches it, or a manifest
+from one that stored it, through its peer endpoint (`GET /_mirror/peer/blobs/<digest>`,
+`/_mirror/peer/manifests/<digest>`, mirror/api/peer.py), with the shared secret."""
 
 from __future__ import annotations
 
 import aiohttp
 from yarl import URL
 
+from mirror.errors import UpstreamError
 from mirror.oci.digest import Digest
+from mirror.upstream.pool import MAX_MANIFEST_SIZE, read_limited
+from mirror.upstream.registry import FetchedManifest
 
 SECRET_HEADER = "Mirror-Peer-Secret"
 PATH = "/_mirror/peer/blobs/"
+MANIFESTS_PATH = "/_mirror/peer/manifests/"
+# A manifest comes whole in one small body: a replica that takes longer is no help.
+MANIFEST_TIMEOUT = 10.0
 # Replicas share a network: one that does not take a connection in this long is gone (a pod
 # replaced under a new address, a host that went away), and its fill is taken over.
 CONNECT_TIMEOUT = 3.0
@@ -41,9 +48,8 @@ class Peers:
         release; a read that stalls for `read_timeout` seconds breaks off."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            url = URL(peer).with_path(URL(peer).path.rstrip("/") + PATH + str(digest))
             response = await self._session.get(
-                url,
+                _url(peer, PATH, digest),
                 headers=headers,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(
@@ -63,5 +69,29 @@ class Peers:
             raise PeerGone(f"{peer} answered {response.status}")
         return response
 
+    async def manifest(self, peer: str, digest: Digest) -> FetchedManifest:
+        """The manifest's exact bytes and media type, checked against the digest; PeerGone
+        when the replica cannot give it."""
+        try:
+            async with self._session.get(
+                _url(peer, MANIFESTS_PATH, digest),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=MANIFEST_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+            ) as response:
+                if response.status != 200:
+                    raise PeerGone(f"{peer} answered {response.status} for {digest}")
+                data = await read_limited(response, MAX_MANIFEST_SIZE, f"manifest {digest}")
+                media_type = response.headers.get("Content-Type", "")
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, UpstreamError) as e:
+            raise PeerGone(f"{peer}: {e}") from e
+        if Digest.of(data, digest.algorithm) != digest:
+            raise PeerGone(f"{peer} sent a manifest that is not {digest}")
+        return FetchedManifest(digest, media_type, data)
+
     async def close(self) -> None:
         await self._session.close()
+
+
+def _url(peer: str, path: str, digest: Digest) -> URL:
+    base = URL(peer)
+    return base.with_path(base.path.rstrip("/") + path + str(digest))

@@ -26,6 +26,7 @@ from mirror.meta.redis import RedisAway, RedisStore
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.replicas.leases import FillLeases, is_kept, lease_value, peer_of
+from mirror.replicas.manifests import ReplicaManifests
 from mirror.replicas.peers import PeerGone, PeerLacks, Peers
 from mirror.upstream.registry import UpstreamRegistry
 
@@ -42,12 +43,14 @@ READ_SLACK = 10.0
 
 
 class Replicas:
-    """This replica among the others: the leases, the peer client, and its own peer URL."""
+    """This replica among the others: the leases, the peer client, its own peer URL, and the
+    record of who holds which manifest."""
 
     def __init__(self, store: RedisStore, peer_url: str, secret: str, user_agent: str) -> None:
         self.leases = FillLeases(store)
         self.peers = Peers(secret, user_agent)
         self.peer_url = peer_url
+        self.manifests = ReplicaManifests(store, self.peers, peer_url)
 
     def source(self, upstream: UpstreamRegistry, digest: Digest) -> ReplicaSource:
         """The source of one fill of `digest` through `upstream`."""

@@ -23,9 +23,16 @@ from mirror.replicas.leases import lease_value
 from mirror.replicas.peers import SECRET_HEADER
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
-from tests.support.images import Blob, make_image, push_image, sha256_digest
+from tests.support.images import (
+    Blob,
+    make_image,
+    make_index,
+    push_image,
+    push_index,
+    sha256_digest,
+)
 from tests.support.mirror_process import MirrorProcess, start_mirror
-from tests.support.oci import assert_oci_error, cached_blob, wait_until
+from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
 from tests.support.redis_ha import ClusterNodes
 from tests.support.redis_server import RedisServer
@@ -185,6 +192,39 @@ async def test_replicas_on_one_bucket_fetch_a_cold_blob_once_for_all(
         registry.clear_requests()
         assert sha256_digest(await pull(session, url(fresh, path))) == layer.digest
     assert upstream_gets(registry, path) == 0
+
+
+async def test_thirty_clients_on_three_replicas_cost_the_upstream_one_get_per_manifest(
+    start_replicas: ReplicaFactory, registry: Registry
+) -> None:
+    """30 concurrent clients spread over 3 replicas pull a cold multi-platform tag, then each
+    platform's manifest by digest: every body is the manifest asked for, and the upstream sent
+    each manifest once (the pull limit Docker Hub keeps counts manifest GETs). A replica asked
+    later reads them from the replica that stored them."""
+    images = [make_image(arch=arch, seed=uuid.uuid4().hex) for arch in ("amd64", "arm64")]
+    index = make_index(images)
+    repo = f"replicas/{uuid.uuid4().hex[:8]}"
+    push_index(registry.url, repo, "v1", index)
+    replicas = start_replicas(3, registry.url)
+    registry.clear_requests()
+
+    async def pull_manifests(target: MirrorProcess) -> None:
+        headers = {"Accept": ACCEPT_ALL}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            listed = await pull(session, url(target, f"/v2/{repo}/manifests/v1"))
+            assert sha256_digest(listed) == index.digest
+            for image in images:
+                body = await pull(session, url(target, f"/v2/{repo}/manifests/{image.digest}"))
+                assert sha256_digest(body) == image.digest
+
+    pulls = (pull_manifests(replicas[i % 3]) for i in range(30))
+    await asyncio.wait_for(asyncio.gather(*pulls), WITHIN)
+    paths = [f"/v2/{repo}/manifests/v1", *(f"/v2/{repo}/manifests/{i.digest}" for i in images)]
+    assert [upstream_gets(registry, path) for path in paths] == [1, 1, 1]
+    (later,) = start_replicas(1, registry.url)
+    registry.clear_requests()
+    await asyncio.wait_for(pull_manifests(later), WITHIN)
+    assert [upstream_gets(registry, path) for path in paths] == [0, 0, 0]
 
 
 async def test_a_replica_asked_later_reads_a_blob_from_the_one_that_stored_it(
@@ -403,6 +443,32 @@ async def test_a_fill_whose_peer_stream_ends_before_its_first_byte_fetches_the_b
     assert upstream_gets(registry, path) == 1
 
 
+async def test_a_manifest_whose_holder_is_gone_is_fetched_from_the_upstream(
+    aiohttp_client: ClientFactory,
+    registry: Registry,
+    redis_server: RedisServer,
+    seeded: Seeded,
+    cache_dir: Path,
+) -> None:
+    """Redis names a replica that cannot be reached as the holder of a manifest: the replica
+    asked for it fetches it from the upstream, at once, and serves it."""
+    settings = replica_settings(registry.url, redis_server.url, cache_dir)
+    client = await aiohttp_client(create_app(settings))
+    repo, _ = seeded.oci_ref
+    digest = seeded.oci.digest
+    async with redis.asyncio.from_url(redis_server.url) as shared:
+        await shared.set(
+            f"{settings.redis_prefix}manifest:{digest}", f"http://127.0.0.1:{free_port()}"
+        )
+    registry.clear_requests()
+
+    path = f"/v2/{repo}/manifests/{digest}"
+    answer = await asyncio.wait_for(client.get(path, headers={"Accept": ACCEPT_ALL}), WITHIN)
+    assert answer.status == 200
+    assert await answer.read() == seeded.oci.manifest
+    assert upstream_gets(registry, path) == 1
+
+
 def took_over(replica: MirrorProcess, why: str) -> bool:
     """Whether the replica logged taking a fill over from another, for this reason."""
     return any(
@@ -454,7 +520,8 @@ async def test_the_peer_endpoint_answers_only_those_with_the_secret(
 ) -> None:
     """Without the replicas' secret, or with a wrong one, the peer endpoint is 401 in OCI form;
     with it, a blob the replica lacks is 404 BLOB_UNKNOWN and one it has is served, ranges
-    included; it answers GET alone."""
+    included; it answers GET alone. Manifests likewise: 404 MANIFEST_UNKNOWN, then the exact
+    bytes with their media type."""
     client = await aiohttp_client(
         create_app(replica_settings(registry.url, redis_server.url, cache_dir))
     )
@@ -481,6 +548,17 @@ async def test_the_peer_endpoint_answers_only_those_with_the_secret(
     await assert_oci_error(refused, 401, "UNAUTHORIZED")
     head = await client.head(peer_path, headers={SECRET_HEADER: SECRET})
     assert head.status == 405
+
+    manifest_path = f"/_mirror/peer/manifests/{seeded.schema2.digest}"
+    await assert_oci_error(await client.get(manifest_path), 401, "UNAUTHORIZED")
+    await assert_oci_error(
+        await client.get(manifest_path, headers={SECRET_HEADER: SECRET}), 404, "MANIFEST_UNKNOWN"
+    )
+    assert (await client.get(f"/v2/{repo}/manifests/{seeded.schema2.digest}")).status == 200
+    served = await client.get(manifest_path, headers={SECRET_HEADER: SECRET})
+    assert served.status == 200
+    assert await served.read() == seeded.schema2.manifest
+    assert served.headers["Content-Type"] == seeded.schema2.media_type
 
 
 async def test_a_mirror_that_is_no_replica_has_no_peer_endpoint(
