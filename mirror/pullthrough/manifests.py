@@ -15,9 +15,9 @@ from mirror.meta.store import MetadataStore
 from mirror.oci.contents import media_type_of
 from mirror.oci.digest import Digest
 from mirror.replicas.manifests import ReplicaManifests
+from mirror.storage.backend import ManifestBackend, TagBackend
 from mirror.storage.claims import once
-from mirror.storage.manifests import ManifestStore, StoredManifest
-from mirror.storage.tags import TagStore
+from mirror.storage.manifests import StoredManifest
 from mirror.upstream.registry import FetchedManifest, UpstreamRegistry
 
 # How long one process may hold a tag's revalidation before another may try.
@@ -46,8 +46,8 @@ class ManifestService:
 
     def __init__(
         self,
-        manifests: ManifestStore,
-        tags: TagStore,
+        manifests: ManifestBackend,
+        tags: TagBackend,
         meta: MetadataStore,
         access: AccessLog,
         spool: Path,
