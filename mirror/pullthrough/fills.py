@@ -93,9 +93,9 @@ class BlobSource(Protocol):
 
     @property
     def relayed(self) -> bool:
-        """Whether the body opened last came from another replica. Its end before a first byte
-        is no reason to give up, as it is from the upstream: that replica may have died, and
-        opening the blob again reads it from whoever has it then."""
+        """Whether the body opened last came from another replica. Such a body that ends
+        before its first byte is no reason to give up, as one from the upstream is: that
+        replica may have died, and opening the blob again reads it from whoever has it then."""
 
     def open_blob(
         self, repo: str, digest: Digest, offset: int = 0
