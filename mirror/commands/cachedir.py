@@ -10,12 +10,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from mirror.cache.inventory import Stores
+from mirror.cache.inventory import Inventory, Stores
 from mirror.cache.lock import UpkeepLock
 from mirror.commands import CommandError
 from mirror.config import S3Settings, Settings
 from mirror.errors import StorageUnavailable
+from mirror.meta.redis import RedisStore
+from mirror.meta.store import Recency
 from mirror.storage.s3.bucket import Bucket, open_bucket
+from mirror.storage.s3.inventory import scan_bucket
 
 # How long `gc` and `rm` wait for a server's evictor to finish its pass.
 LOCK_WAIT = 120.0
@@ -54,6 +57,19 @@ def pruning(stores: Stores) -> Iterator[None]:
         if not lock.acquire(LOCK_WAIT):
             raise CommandError("another process is pruning the cache; try again later")
         yield
+
+
+async def scan(bucket: Bucket, settings: Settings) -> Inventory:
+    """The bucket's inventory; last uses as the metadata store every replica shares (Redis)
+    records them, when it keeps them."""
+    if settings.redis_url is None:
+        return await scan_bucket(bucket)
+    store = RedisStore(settings.redis_url, settings.redis_prefix)
+    await store.start()
+    try:
+        return await scan_bucket(bucket, store if isinstance(store, Recency) else None)
+    finally:
+        await store.close()
 
 
 def on_bucket(storage: S3Settings, work: Callable[[Bucket], Awaitable[T]]) -> T:

@@ -25,11 +25,11 @@ from mirror.commands.cachedir import (
     open_cache,
     open_front,
     pruning,
+    scan,
 )
 from mirror.config import S3Settings, Settings
 from mirror.storage.s3 import removal as bucket_removal
 from mirror.storage.s3.bucket import Bucket
-from mirror.storage.s3.inventory import scan_bucket
 from mirror.storage.s3.removal import Debris, clear_debris
 
 
@@ -88,7 +88,7 @@ def _bucket(settings: Settings, storage: S3Settings, *, dry_run: bool) -> None:
     counter = Sweeper(Stores.at(settings.cache_dir), dry_run=True)
 
     async def work(bucket: Bucket) -> tuple[Removal, Debris]:
-        inventory = await scan_bucket(bucket)
+        inventory = await scan(bucket, settings)
         garbage = _gone(inventory, collect(inventory, counter, now, grace))
         if not dry_run:
             await bucket_removal.remove(bucket, garbage)

@@ -10,9 +10,8 @@ from typing import Any
 
 from mirror.cache.inventory import Inventory, Scanner
 from mirror.commands import Command
-from mirror.commands.cachedir import human_size, on_bucket, open_cache, table, utc_time
+from mirror.commands.cachedir import human_size, on_bucket, open_cache, scan, table, utc_time
 from mirror.config import Settings
-from mirror.storage.s3.inventory import scan_bucket
 
 
 def rows(inventory: Inventory) -> list[dict[str, Any]]:
@@ -58,7 +57,7 @@ def rows(inventory: Inventory) -> list[dict[str, Any]]:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.storage is not None:
-        inventory = on_bucket(settings.storage, scan_bucket)
+        inventory = on_bucket(settings.storage, lambda bucket: scan(bucket, settings))
     else:
         inventory = Scanner(open_cache(settings)).scan()
     found = rows(inventory)

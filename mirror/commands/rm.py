@@ -11,14 +11,21 @@ from mirror.cache.front import forget
 from mirror.cache.inventory import Inventory, Scanner
 from mirror.cache.removal import NotCached, Removal, Target
 from mirror.commands import Command, CommandError
-from mirror.commands.cachedir import count, human_size, on_bucket, open_cache, open_front, pruning
+from mirror.commands.cachedir import (
+    count,
+    human_size,
+    on_bucket,
+    open_cache,
+    open_front,
+    pruning,
+    scan,
+)
 from mirror.config import S3Settings, Settings
 from mirror.errors import DigestInvalid
 from mirror.oci.digest import Digest
 from mirror.oci.reference import InvalidReference, parse_reference
 from mirror.storage.s3 import removal as bucket_removal
 from mirror.storage.s3.bucket import Bucket
-from mirror.storage.s3.inventory import scan_bucket
 
 
 def parse_target(text: str) -> Target:
@@ -77,7 +84,7 @@ def _remove_from_bucket(settings: Settings, storage: S3Settings, targets: list[T
     unused for a later gc), then from the cache directory in front on this host."""
 
     async def work(bucket: Bucket) -> Removal:
-        plan = _plan(await scan_bucket(bucket), targets)
+        plan = _plan(await scan(bucket, settings), targets)
         await bucket_removal.remove(bucket, plan)
         return plan
 

@@ -21,7 +21,6 @@ from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
 from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import RegistryFactory, Seeded
 from tests.faults import FakeUpstream, content
-from tests.support.cli import mirror_cli
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
 from tests.support.processes import free_port
@@ -358,25 +357,3 @@ async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path)
         assert await blobs.remove(digest)
         assert not await blobs.remove(digest)
     assert seaweed.keys(storage.prefix) == {}
-
-
-@pytest.mark.parametrize(
-    "args",
-    [["ls"], ["gc"], ["verify"], ["rm", "docker.io/library/x:1"], ["export", "x:1"]],
-    ids=lambda a: a[0],
-)
-async def test_upkeep_commands_refuse_a_bucket_they_cannot_see(
-    args: list[str], tmp_path: Path
-) -> None:
-    """ls, gc, verify, rm and export see the cache directory alone: with --storage s3://
-    they stop with one error line and a non-zero status instead of acting on the local copy."""
-    (tmp_path / "cache" / "blobs").mkdir(parents=True)
-    extra = ["-o", str(tmp_path / "out.tar")] if args[0] == "export" else []
-    result = await mirror_cli(
-        *args, *extra, "--cache-dir", tmp_path / "cache", "--storage", "s3://bucket-x/p"
-    )
-    assert result.returncode == 1, result.explain()
-    assert result.error_lines == [
-        f"mirror {args[0]}: works on a cache directory alone, and the content is in "
-        "s3://bucket-x/p (--storage): not supported"
-    ], result.explain()

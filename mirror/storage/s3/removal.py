@@ -14,32 +14,15 @@ from mirror.storage.s3.records import S3Manifests, S3Tags
 _UPLOADS = "uploads/"
 
 
-@dataclass
-class Removed:
-    """What was removed from the bucket."""
-
-    tags: int = 0
-    manifests: int = 0
-    blobs: int = 0
-    bytes: int = 0
-
-
-async def remove(bucket: Bucket, removal: Removal) -> Removed:
+async def remove(bucket: Bucket, removal: Removal) -> None:
     """Remove a plan's tags, manifests and `unused_blobs`; a tag that moved meanwhile stays."""
-    removed = Removed()
     tags, manifests, blobs = S3Tags(bucket), S3Manifests(bucket), S3Blobs(bucket)
     for entry in removal.tags:
-        digest = entry.record.parsed_digest
-        if await tags.remove(entry.registry, entry.repo, entry.tag, digest):
-            removed.tags += 1
+        await tags.remove(entry.registry, entry.repo, entry.tag, entry.record.parsed_digest)
     for digest in removal.manifests:
-        if await manifests.remove(digest):
-            removed.manifests += 1
+        await manifests.remove(digest)
     for blob in removal.unused_blobs:
-        if await blobs.remove(blob.digest):
-            removed.blobs += 1
-            removed.bytes += blob.size
-    return removed
+        await blobs.remove(blob.digest)
 
 
 @dataclass

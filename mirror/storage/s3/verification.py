@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ WORKERS = 4
 
 @dataclass(frozen=True, slots=True)
 class CheckedObject:
+    """What re-hashing one object found, and whether it was removed."""
+
     kind: str  # "blob" or "manifest"
     digest: Digest
     size: int
@@ -26,28 +29,30 @@ class CheckedObject:
     removed: bool = False
 
 
-async def verify_bucket(bucket: Bucket, *, remove: bool = True) -> AsyncIterator[CheckedObject]:
-    """Check every manifest, then every blob, `WORKERS` at a time, yielding each in turn;
-    `remove`: take the damaged ones out of the bucket."""
+async def verify_bucket(bucket: Bucket) -> AsyncIterator[CheckedObject]:
+    """Check every manifest, then every blob, `WORKERS` at a time, yielding each in turn, and
+    take the damaged ones out of the bucket."""
     listing = await list_content(bucket)
     jobs = [("manifest", d, o) for d, o in listing.manifests.items()]
     jobs += [("blob", d, o) for d, o in listing.blobs.items()]
-    turns = asyncio.Semaphore(WORKERS)
 
     async def check(kind: str, digest: Digest, listed: Listed) -> CheckedObject:
-        async with turns:
-            good = await _matches(bucket, digest, listed)
-            removed = not good and remove and await _remove_unchanged(bucket, listed)
+        good = await _matches(bucket, digest, listed)
+        removed = not good and await _remove_unchanged(bucket, listed)
         return CheckedObject(kind, digest, listed.size, good, removed)
 
-    tasks = [asyncio.ensure_future(check(*job)) for job in jobs]
+    running: deque[asyncio.Task[CheckedObject]] = deque()
     try:
-        for task in tasks:
-            yield await task
+        for job in jobs:
+            running.append(asyncio.ensure_future(check(*job)))
+            if len(running) >= WORKERS:
+                yield await running.popleft()
+        while running:
+            yield await running.popleft()
     finally:
-        for task in tasks:
+        for task in running:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 async def _matches(bucket: Bucket, digest: Digest, listed: Listed) -> bool:
