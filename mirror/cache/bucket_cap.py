@@ -25,7 +25,8 @@ from cachetools import LRUCache
 
 from mirror import log
 from mirror.cache.eviction import Freed, Planned, Policy, evict
-from mirror.cache.inventory import REMEMBERED, KnownLinks
+from mirror.cache.inventory import REMEMBERED, Inventory, KnownLinks
+from mirror.cache.usage import LOW_WATER
 from mirror.errors import StorageUnavailable
 from mirror.meta.store import MetadataStore
 from mirror.storage.s3.bucket import Bucket
@@ -33,7 +34,6 @@ from mirror.storage.s3.inventory import scan_bucket
 from mirror.storage.s3.removal import remove
 
 CHECK_EVERY = 60.0
-LOW_WATER = 0.9  # a pass past the cap removes down to this share of it
 _LEASE = "bucket-cap"
 _COUNTED = ("blobs/", "manifests/")
 
@@ -87,15 +87,14 @@ class BucketCap:
             await self._before_pass()
         inventory = await scan_bucket(self._bucket, self._meta, self._known)
         plan = Planned()
-        need = inventory.cached_total - int(self._cap * LOW_WATER)
-        evict(inventory, need, self._policy, plan, self._clock())
-        removed = await remove(self._bucket, plan.removal)
+        evict_past_cap(inventory, self._policy, plan, self._clock())
+        await remove(self._bucket, plan.removal)
         log.get_logger().info(
             "evicted from the bucket",
             images=plan.freed.images,
-            tags=removed.tags,
-            manifests=removed.manifests,
-            blobs=removed.blobs,
+            tags=plan.freed.tags,
+            manifests=plan.freed.manifests,
+            blobs=plan.freed.blobs,
             bytes=plan.freed.bytes,
             cap=self._cap,
         )
@@ -114,3 +113,10 @@ class BucketCap:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def evict_past_cap(inventory: Inventory, policy: Policy, plan: Planned, now: float) -> None:
+    """Plan the removals that take a bucket past its cap (`policy.cap`) down to the low-water
+    mark, as the directory's limits do; nothing within it."""
+    if policy.cap is not None and inventory.cached_total > policy.cap:
+        evict(inventory, inventory.cached_total - int(policy.cap * LOW_WATER), policy, plan, now)

@@ -8,7 +8,7 @@ to the pulls that resolved it a moment ago.
 
 from __future__ import annotations
 
-from mirror.cache.eviction import Sweeper
+from mirror.cache.eviction import Sweep, Sweeper
 from mirror.cache.inventory import Inventory
 from mirror.oci.digest import Digest
 
@@ -16,9 +16,9 @@ from mirror.oci.digest import Digest
 SPOOL_GRACE = 60.0
 
 
-def collect(inventory: Inventory, sweeper: Sweeper, now: float, grace: float) -> Inventory:
-    """Remove what no tag leads to and nobody used within `grace` seconds, tags whose manifest
-    is gone, and spool debris; returns the inventory without what was removed."""
+def collect(inventory: Inventory, sweeper: Sweep, now: float, grace: float) -> Inventory:
+    """Remove what no tag leads to and nobody used within `grace` seconds, and tags whose
+    manifest is gone; returns the inventory without what was removed."""
     cutoff = now - grace
     holdings = inventory.holdings
     kept: set[Digest] = {d for d in holdings.manifests if d in inventory.manifests}
@@ -43,13 +43,21 @@ def collect(inventory: Inventory, sweeper: Sweeper, now: float, grace: float) ->
     dangling = inventory.dangling_tags()
     for entry in dangling:
         sweeper.tag(entry)
-    debris = [s for s in inventory.spool if sweeper.stores.spool.is_debris(s, now - SPOOL_GRACE)]
-    for file in debris:
-        sweeper.spool(file, now - SPOOL_GRACE)
     return Inventory(
         blobs,
         {d: m for d, m in inventory.manifests.items() if d in kept},
         [t for t in inventory.tags if t not in dangling],
-        [s for s in inventory.spool if s not in debris],
+        inventory.spool,
         holdings,
+    )
+
+
+def collect_debris(inventory: Inventory, sweeper: Sweeper, now: float) -> Inventory:
+    """Remove the spool files of writers that died; returns the inventory without them."""
+    debris = [s for s in inventory.spool if sweeper.stores.spool.is_debris(s, now - SPOOL_GRACE)]
+    for file in debris:
+        sweeper.spool(file, now - SPOOL_GRACE)
+    spool = [s for s in inventory.spool if s not in debris]
+    return Inventory(
+        inventory.blobs, inventory.manifests, inventory.tags, spool, inventory.holdings
     )

@@ -16,7 +16,6 @@ from mirror.commands import CommandError
 from mirror.config import S3Settings, Settings
 from mirror.errors import StorageUnavailable
 from mirror.meta.redis import RedisStore
-from mirror.meta.store import Recency
 from mirror.storage.s3.bucket import Bucket, open_bucket
 from mirror.storage.s3.inventory import scan_bucket
 
@@ -67,7 +66,7 @@ async def scan(bucket: Bucket, settings: Settings) -> Inventory:
     store = RedisStore(settings.redis_url, settings.redis_prefix)
     await store.start()
     try:
-        return await scan_bucket(bucket, store if isinstance(store, Recency) else None)
+        return await scan_bucket(bucket, store)
     finally:
         await store.close()
 

@@ -1,20 +1,22 @@
 """`mirror gc [--dry-run]`: remove what no cached tag leads to (after the protection window),
 tags whose manifest is gone, spool debris, and evict down to the cap; print what it freed.
 
-With `--storage s3://…`, the same garbage in the bucket and what writers left under `uploads/`
-(and multipart uploads never finished), older than the protection window too; then the cache
-directory in front of it on this host, if any: what went from the bucket, then its own gc."""
+With `--storage s3://…`, the same garbage in the bucket, eviction down to the bucket's cap
+(`[storage] max_size`), and what writers left under `uploads/` (and multipart uploads never
+finished), older than the protection window too; then the cache directory in front of it on
+this host, if any: the garbage that went from the bucket, then its own gc (what the cap
+evicted from the bucket stays there, bounded by the directory's own cap)."""
 
 from __future__ import annotations
 
 import argparse
 import time
 
-from mirror.cache.collection import collect
-from mirror.cache.eviction import Freed, Policy, Sweeper, evict
+from mirror.cache.bucket_cap import evict_past_cap
+from mirror.cache.collection import collect, collect_debris
+from mirror.cache.eviction import Freed, Planned, Policy, Sweeper, evict
 from mirror.cache.front import forget
-from mirror.cache.inventory import Inventory, Scanner, Stores
-from mirror.cache.removal import Removal
+from mirror.cache.inventory import Scanner, Stores
 from mirror.cache.usage import Limits, UsageCounter
 from mirror.commands import Command
 from mirror.commands.cachedir import (
@@ -62,7 +64,9 @@ def _directory(stores: Stores, settings: Settings, *, dry_run: bool) -> None:
     with pruning(stores):
         inventory = Scanner(stores).scan()
         garbage = Sweeper(stores, dry_run=dry_run)
-        left = collect(inventory, garbage, now, settings.protect_window)
+        left = collect_debris(
+            collect(inventory, garbage, now, settings.protect_window), garbage, now
+        )
         evicted = Sweeper(stores, dry_run=dry_run)
         disk = limits.disk()
         need = limits.excess(left.cached_total, disk)
@@ -80,45 +84,40 @@ def _directory(stores: Stores, settings: Settings, *, dry_run: bool) -> None:
 
 
 def _bucket(settings: Settings, storage: S3Settings, *, dry_run: bool) -> None:
-    """The bucket's garbage and upload debris (it has no cap to evict down to), then the
-    cache directory in front on this host: first what went from the bucket, then its own."""
+    """The bucket's garbage, what takes it past its cap, and upload debris; then the cache
+    directory in front on this host: first the garbage that went from the bucket, then its
+    own."""
     now = time.time()
     grace = settings.protect_window
-    # Only counted, never applied: the bucket's removals are made below.
-    counter = Sweeper(Stores.at(settings.cache_dir), dry_run=True)
+    garbage = Planned()
 
-    async def work(bucket: Bucket) -> tuple[Removal, Debris]:
-        inventory = await scan(bucket, settings)
-        garbage = _gone(inventory, collect(inventory, counter, now, grace))
+    evicted = Planned()
+
+    async def work(bucket: Bucket) -> Debris:
+        left = collect(await scan(bucket, settings), garbage, now, grace)
+        evict_past_cap(left, Policy(grace, settings.pin, storage.max_size), evicted, now)
         if not dry_run:
-            await bucket_removal.remove(bucket, garbage)
-        return garbage, await clear_debris(bucket, now - grace, dry_run=dry_run)
+            for plan in (garbage, evicted):
+                await bucket_removal.remove(bucket, plan.removal)
+        return await clear_debris(bucket, now - grace, dry_run=dry_run)
 
-    garbage, debris = on_bucket(storage, work)
+    debris = on_bucket(storage, work)
     verb = "would remove" if dry_run else "removed"
     print(f"bucket {storage.url}:")
-    print(f"unreferenced: {verb} {describe(counter.freed)}")
+    print(f"unreferenced: {verb} {describe(garbage.freed)}")
+    if storage.max_size is not None:
+        print(f"over the cap: {verb} {describe(evicted.freed)}")
     print(f"uploads left behind: {verb} {describe_debris(debris)}")
-    total = counter.freed.bytes + debris.bytes
+    total = garbage.freed.bytes + evicted.freed.bytes + debris.bytes
     print(f"{'would free' if dry_run else 'freed'} {human_size(total)} in total")
     front = open_front(settings)
     if front is not None:
         if not dry_run:
             with pruning(front):
-                forget(front, garbage)
+                forget(front, garbage.removal)
         print()
         print(in_front(front))
         _directory(front, settings, dry_run=dry_run)
-
-
-def _gone(before: Inventory, after: Inventory) -> Removal:
-    """What is in `before` and not in `after`, as a plan to remove it."""
-    return Removal(
-        tags=[t for t in before.tags if t not in after.tags],
-        images=[],
-        manifests=[d for d in before.manifests if d not in after.manifests],
-        unused_blobs=[b for d, b in before.blobs.items() if d not in after.blobs],
-    )
 
 
 def describe_debris(debris: Debris) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from aiocache import SimpleMemoryCache
 from cachetools import LRUCache, TLRUCache
@@ -54,7 +54,6 @@ class MetadataStore(Protocol):
     async def close(self) -> None: ...
 
 
-@runtime_checkable
 class Recency(Protocol):
     """The last use of content as recorded where every replica sharing a bucket records it:
     what the bucket's listing cannot tell (it knows when an object was written, not read)."""

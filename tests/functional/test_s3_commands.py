@@ -237,6 +237,47 @@ async def test_gc_removes_unreferenced_content_and_upload_debris_from_the_bucket
     assert all(cached_blob(cache, b.digest).exists() for b in seeded.schema2.blobs)
 
 
+async def test_gc_evicts_a_bucket_past_its_cap(
+    aiohttp_client: ClientFactory,
+    seaweed: Seaweed,
+    registry: Registry,
+    seeded: Seeded,
+    tmp_path: Path,
+) -> None:
+    """With `[storage] max_size` just under what the bucket's blobs and manifests take, gc
+    evicts whole images until the bucket is within it (a dry run says so and removes
+    nothing); each image is either all there or all gone."""
+    storage = seaweed.settings()
+    await fill(aiohttp_client, registry, seeded, storage, tmp_path / "cache")
+    prefix = storage.prefix
+
+    def stored() -> int:
+        keys = seaweed.keys(prefix)
+        return sum(size for key, size in keys.items() if key.startswith(("blobs/", "manifests/")))
+
+    cap = stored() - 1
+    config = storage_config(tmp_path / "mirror.toml", storage)
+    config.write_text(config.read_text() + f"max_size = {cap}\n")
+    args = ("gc", "--config", config, "--cache-dir", tmp_path / "cache", "--protect-window", "0")
+    before = set(seaweed.keys(prefix))
+
+    dry = await mirror_cli(*args, "--dry-run")
+    assert dry.returncode == 0, dry.explain()
+    assert "over the cap: would remove 1 image" in dry.stdout, dry.explain()
+    assert set(seaweed.keys(prefix)) == before
+
+    result = await mirror_cli(*args)
+    assert result.returncode == 0, result.explain()
+    assert "over the cap: removed " in result.stdout, result.explain()
+    assert stored() <= cap
+    keys = set(seaweed.keys(prefix))
+    index_keys = {manifest_key(seeded.index.digest)} | image_keys(seeded.index.images[0])
+    held = [keys >= image_keys(seeded.schema2), keys >= index_keys]
+    gone = [not keys & image_keys(seeded.schema2), not keys & index_keys]
+    assert [h or g for h, g in zip(held, gone, strict=True)] == [True, True]
+    assert gone.count(True) >= 1
+
+
 async def test_verify_removes_damaged_objects_and_the_next_pull_restores_them(
     aiohttp_client: ClientFactory,
     seaweed: Seaweed,
