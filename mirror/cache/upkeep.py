@@ -74,7 +74,12 @@ class Upkeep:
             None
             if shared is None
             else SharedBlobs(
-                blobs, shared.blobs, meta, redirect=shared.redirect, space=self.evictor
+                blobs,
+                shared.blobs,
+                meta,
+                redirect=shared.redirect,
+                space=self.evictor,
+                clock=clock,
             )
         )
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, Coroutine
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any, Protocol
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from mirror import log
 from mirror.errors import StorageUnavailable
@@ -36,6 +37,10 @@ CLOSE_GRACE = 30.0
 # for there (and uploaded if missing) at most this often: a failed upload, a crash right after a
 # commit, or a directory older than the bucket may have left it on local disk alone.
 RECHECK_AFTER = 60.0
+# A blob this process knows the store holds is looked for there again after this long, if it is
+# served from the cache directory meanwhile: the bucket's cap may have evicted it, or an
+# operator removed it, while it is in use here (and so belongs in the shared cache).
+HELD_FOR = 3600.0
 # How long an upload keeps others from uploading the same blob, unless it ends first.
 UPLOAD_LEASE = 600.0
 # Uploads and copies that run at once; the rest wait their turn (a burst of them must not take
@@ -60,15 +65,18 @@ class SharedBlobs:
         *,
         redirect: bool = False,
         space: Space | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock` times what this process remembers of the store."""
         self._local = local
         self._shared = shared
         self._meta = meta
         self.redirect = redirect
         self._space = space
-        # Known to be in the store (found, uploaded or copied from there): not uploaded again.
-        self._held: LRUCache[Digest, bool] = LRUCache(100_000)
-        self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER)
+        # Known to be in the store (found, uploaded or copied from there): not uploaded again
+        # for a while, but looked for again after HELD_FOR, as it may have left the store.
+        self._held: TTLCache[Digest, bool] = TTLCache(100_000, HELD_FOR, timer=clock)
+        self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER, timer=clock)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._turns = asyncio.Semaphore(TRANSFERS)

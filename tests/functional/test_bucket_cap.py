@@ -5,6 +5,7 @@ in Redis, and one process per interval does the work."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,11 +18,12 @@ from mirror.cache.bucket_cap import BucketCap
 from mirror.config import S3Settings, Settings, UpstreamSettings
 from mirror.meta.redis import RedisStore
 from mirror.storage.s3.bucket import open_bucket
+from mirror.storage.shared_blobs import HELD_FOR
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
-from tests.support.seaweed import Seaweed
+from tests.support.seaweed import BUCKET, Seaweed
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 LAYER = 1 << 20
@@ -165,3 +167,34 @@ async def test_within_the_cap_nothing_is_removed(
             await store.close()
     assert freed is not None and freed.bytes == 0
     assert content() == before
+
+
+async def test_a_blob_the_bucket_lost_while_a_replica_serves_it_is_uploaded_again(
+    aiohttp_client: ClientFactory, registry: Registry, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    """A blob gone from the bucket (evicted by its cap, or removed by an operator) while a
+    replica serves it from its cache directory is looked for again once HELD_FOR has passed,
+    and uploaded: content in use belongs in the shared cache. Within that time, hits do not
+    ask the bucket."""
+    bucket = seaweed.settings()
+    now = [time.time()]
+    settings = Settings(
+        cache_dir=tmp_path / "a",
+        upstreams=(UpstreamSettings(default=True, url=registry.url),),
+        storage=bucket,
+    )
+    client = await aiohttp_client(create_app(settings, clock=lambda: now[0]))
+    repo, image = f"cap/{uuid.uuid4().hex[:8]}", new_image()
+    push_image(registry.url, repo, "v1", image)
+    await pull(client, repo, image)
+    key = f"blobs/sha256/{image.layers[0].digest[7:]}"
+    assert await wait_until(lambda: all(in_bucket(seaweed, bucket, image).values()), WITHIN)
+    seaweed.client.delete_object(Bucket=BUCKET, Key=f"{bucket.prefix}/{key}")
+
+    now[0] += 60.0
+    await pull(client, repo, image)
+    await asyncio.sleep(0.5)  # time enough for an upload of this size, were one started
+    assert key not in seaweed.keys(bucket.prefix)
+    now[0] += HELD_FOR
+    await pull(client, repo, image)
+    assert await wait_until(lambda: key in seaweed.keys(bucket.prefix), WITHIN)
