@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import socket
 
 from mirror import log
 from mirror.commands import Command
-from mirror.config import ConfigError, Settings
+from mirror.config import ConfigError, S3Settings, Settings
 from mirror.descriptors import max_connections, raise_open_files_limit
+from mirror.errors import StorageUnavailable
 from mirror.lifecycle import check_files, serve
 from mirror.metrics.serving import check_admin_address, workers_metrics
+from mirror.storage.s3.bucket import open_bucket
 from mirror.workers import inherited_socket, listening_socket, supervise
 
 
@@ -61,10 +64,27 @@ def _claim_resources(settings: Settings) -> socket.socket:
         raise ConfigError(f"--listen: cannot listen on {settings.listen}: {e.strerror}") from e
     try:
         check_admin_address(settings)  # after the main port is taken: it may be the one in use
+        _check_storage(settings)
     except ConfigError:
         sock.close()
         raise
     return sock
+
+
+def _check_storage(settings: Settings) -> None:
+    """Open the bucket's client once (it sends nothing): an SDK setting that stops it, such as
+    an AWS_PROFILE naming no profile, is one line here rather than a traceback per worker."""
+    if settings.storage is None:
+        return
+
+    async def try_open(storage: S3Settings) -> None:
+        async with open_bucket(storage):
+            pass
+
+    try:
+        asyncio.run(try_open(settings.storage))
+    except StorageUnavailable as e:
+        raise ConfigError(f"--storage: {e.message}") from None
 
 
 COMMAND = Command("serve", "run the mirror", lambda _parser: None, _run)

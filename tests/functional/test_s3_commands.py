@@ -454,3 +454,20 @@ async def test_a_store_that_refuses_stops_a_command_with_one_line(
             assert line.startswith(f"mirror {command}: the object store answered {answer} "), (
                 result.explain()
             )
+
+
+@pytest.mark.parametrize("command", ["ls", "du", "serve"])
+async def test_an_sdk_setting_that_stops_the_client_is_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AWS_PROFILE that names no profile (with no keys given, the SDK reads it) stops a
+    command, and the server before it serves, with one line naming the failure."""
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    args = ["--storage", "s3://bucket-x/p", "--cache-dir", str(tmp_path / "c")]
+    if command == "serve":
+        args += ["--listen", f"127.0.0.1:{free_port()}"]
+    result = await mirror_cli(command, *args, within=60.0)
+    assert result.returncode != 0, result.explain()
+    (line,) = result.error_lines
+    assert line.endswith("the object store is unreachable: ProfileNotFound"), result.explain()

@@ -158,13 +158,17 @@ async def open_bucket(settings: S3Settings) -> AsyncIterator[Bucket]:
         retries={"max_attempts": 2, "mode": "standard"},
         max_pool_connections=64,
     )
-    client = get_session().create_client(
-        "s3",
-        endpoint_url=settings.endpoint,
-        region_name=settings.region or "us-east-1",
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        config=config,
-    )
-    async with client as opened:
-        yield Bucket(opened, settings)
+    async with contextlib.AsyncExitStack() as stack:
+        # The SDK reads its own settings here: an AWS_PROFILE naming no profile fails.
+        with translated(settings.url):
+            client = await stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=settings.endpoint,
+                    region_name=settings.region or "us-east-1",
+                    aws_access_key_id=settings.access_key_id,
+                    aws_secret_access_key=settings.secret_access_key,
+                    config=config,
+                )
+            )
+        yield Bucket(client, settings)
