@@ -100,6 +100,11 @@ class Evictor:
         if self._cap is not None and size > self._cap:
             self._hold_until = 0.0  # too big to keep: evict it at once
 
+    def removed(self, size: int) -> None:
+        """A blob was removed other than by eviction (cheap, on the event loop)."""
+        if self._limits.active:
+            self._unsent -= size
+
     def out_of_space(self) -> None:
         """A write failed for want of space: free some at once."""
         self._out_of_space = True

@@ -78,6 +78,7 @@ class Upkeep:
                 shared.blobs,
                 meta,
                 redirect=shared.redirect,
+                keep_local=shared.keep_local,
                 space=self.evictor,
                 clock=clock,
             )

@@ -9,6 +9,7 @@ access_key_id = "…"
 secret_access_key_file = "/run/secrets/s3-secret"
 redirect = true
 max_size = "2TiB"                  # the bucket's cap; default none
+keep_local = false                 # the cache directory keeps no blob the bucket holds
 ```
 
 Unset, a path or a `file://` URL: the cache directory is the store (as it always was). An
@@ -40,6 +41,7 @@ _KEYS = {
     "secret_access_key_file",
     "redirect",
     "max_size",
+    "keep_local",
 }
 # The standard variables of the AWS SDKs, each over its key in the table.
 _ENV = {
@@ -71,6 +73,7 @@ class S3Settings:
     secret_access_key: str | None = None
     redirect: bool = False  # answer blob GETs not on local disk with 307 to a pre-signed URL
     max_size: int | None = None  # the bucket's cap in bytes (`--max-size` caps the directory)
+    keep_local: bool = True  # keep blobs in the cache directory too (hits by sendfile)
 
     def __repr__(self) -> str:
         # Never print the secret (settings end up in logs and tracebacks).
@@ -146,6 +149,7 @@ def parse_storage(
         prefix=url.prefix,
         redirect=boolean("storage.redirect", table.get("redirect", False)),
         max_size=_cap(table.get("max_size", "")),
+        keep_local=boolean("storage.keep_local", table.get("keep_local", True)),
         **values,
     )
 

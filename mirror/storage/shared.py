@@ -17,13 +17,15 @@ from mirror.storage.s3.records import S3Manifests, S3Tags
 @dataclass(frozen=True, slots=True)
 class SharedStorage:
     """The shared store's blobs, manifests and tags; `redirect`: send clients to it for blobs
-    not on local disk, rather than stream them; `cap`: the most its content may take (bytes),
-    kept by `cache.bucket_cap` on the `bucket` itself."""
+    not on local disk, rather than stream them; `keep_local`: keep blobs on local disk too;
+    `cap`: the most its content may take (bytes), kept by `cache.bucket_cap` on the `bucket`
+    itself."""
 
     blobs: BlobBackend
     manifests: ManifestBackend
     tags: TagBackend
     redirect: bool
+    keep_local: bool
     bucket: Bucket
     cap: int | None
 
@@ -40,6 +42,7 @@ async def open_shared(settings: S3Settings | None) -> AsyncIterator[SharedStorag
             S3Manifests(bucket),
             S3Tags(bucket),
             redirect=settings.redirect,
+            keep_local=settings.keep_local,
             bucket=bucket,
             cap=settings.max_size,
         )

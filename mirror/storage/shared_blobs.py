@@ -4,6 +4,8 @@ hit goes out by sendfile), and reads of a whole blob are checked against its dig
 
 The cache directory stays bounded by its size cap: a blob evicted from it is still in the
 shared store. An upload holds a read lease on the local file, so eviction cannot take it first.
+With `keep_local` off, the directory keeps no blob the store holds: each is removed once it is
+there (when no client reads it), and nothing is copied down; hits come from the store.
 
 Replicas that stream a blob from the one fetching it commit it at about the same moment, before
 the first upload is done, so each would find the store without it. An upload lease in the
@@ -41,6 +43,9 @@ RECHECK_AFTER = 60.0
 # served from the cache directory meanwhile: the bucket's cap may have evicted it, or an
 # operator removed it, while it is in use here (and so belongs in the shared cache).
 HELD_FOR = 3600.0
+# Without local blobs, how long a blob stays on local disk before it is looked at again, when
+# the store lacks it or a client reads it.
+LOOK_AGAIN = 30.0
 # How long an upload keeps others from uploading the same blob, unless it ends first.
 UPLOAD_LEASE = 600.0
 # Uploads and copies that run at once; the rest wait their turn (a burst of them must not take
@@ -49,9 +54,12 @@ TRANSFERS = 8
 
 
 class Space(Protocol):
-    """What keeps the cache directory within its size: asked before each copy is committed."""
+    """What keeps the cache directory within its size: asked before each copy is committed,
+    told of each blob removed."""
 
     async def reserve(self, size: int) -> None: ...
+
+    def removed(self, size: int) -> None: ...
 
 
 class SharedBlobs:
@@ -64,10 +72,12 @@ class SharedBlobs:
         meta: MetadataStore,
         *,
         redirect: bool = False,
+        keep_local: bool = True,
         space: Space | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`clock` times what this process remembers of the store."""
+        self._keep_local = keep_local
         self._local = local
         self._shared = shared
         self._meta = meta
@@ -79,6 +89,7 @@ class SharedBlobs:
         self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER, timer=clock)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()  # `_later`: not worth waiting for
         self._turns = asyncio.Semaphore(TRANSFERS)
         self._closing = False
 
@@ -132,8 +143,9 @@ class SharedBlobs:
             self._spawn(self._publish(digest))
 
     def copy_down(self, digest: Digest, size: int) -> None:
-        """Copy a blob the store holds into the cache directory, once, in the background."""
-        if digest not in self._copying:
+        """Copy a blob the store holds into the cache directory, once, in the background
+        (unless the directory keeps no blobs the store holds)."""
+        if self._keep_local and digest not in self._copying:
             self._copying.add(digest)
             self._spawn(self._copy_down(digest, size))
 
@@ -160,12 +172,35 @@ class SharedBlobs:
         try:
             missing = await self._shared.stat(digest) is None
             if missing and not await self._upload(digest, size, lease):
-                return  # another process uploads it
+                self._later(digest)  # another process uploads it
+                return
             self._held[digest] = True
         except StorageUnavailable as e:
             log.warn_once("cannot upload blobs to the object store", error=e.message)
+            self._later(digest)
+            return
         finally:
             lease.release()
+        if not self._keep_local:
+            if await asyncio.to_thread(self._local.remove, digest):
+                if self._space is not None:
+                    self._space.removed(size)
+            else:
+                self._later(digest)  # a client reads it now
+
+    def _later(self, digest: Digest) -> None:
+        """Without local blobs: look at this one again in a while, to remove it once the store
+        has it and no client reads it."""
+        if self._keep_local or self._closing:
+            return
+
+        async def again() -> None:
+            await asyncio.sleep(LOOK_AGAIN)
+            self._spawn(self._publish(digest))
+
+        task = asyncio.create_task(again())
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
     async def _upload(self, digest: Digest, size: int, lease: ReadLease) -> bool:
         """Upload the blob unless another process holds its upload lease (False then)."""
@@ -206,6 +241,9 @@ class SharedBlobs:
     async def close(self) -> None:
         """Let uploads and copies under way finish (for a while), then stop the rest."""
         self._closing = True
+        for task in set(self._waiting):
+            task.cancel()
+        await asyncio.gather(*self._waiting, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE)
         for task in set(self._tasks):

@@ -48,7 +48,7 @@ def test_storage_table_with_secret_file_under_the_environment(tmp_path: Path) ->
     config.write_text(
         '[storage]\nurl = "s3://bucket-a"\nendpoint = "http://file.example"\n'
         f'access_key_id = "file-id"\nsecret_access_key_file = "{secret}"\nredirect = true\n'
-        'max_size = "3GiB"\n'
+        'max_size = "3GiB"\nkeep_local = false\n'
     )
     env = {"AWS_ENDPOINT_URL": "http://env.example"}
     storage = load_settings(str(config), {}, environ=env).storage
@@ -61,6 +61,7 @@ def test_storage_table_with_secret_file_under_the_environment(tmp_path: Path) ->
     assert (storage.access_key_id, storage.secret_access_key) == ("file-id", "from-file")
     assert storage.redirect
     assert storage.max_size == 3 << 30
+    assert not storage.keep_local
     # The flag beats the file's url; the table's other keys still apply.
     flagged = load_settings(str(config), {"storage": "s3://bucket-b/p"}, environ={}).storage
     assert flagged is not None
@@ -93,6 +94,7 @@ def test_top_level_storage_key_in_the_file(tmp_path: Path) -> None:
         ({}, '[storage]\nurl = "s3://bkt"\nsecret_access_key_file = "/no/such"\n', "cannot read"),
         ({}, '[storage]\nurl = "s3://bkt"\nredirect = "perhaps"\n', "storage.redirect"),
         ({}, '[storage]\nurl = "s3://bkt"\nmax_size = "80%"\n', "a size, not a share"),
+        ({}, '[storage]\nurl = "s3://bkt"\nkeep_local = "sometimes"\n', "storage.keep_local"),
         ({}, '[storage]\nurl = "s3://bkt"\nmax_size = "lots"\n', "storage.max_size: 'lots'"),
     ],
 )
