@@ -107,17 +107,11 @@ class S3Blobs:
 
     async def _abort(self, key: str, upload: str) -> None:
         # If the store is down, an `uploads/` lifecycle rule aborts what is left.
-        with contextlib.suppress(StorageUnavailable), translated(key):
-            await self._bucket.client.abort_multipart_upload(
-                Bucket=self._bucket.name, Key=key, UploadId=upload
-            )
+        with contextlib.suppress(StorageUnavailable):
+            await self._bucket.abort(key, upload)
 
     async def remove(self, digest: Digest) -> bool:
-        key = self._key(digest)
-        if await self._bucket.head(key) is None:
-            return False
-        await self._bucket.delete(key)
-        return True
+        return await self._bucket.remove(self._key(digest))
 
     async def iterate(self) -> AsyncIterator[tuple[Digest, int]]:
         async for key, size in self._bucket.list(_BLOBS):

@@ -96,6 +96,13 @@ class Bucket:
         with translated(key):
             await self.client.delete_object(Bucket=self.name, Key=key)
 
+    async def remove(self, key: str) -> bool:
+        """Delete the object if there is one; True when it was there."""
+        if await self.head(key) is None:
+            return False
+        await self.delete(key)
+        return True
+
     async def list(self, path: str) -> AsyncIterator[tuple[str, int]]:
         """(key, size) of every object under `path`."""
         async for listed in self.objects(path):

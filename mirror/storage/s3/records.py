@@ -43,11 +43,7 @@ class S3Manifests:
 
     async def remove(self, digest: Digest) -> bool:
         """Remove the manifest; True when it was there."""
-        key = self._key(digest)
-        if await self._bucket.head(key) is None:
-            return False
-        await self._bucket.delete(key)
-        return True
+        return await self._bucket.remove(self._key(digest))
 
 
 class S3Tags:
