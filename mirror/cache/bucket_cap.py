@@ -3,15 +3,15 @@
 Every process of every replica looks once a `every` seconds, but only the one that takes the
 metadata store's `bucket-cap` lease goes on; the lease is left to expire, so the bucket is looked
 at once per interval however many replicas share it (through Redis; with the embedded store,
-once per process). A listing (sizes alone, a request per thousand objects) says whether the
-bucket's blobs and manifests are past the cap; only then is it scanned (`scan_bucket`) and the
-least recently used images removed down to LOW_WATER of the cap, by the cache directory's rules
-(`cache.eviction`): an object's last use is the later of its last write and the last hit any
-replica recorded (`MetadataStore.last_used`), and the protection window and pins apply as on
-disk.
+once per process), and ten times less often while it is under half its cap. A listing (sizes
+alone, a request per thousand objects) says whether the bucket's blobs and manifests are past
+the cap; only then is it scanned (`scan_bucket`) and the least recently used images removed
+down to the low-water mark, by the cache directory's rules (`cache.eviction`): an object's last
+use is the later of its last write and the last hit any replica recorded
+(`MetadataStore.last_used`), and the protection window and pins apply as on disk.
 
-Each replica's local copies stay, bounded by its own `--max-size`: one served again is uploaded
-again (`storage.shared_blobs`), as content in use should be.
+Each replica's local copies stay, bounded by its own `--max-size`; a blob a replica still
+serves is uploaded again within the hour (`storage.shared_blobs`), as content in use should be.
 """
 
 from __future__ import annotations
@@ -34,7 +34,12 @@ from mirror.storage.s3.inventory import scan_bucket
 from mirror.storage.s3.removal import remove
 
 CHECK_EVERY = 60.0
+# A bucket under this share of its cap is listed ten times less often: each listing is a
+# request per thousand objects, which a store bills.
+CALM_BELOW = 0.5
+CALM_FOR = 10
 _LEASE = "bucket-cap"
+_CALM = "bucket-cap-calm"
 _COUNTED = ("blobs/", "manifests/")
 
 
@@ -78,11 +83,13 @@ class BucketCap:
     async def check(self) -> Freed | None:
         """Look once: what was removed (nothing while within the cap), or None when another
         process looked within the interval."""
-        if not await self._meta.try_lease(_LEASE, self._every):
+        if await self._meta.has_flag(_CALM) or not await self._meta.try_lease(_LEASE, self._every):
             return None
-        freed = Freed()
-        if await self._stored() <= self._cap:
-            return freed
+        stored = await self._stored()
+        if stored <= self._cap:
+            if stored < self._cap * CALM_BELOW:
+                await self._meta.set_flag(_CALM, self._every * CALM_FOR)
+            return Freed()
         if self._before_pass is not None:
             await self._before_pass()
         inventory = await scan_bucket(self._bucket, self._meta, self._known)

@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from mirror.app import create_app
-from mirror.cache.bucket_cap import BucketCap
+from mirror.cache.bucket_cap import CALM_FOR, BucketCap
+from mirror.cache.eviction import Freed
 from mirror.config import S3Settings, Settings, UpstreamSettings
 from mirror.meta.redis import RedisStore
 from mirror.storage.s3.bucket import open_bucket
@@ -142,7 +143,8 @@ async def test_within_the_cap_nothing_is_removed(
     seaweed: Seaweed,
     tmp_path: Path,
 ) -> None:
-    """A bucket within its cap is looked at and left as it is."""
+    """A bucket within its cap is looked at and left as it is. Past half its cap it is looked
+    at again once the interval has passed; under half, ten intervals later."""
     bucket = seaweed.settings()
     prefix = f"test-{uuid.uuid4().hex[:12]}:"
     repo, image = f"cap/{uuid.uuid4().hex[:8]}", new_image()
@@ -159,13 +161,24 @@ async def test_within_the_cap_nothing_is_removed(
         return {key: size for key, size in keys.items() if not key.startswith("uploads/")}
 
     before = content()
+    stored = sum(size for key, size in before.items() if not key.startswith("tags/"))
+    every = 0.2
     async with open_bucket(bucket) as handle:
         store = RedisStore(redis_server.url, prefix)
         try:
-            freed = await BucketCap(handle, store, 10 * LAYER, 0.0, ()).check()
+            near = BucketCap(handle, store, stored + 1, 0.0, (), every=every)
+            assert await near.check() == Freed()
+            await asyncio.sleep(every * 1.5)
+            assert await near.check() == Freed()
+            await asyncio.sleep(every * 1.5)
+            far = BucketCap(handle, store, 10 * stored, 0.0, (), every=every)
+            assert await far.check() == Freed()
+            await asyncio.sleep(every * 1.5)
+            assert await far.check() is None
+            await asyncio.sleep(every * CALM_FOR)
+            assert await far.check() == Freed()
         finally:
             await store.close()
-    assert freed is not None and freed.bytes == 0
     assert content() == before
 
 
