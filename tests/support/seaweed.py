@@ -170,3 +170,15 @@ class Seaweed:
         """Multipart uploads under `prefix/` that were neither completed nor aborted."""
         listed = self.client.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/")
         return [upload["Key"] for upload in listed.get("Uploads", [])]
+
+
+def storage_config(path: Path, storage: S3Settings) -> Path:
+    """A settings file naming the bucket, its endpoint and its key."""
+    path.write_text(
+        "[storage]\n"
+        f'url = "{storage.url}"\n'
+        f'endpoint = "{storage.endpoint}"\n'
+        f'access_key_id = "{storage.access_key_id}"\n'
+        f'secret_access_key = "{storage.secret_access_key}"\n'
+    )
+    return path
