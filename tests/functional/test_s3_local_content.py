@@ -5,14 +5,16 @@ real SeaweedFS."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from mirror.config import S3Settings
-from tests.conftest import LocalMirrorFactory
+from tests.conftest import LocalMirrorFactory, Seeded
+from tests.support.cli import mirror_cli
 from tests.support.images import Blob
 from tests.support.oci import wait_until
 from tests.support.push import LOCAL, Pusher
 from tests.support.registry import Registry
-from tests.support.seaweed import Seaweed
+from tests.support.seaweed import Seaweed, storage_config
 
 
 def blob_key(digest: str) -> str:
@@ -39,3 +41,27 @@ async def test_a_pushed_blob_goes_up_to_the_bucket(
         key = blob_key(blob.digest)
         assert await wait_until(lambda key=key: key in seaweed.keys(storage.prefix), within=20)
         assert seaweed.read(f"{storage.prefix}/{key}")[0] == blob.data
+
+
+async def test_an_imported_bundle_goes_up_to_the_bucket(
+    registry: Registry, seeded: Seeded, seaweed: Seaweed, tmp_path: Path
+) -> None:
+    """`mirror import` onto a cache with a bucket behind it exits 0, and every blob, the
+    manifest and the tag record of the image are in the bucket when it is done."""
+    repo, tag = seeded.oci_ref
+    source = ("--upstream", registry.url, "--storage", tmp_path / "source")
+    prefetched = await mirror_cli("prefetch", *source, f"{repo}:{tag}")
+    assert prefetched.returncode == 0, prefetched.explain()
+    bundle = tmp_path / "bundle.tar"
+    exported = await mirror_cli("export", *source, "-o", bundle, f"{repo}:{tag}")
+    assert exported.returncode == 0, exported.explain()
+
+    storage = seaweed.settings()
+    config = storage_config(tmp_path / "mirror.toml", storage)
+    imported = await mirror_cli("import", "--config", config, "--cache-dir", tmp_path / "c", bundle)
+    assert imported.returncode == 0, imported.explain()
+    keys = seaweed.keys(storage.prefix)
+    for blob in seeded.oci.blobs:
+        assert keys.get(blob_key(blob.digest)) == blob.size, keys
+    assert f"manifests/sha256/{seeded.oci.digest.split(':', 1)[1]}" in keys
+    assert [k for k in keys if k.startswith("tags/") and k.endswith(f"/{repo}/_tags/{tag}")]
