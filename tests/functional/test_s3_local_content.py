@@ -10,8 +10,8 @@ from pathlib import Path
 from mirror.config import S3Settings
 from tests.conftest import LocalMirrorFactory, Seeded
 from tests.support.cli import mirror_cli
-from tests.support.images import Blob
-from tests.support.oci import wait_until
+from tests.support.images import Blob, make_image
+from tests.support.oci import assert_oci_error, wait_until
 from tests.support.push import LOCAL, Pusher
 from tests.support.registry import Registry
 from tests.support.seaweed import Seaweed, storage_config
@@ -65,3 +65,22 @@ async def test_an_imported_bundle_goes_up_to_the_bucket(
         assert keys.get(blob_key(blob.digest)) == blob.size, keys
     assert f"manifests/sha256/{seeded.oci.digest.split(':', 1)[1]}" in keys
     assert [k for k in keys if k.startswith("tags/") and k.endswith(f"/{repo}/_tags/{tag}")]
+
+
+async def test_a_deleted_tag_of_a_pushed_image_stays_deleted(
+    local_mirror: LocalMirrorFactory, registry: Registry, seaweed: Seaweed
+) -> None:
+    """DELETE of a pushed tag is 202, then the tag is 404 and out of the tag list, though the
+    mirror reads what its directory lacks from the bucket; the other tag still serves."""
+    client = await local_mirror(registry, storage=seaweed.settings())
+    pusher, admin = Pusher(client), Pusher(client, "admin")
+    repo = f"{LOCAL}/team/app"
+    image = make_image(oci=True, seed="s3-deletes")
+    await pusher.push_image(repo, "v1", image)
+    await pusher.push_manifest(repo, "latest", image.manifest, image.media_type)
+    assert (await admin.request("DELETE", f"/v2/{repo}/manifests/v1")).status == 202
+    gone = await pusher.request("GET", f"/v2/{repo}/manifests/v1")
+    await assert_oci_error(gone, 404, "MANIFEST_UNKNOWN")
+    assert (await pusher.request("GET", f"/v2/{repo}/manifests/latest")).status == 200
+    listed = await (await pusher.request("GET", f"/v2/{repo}/tags/list")).json()
+    assert listed["tags"] == ["latest"]
