@@ -22,6 +22,7 @@ from mirror.app import create_app
 from mirror.cache.lock import UpkeepLock
 from mirror.config import Settings, SizeLimit, UpstreamSettings
 from tests.conftest import RegistryFactory, Seeded
+from tests.support import storage
 from tests.support.cache import HOUR, Clock, cache_usage, cached_tags, pull_image
 from tests.support.images import Image, make_image, push_image
 from tests.support.metrics import scrape
@@ -78,7 +79,7 @@ def capped_mirror(
             protect_window=protect_window,
             pin=pin,
         )
-        client = await aiohttp_client(create_app(settings, clock=clock))
+        client = await aiohttp_client(create_app(storage.current().applied(settings), clock=clock))
         # The pass every mirror makes at start-up is over before the test goes on: files it
         # would see being created meanwhile bear the real time, hours before the test's clock.
         await client.app[UPKEEP].evictor.run_pass()
@@ -370,7 +371,8 @@ def test_eviction_helpers_end_with_their_server(tmp_path: Path, registry: Regist
         "--cache-dir", str(tmp_path / "cache"), "--max-size", "1MiB",
     ]  # fmt: skip
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log)
+        env = storage.current().environ(tmp_path / "cache")
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     helpers: list[int] = []
     try:
         deadline = time.monotonic() + 30

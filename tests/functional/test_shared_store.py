@@ -24,6 +24,7 @@ from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
 from mirror.meta.redis import ACCESS_TTL, RedisStore
 from tests.conftest import Seeded
+from tests.support import storage
 from tests.support.oci import ACCEPT_ALL, cached_blob, wait_until
 from tests.support.processes import direct, free_port
 from tests.support.redis_ha import ClusterNodes, SentinelSet
@@ -298,7 +299,8 @@ def _start_workers(
         "--cache-dir", str(tmp_path / "cache"), "--redis-url", redis_url,
     ]  # fmt: skip
     with (tmp_path / "mirror.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log)
+        env = storage.current().environ(tmp_path / "cache")
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 20
     while True:
         try:
