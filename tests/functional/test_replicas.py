@@ -21,6 +21,7 @@ from mirror.config import Settings, UpstreamSettings
 from mirror.replicas.peers import SECRET_HEADER
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, Stall, stalled_resumable
+from tests.support import storage
 from tests.support.images import Blob, make_image, push_image, sha256_digest
 from tests.support.mirror_process import MirrorProcess, start_mirror
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
@@ -389,7 +390,8 @@ def has_connection(pid: int, port: int) -> bool:
 
 
 def replica_settings(upstream: str, redis_url: str, cache_dir: Path) -> Settings:
-    return Settings(
+    """One replica's settings, on the run's store."""
+    settings = Settings(
         cache_dir=cache_dir,
         upstreams=(
             UpstreamSettings(default=True, url=upstream, connect_timeout=2.0, read_timeout=5.0),
@@ -399,6 +401,7 @@ def replica_settings(upstream: str, redis_url: str, cache_dir: Path) -> Settings
         peer_url="http://127.0.0.1:9",  # never asked: these tests have one replica
         peer_secret=SECRET,
     )
+    return storage.current().applied(settings)
 
 
 async def test_the_peer_endpoint_answers_only_those_with_the_secret(
@@ -446,7 +449,7 @@ async def test_a_mirror_that_is_no_replica_has_no_peer_endpoint(
     settings = Settings(
         cache_dir=cache_dir, upstreams=(UpstreamSettings(default=True, url=registry.url),)
     )
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(storage.current().applied(settings)))
     layer = seeded.schema2.layers[0]
     repo, _ = seeded.schema2_ref
     assert (await client.get(f"/v2/{repo}/blobs/{layer.digest}")).status == 200
