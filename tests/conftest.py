@@ -55,14 +55,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On a bucket, tests about the cache directory itself are skipped (with their reason)."""
+    """On a bucket, tests about the cache directory itself are skipped (with their reason), and
+    mirror tests run on Redis alone: the directory pass covers both metadata backends, and a
+    bucket is what replicas share, with their Redis."""
     if config.getoption("storage") == "directory":
         return
+    kept, deselected = [], []
     for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("metadata") == "embedded":
+            deselected.append(item)
+            continue
+        kept.append(item)
         marker = item.get_closest_marker(storage.DIRECTORY_ONLY)
         if marker is not None:
             reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             item.add_marker(pytest.mark.skip(reason=f"directory only: {reason}"))
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @dataclass(frozen=True)
