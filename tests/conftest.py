@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp.web_app
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -246,6 +247,18 @@ def content_store(request: pytest.FixtureRequest) -> Iterator[ContentStore]:
         yield store
     finally:
         storage.use(ContentStore())
+
+
+@pytest.fixture(autouse=True)
+def apps_let_go() -> Iterator[None]:
+    """After each test, aiohttp's cache of middleware chains (keyed by the applications, up to
+    1024 of them) lets go of the test's apps: else every app of the run stays alive with all it
+    holds (a bucket client's botocore session alone is some 12 MB, and a heap that big makes
+    each garbage collection take seconds)."""
+    yield
+    cached = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
 
 
 @pytest.fixture(params=["embedded", "redis"])

@@ -58,7 +58,8 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 def make_shared_mirror(
     aiohttp_client: ClientFactory, registry: Registry, cache_dir: Path
 ) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
-    """A mirror instance on the session registry that uses the given Redis."""
+    """A mirror instance on the session registry that uses the given Redis (on the run's
+    store)."""
 
     async def make(redis_url: str | None, *, tag_ttl: float = 300.0) -> TestClient[Any, Any]:
         settings = Settings(
@@ -71,7 +72,7 @@ def make_shared_mirror(
             tag_ttl=tag_ttl,
             redis_url=redis_url,
         )
-        return await aiohttp_client(create_app(settings))
+        return await aiohttp_client(create_app(storage.current().applied(settings)))
 
     return make
 
