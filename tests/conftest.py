@@ -55,16 +55,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# On a bucket, one value of each parameter that picks Redis (a backend or a topology): the
+# directory pass runs every value, and a bucket is what replicas share, with their Redis.
+S3_PASS_PARAMS = {"metadata": "redis", "shared_through": "redis", "replicas_redis": "server"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On a bucket, tests about the cache directory itself are skipped (with their reason), and
-    mirror tests run on Redis alone: the directory pass covers both metadata backends, and a
-    bucket is what replicas share, with their Redis."""
+    """On a bucket (`--storage=s3`): tests about the cache directory itself are skipped with
+    their reason; the Redis variants other than those of `S3_PASS_PARAMS` are left out, and so
+    are tests that take a bucket of the session's SeaweedFS themselves (the directory pass runs
+    them, just as they would run here)."""
     if config.getoption("storage") == "directory":
         return
     kept, deselected = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("metadata") == "embedded":
+        params = callspec.params if callspec is not None else {}
+        if "seaweed" in getattr(item, "fixturenames", ()) or any(
+            params.get(name, value) != value for name, value in S3_PASS_PARAMS.items()
+        ):
             deselected.append(item)
             continue
         kept.append(item)
@@ -72,9 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None:
             reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
             item.add_marker(pytest.mark.skip(reason=f"directory only: {reason}"))
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = kept
+    config.hook.pytest_deselected(items=deselected)
+    items[:] = kept
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,6 @@ async def test_concurrent_pulls_complete_and_the_cap_holds(
     assert committed <= cap + largest, (committed, cap, largest, peak)
 
 
-@pytest.mark.directory_only(reason=EVICTION_WAITS_FOR_UPLOADS)
 async def test_a_shared_base_layer_stays_while_the_image_using_it_is_pulled(
     capped_mirror: CappedMirror, make_registry: RegistryFactory, cache_dir: Path
 ) -> None:
@@ -286,6 +285,7 @@ async def test_a_blob_larger_than_the_cap_is_streamed_and_not_kept(
     assert cached_manifest(cache_dir, seeded.big.digest).exists()
 
 
+@pytest.mark.directory_only(reason=EVICTION_WAITS_FOR_UPLOADS)
 async def test_a_blob_being_sent_is_not_evicted_until_it_is_sent(
     capped_mirror: CappedMirror, make_registry: RegistryFactory, cache_dir: Path
 ) -> None:
