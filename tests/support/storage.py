@@ -22,7 +22,7 @@ from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed
 
 # `pytest --storage=…`: the values, the default first.
 CHOICES = ("directory", "s3")
-# Tests that only prove something about the cache directory itself; the S3 pass deselects them.
+# Tests that only prove something about the cache directory itself: the S3 pass leaves them out.
 DIRECTORY_ONLY = "directory_only"
 
 
