@@ -21,8 +21,11 @@ run: install
 system-deps:
 	bash tests/system-deps.sh
 
+# The functional suite runs twice: on the cache directory alone, then with a bucket on a real
+# SeaweedFS behind it (tests about the directory itself are marked directory_only).
 test: install system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest tests/functional --storage=s3 -m "not directory_only" $(PYTEST_ARGS)
 
 e2e: install system-deps
 	$(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS)

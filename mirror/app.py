@@ -104,7 +104,6 @@ async def _services(
             services.layout,
             services.blob_store,
             services.manifest_store,
-            services.tag_store,
         )
         await local.start()
         schedule = None

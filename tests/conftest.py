@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp.web_app
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mirror.config import S3Settings, Settings, UpstreamSettings
+from mirror.config import Settings, UpstreamSettings
 from mirror.server import serving
 from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
 from tests.faults import FakeUpstream
+from tests.support import storage
 from tests.support.images import (
     Image,
     Index,
@@ -37,9 +39,50 @@ from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry, start_registry
 from tests.support.seaweed import Seaweed
 from tests.support.served import Served, ServeFactory
+from tests.support.storage import ContentStore
 from tests.support.tokens import TokenService
 
 BIG_LAYER = 8 * 1024 * 1024
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--storage",
+        choices=storage.CHOICES,
+        default=storage.CHOICES[0],
+        help="where every mirror of the run keeps content: its cache directory (the default), "
+        "or a bucket on a SeaweedFS started for the run, behind the cache directory",
+    )
+
+
+# On a bucket, one value of each parameter that picks Redis (a backend or a topology): the
+# directory pass runs every value, and a bucket is what replicas share, with their Redis.
+S3_PASS_PARAMS = {"metadata": "redis", "shared_through": "redis", "replicas_redis": "server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On a bucket (`--storage=s3`): tests about the cache directory itself are skipped with
+    their reason; the Redis variants other than those of `S3_PASS_PARAMS` are left out, and so
+    are tests that take a bucket of the session's SeaweedFS themselves (the directory pass runs
+    them, just as they would run here)."""
+    if config.getoption("storage") == "directory":
+        return
+    kept, deselected = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if "seaweed" in getattr(item, "fixturenames", ()) or any(
+            params.get(name, value) != value for name, value in S3_PASS_PARAMS.items()
+        ):
+            deselected.append(item)
+            continue
+        kept.append(item)
+        marker = item.get_closest_marker(storage.DIRECTORY_ONLY)
+        if marker is not None:
+            reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+            item.add_marker(pytest.mark.skip(reason=f"directory only: {reason}"))
+    config.hook.pytest_deselected(items=deselected)
+    items[:] = kept
 
 
 @dataclass(frozen=True)
@@ -199,6 +242,33 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
         server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def content_store(request: pytest.FixtureRequest) -> Iterator[ContentStore]:
+    """The store every mirror of the run keeps content in (`--storage`), for the fixtures and
+    for the helpers that start `mirror` processes."""
+    if request.config.getoption("storage") == "s3":
+        store = ContentStore(request.getfixturevalue("seaweed"))
+    else:
+        store = ContentStore()
+    storage.use(store)
+    try:
+        yield store
+    finally:
+        storage.use(ContentStore())
+
+
+@pytest.fixture(autouse=True)
+def apps_let_go() -> Iterator[None]:
+    """After each test, aiohttp's cache of middleware chains (keyed by the applications, up to
+    1024 of them) lets go of the test's apps: else every app of the run stays alive with all it
+    holds (a bucket client's botocore session alone is some 12 MB, and a heap that big makes
+    each garbage collection take seconds)."""
+    yield
+    cached = getattr(aiohttp.web_app, "_cached_build_middleware", None)
+    if cached is not None:
+        cached.cache_clear()
+
+
 @pytest.fixture(params=["embedded", "redis"])
 def metadata(request: pytest.FixtureRequest) -> tuple[str | None, str]:
     """Every mirror test runs on both metadata backends: (redis URL or None, key prefix)."""
@@ -238,17 +308,22 @@ class MirrorFromSettings(Protocol):
 def mirror_from(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     metadata: tuple[str | None, str],
+    content_store: ContentStore,
 ) -> MirrorFromSettings:
-    """Build a mirror app from ready settings, on this test's metadata backend.
+    """Build a mirror app from ready settings, on this test's metadata backend and the run's
+    store (unless the settings name a bucket).
 
-    Mirrors on one cache directory share Redis keys, as replicas do; others are independent.
+    Mirrors on one cache directory share Redis keys and a bucket prefix, as replicas do; others
+    are independent.
     """
     from mirror.app import create_app
 
     async def make(settings: Settings, network: Network | None = None) -> TestClient[Any, Any]:
         prefix = hashlib.sha1(str(settings.cache_dir).encode()).hexdigest()[:8]
         settings = dataclasses.replace(
-            settings, redis_url=metadata[0], redis_prefix=f"{metadata[1]}{prefix}:"
+            content_store.applied(settings),
+            redis_url=metadata[0],
+            redis_prefix=f"{metadata[1]}{prefix}:",
         )
         return await aiohttp_client(create_app(settings, network))
 
@@ -256,24 +331,7 @@ def mirror_from(
 
 
 @pytest.fixture
-def mirror_storage(request: pytest.FixtureRequest) -> S3Settings | None:
-    """Where `make_mirror`'s mirrors keep content: the cache directory alone, unless a module
-    runs its tests on both backends with `BOTH_BACKENDS` (then also a bucket behind it, one
-    prefix per test, on the session's SeaweedFS)."""
-    if getattr(request, "param", "file") == "file":
-        return None
-    server: Seaweed = request.getfixturevalue("seaweed")
-    return server.settings()
-
-
-# A module's `pytestmark`: every test of it runs on the cache directory and on a bucket.
-BOTH_BACKENDS = pytest.mark.parametrize("mirror_storage", ["file", "s3"], indirect=True)
-
-
-@pytest.fixture
-async def make_mirror(
-    mirror_from: MirrorFromSettings, cache_dir: Path, mirror_storage: S3Settings | None
-) -> MirrorFactory:
+async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> MirrorFactory:
     """Build a mirror app over `upstream` and return a test client for it.
 
     Restarting the mirror is closing its client and calling this again with the same cache_dir.
@@ -303,7 +361,6 @@ async def make_mirror(
                 ),
             ),
             tag_ttl=tag_ttl,
-            storage=mirror_storage,
         )
         return await mirror_from(settings)
 
@@ -334,8 +391,11 @@ async def make_fake_upstream(
 
 
 @pytest.fixture
-async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFactory]:
-    """Serve the mirror over the session registry, with these settings, for this test."""
+async def serve(
+    registry: Registry, cache_dir: Path, content_store: ContentStore
+) -> AsyncIterator[ServeFactory]:
+    """Serve the mirror over the session registry, with these settings, for this test (on the
+    run's store unless they name a bucket)."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(**settings: Any) -> Served:
@@ -343,7 +403,7 @@ async def serve(registry: Registry, cache_dir: Path) -> AsyncIterator[ServeFacto
                 default=True, url=registry.url, connect_timeout=2.0, read_timeout=5.0
             )
             base = Settings(cache_dir=cache_dir, upstreams=(upstream,), host="127.0.0.1", port=0)
-            configured = dataclasses.replace(base, **settings)
+            configured = content_store.applied(dataclasses.replace(base, **settings))
             sock = listening_socket(configured)
             port = sock.getsockname()[1]
             stack.callback(sock.close)

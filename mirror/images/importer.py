@@ -17,6 +17,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from mirror.errors import MirrorError
 from mirror.images.bundle import BadBundle, Bundle, BundlePlan
@@ -86,7 +87,7 @@ async def _add_blobs(
             result.bytes_cached += member.size  # already in the cache
             continue
         try:
-            await asyncio.to_thread(_copy_blob, services, bundle, member, digest, lock)
+            await _import_blob(services, bundle, member, digest, lock)
         finally:
             lock.release()
         result.blobs_added += 1
@@ -108,31 +109,41 @@ async def _blob_lock(services: Services, digest: Digest) -> Claim | None:
         await asyncio.sleep(LOCK_POLL)
 
 
-def _copy_blob(
+async def _import_blob(
     services: Services, bundle: Bundle, member: tarfile.TarInfo, digest: Digest, lock: Claim
 ) -> None:
+    """Copy one blob through the spool (in a thread), then commit it here on the event loop,
+    as a fill does: what hears of a new blob starts its work on the loop (the upload to a bucket
+    behind the cache directory), and finds the spool closed by then."""
     part = services.blob_store.new_spool_file(digest)
     try:
-        with open_spool(part) as out, bundle.open(member) as source:
+        with open_spool(part) as out:
             lock.publish(fill_record(part, member.size))
-            hasher = hashlib.new(digest.algorithm)
-            copied = 0
-            try:
-                while chunk := source.read(COPY_CHUNK):
-                    hasher.update(chunk)
-                    out.write(chunk)
-                    copied += len(chunk)
-            except (tarfile.TarError, EOFError) as e:
-                raise BadBundle(
-                    f"{member.name} cannot be read ({e}): the archive is truncated"
-                ) from None
-            if copied != member.size:
-                raise BadBundle(f"{member.name} is cut short: the archive is truncated")
-            if hasher.hexdigest() != digest.hex:
-                raise BadBundle(f"{member.name}: the bytes do not match the digest")
-            out.flush()
-            mark_verified(out.fileno())
-            os.fsync(out.fileno())
+            await asyncio.to_thread(_copy_blob, bundle, member, digest, out)
+            # Renamed while still open and locked, so no start-up sweep can take it.
             services.blob_store.commit(part, digest)
     finally:
         part.unlink(missing_ok=True)
+
+
+def _copy_blob(bundle: Bundle, member: tarfile.TarInfo, digest: Digest, out: BinaryIO) -> None:
+    """Write the member to `out` and make it durable, or raise BadBundle if it is not whole."""
+    with bundle.open(member) as source:
+        hasher = hashlib.new(digest.algorithm)
+        copied = 0
+        try:
+            while chunk := source.read(COPY_CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                copied += len(chunk)
+        except (tarfile.TarError, EOFError) as e:
+            raise BadBundle(
+                f"{member.name} cannot be read ({e}): the archive is truncated"
+            ) from None
+    if copied != member.size:
+        raise BadBundle(f"{member.name} is cut short: the archive is truncated")
+    if hasher.hexdigest() != digest.hex:
+        raise BadBundle(f"{member.name}: the bytes do not match the digest")
+    out.flush()
+    mark_verified(out.fileno())
+    os.fsync(out.fileno())

@@ -106,7 +106,7 @@ class LocalBlobs:
                     if hasher.hexdigest() != digest.hex:
                         raise DigestInvalid(f"the content does not match {digest}")
                     mark_verified(f.fileno())
-                    await asyncio.to_thread(self._commit, part, digest)
+                    self._commit(part, digest)
             finally:
                 part.unlink(missing_ok=True)
         await asyncio.to_thread(self._store.link_blob, route.registry, route.repo, digest)
@@ -143,7 +143,7 @@ class LocalBlobs:
                         f"the upload's content is {actual}, not {digest}; the upload is ended"
                     )
                 mark_verified(session.fd)
-                await asyncio.to_thread(self._commit, session.data, digest)
+                self._commit(session.data, digest)
                 self._uploads.remove(session)
         await asyncio.to_thread(self._store.link_blob, route.registry, route.repo, digest)
 
@@ -175,7 +175,9 @@ class LocalBlobs:
 
     def _commit(self, part: Path, digest: Digest) -> None:
         """Publish verified bytes; a blob the store has already stays as it is (the same
-        bytes, and perhaps being sent to someone right now)."""
+        bytes, and perhaps being sent to someone right now). Done on the event loop, as a fill
+        does, with no wait before the file is closed: what hears of a new blob starts its work
+        there (the upload to a bucket behind the cache directory) and finds the file unlocked."""
         if self._blobs.find(digest) is None:
             self._blobs.commit(part, digest)
 

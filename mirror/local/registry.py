@@ -36,7 +36,6 @@ class LocalRegistry:
         layout: CacheLayout,
         blobs: BlobStore,
         manifests: ManifestStore,
-        tags: TagStore,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -46,7 +45,9 @@ class LocalRegistry:
             settings.max_uploads, lambda _key: settings.max_uploads, settings.fill_wait
         )
         self.blobs = LocalBlobs(self.store, self.uploads, blobs, slots)
-        self.manifests = LocalManifests(self.store, manifests, tags, blobs)
+        # A repository's links and revisions are in the cache directory alone, and so are its
+        # tags: a copy in a bucket behind the directory would outlive the tag's deletion.
+        self.manifests = LocalManifests(self.store, manifests, TagStore(layout), blobs)
         names = [n.name for n in settings.local]
         self.catalog = Catalog(layout, self.store, settings.upstreams, names)
         self._enabled = bool(names)

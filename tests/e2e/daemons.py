@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import storage
 from tests.support.processes import die_with_parent, free_port
 
 # CI sets this so a client that is missing or cannot start fails the run instead of skipping.
@@ -195,7 +196,8 @@ class MirrorServer:
             str(tag_ttl),
             *extra_args,
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+        # On the run's store (a bucket behind the directory under `pytest --storage=s3`).
+        env = storage.current().environ(storage.command_cache_dir(argv))
         daemon = Daemon("mirror", argv, workdir / "mirror.log", env=env)
         server = cls(daemon, port, cache_dir or workdir / "cache", ca_file)
         daemon.start()

@@ -6,12 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BOTH_BACKENDS, MirrorFactory, Seeded
+from tests.conftest import MirrorFactory, Seeded
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
 from tests.support.registry import Registry
-
-# The core pulls hold on both backends: the cache directory alone, and a bucket behind it.
-pytestmark = BOTH_BACKENDS
 
 
 async def test_blob_get_returns_exact_bytes_with_digest_and_length(

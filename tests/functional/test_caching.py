@@ -10,16 +10,13 @@ from typing import Any
 import pytest
 import structlog
 
-from tests.conftest import BOTH_BACKENDS, MirrorFactory, RegistryFactory, Seeded
+from tests.conftest import MirrorFactory, RegistryFactory, Seeded
 from tests.faults import FakeUpstream, content, status
 from tests.support.images import make_image, push_image
 from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, spool_files
 from tests.support.registry import Registry
 
 FakeFactory = Callable[[], Awaitable[FakeUpstream]]
-
-# The core pulls hold on both backends: the cache directory alone, and a bucket behind it.
-pytestmark = BOTH_BACKENDS
 
 
 def request_lines(

@@ -15,6 +15,7 @@ from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import Seeded
 from tests.faults import FakeUpstream, RateLimit, content, rate_limited
+from tests.support import storage
 from tests.support.metrics import scrape
 from tests.support.oci import ACCEPT_ALL
 from tests.support.redis_server import RedisServer
@@ -84,7 +85,7 @@ async def test_every_metric_the_dashboard_queries_is_exported(
         redis_url=redis_server.url,
         redis_prefix="dashboard:",
     )
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(storage.current().applied(settings)))
     manifest = await client.get("/v2/lib/app/manifests/v1", headers={"Accept": ACCEPT_ALL})
     assert manifest.status == 200
     for _ in range(2):

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFactory, MirrorFromSettings, Seeded
+from tests.support import storage
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
@@ -69,7 +70,7 @@ async def test_readyz_says_degraded_but_stays_ready_while_redis_is_down(
 
     upstream = UpstreamSettings(default=True, url=registry.url, connect_timeout=2.0)
     settings = Settings(cache_dir=cache_dir, upstreams=(upstream,), redis_url=own_redis.url)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(storage.current().applied(settings)))
     assert (await readiness(client))[1]["status"] == "ready"
 
     own_redis.stop()

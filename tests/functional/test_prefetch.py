@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from mirror.commands.progress import size
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings, RegistryFactory, Seeded
+from tests.support import storage
 from tests.support.cli import mirror_cli, upstream_config
 from tests.support.images import Image, Index, make_image, make_index, push_image, push_index
 from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest
@@ -221,7 +222,7 @@ def test_progress_bars_on_a_terminal(registry: Registry, seeded: Seeded, tmp_pat
     """With standard error on a terminal, each image gets a progress bar."""
     repo, tag = seeded.oci_ref
     main, secondary = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env = storage.current().environ(tmp_path / "cache")
     env.update(COLUMNS="120", TERM="xterm")
     with subprocess.Popen(
         [sys.executable, "-m", "mirror", "prefetch", "--upstream", registry.url,

@@ -21,6 +21,7 @@ from mirror.meta.redis import RedisStore
 from mirror.oci.digest import Digest
 from mirror.replicas.leases import FillLeases, is_kept, lease_value
 from tests.conftest import Seeded
+from tests.support import storage
 from tests.support.oci import ACCEPT_ALL
 from tests.support.redis_ha import ClusterNodes, SentinelSet
 from tests.support.registry import Registry
@@ -136,7 +137,9 @@ async def test_a_sentinel_failover_keeps_the_mirror_serving_and_sharing(
         tag_ttl=0.2,
         redis_url=sentinel_set.url,
     )
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(storage.current().applied(settings))
+    )
     repo, tag = seeded.schema2_ref
     path = f"/v2/{repo}/manifests/{tag}"
 
@@ -182,7 +185,9 @@ async def test_readiness_asks_the_redis_the_url_names(
     """`/readyz` reaches a master through its sentinel, and a Cluster through its nodes."""
     shared: SentinelSet | ClusterNodes = request.getfixturevalue(f"redis_{topology}")
     settings = Settings(cache_dir=tmp_path / "cache", redis_url=shared.url)
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    client: TestClient[Any, Any] = await aiohttp_client(
+        create_app(storage.current().applied(settings))
+    )
     response = await client.get("/readyz")
     assert response.status == 200
     assert (await response.json())["checks"]["redis"] == "ok"

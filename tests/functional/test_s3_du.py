@@ -17,21 +17,9 @@ from tests.support.cli import mirror_cli
 from tests.support.oci import ACCEPT_ALL
 from tests.support.processes import free_port
 from tests.support.registry import Registry
-from tests.support.seaweed import BUCKET, Seaweed
+from tests.support.seaweed import BUCKET, Seaweed, storage_config
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
-
-
-def storage_config(path: Path, storage: S3Settings) -> Path:
-    """A settings file naming the bucket, its endpoint and its key."""
-    path.write_text(
-        "[storage]\n"
-        f'url = "{storage.url}"\n'
-        f'endpoint = "{storage.endpoint}"\n'
-        f'access_key_id = "{storage.access_key_id}"\n'
-        f'secret_access_key = "{storage.secret_access_key}"\n'
-    )
-    return path
 
 
 async def test_du_counts_the_bucket_after_the_cache_directory_in_front(

@@ -24,6 +24,7 @@ from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
 from mirror.meta.redis import ACCESS_TTL, RedisStore
 from tests.conftest import Seeded
+from tests.support import storage
 from tests.support.oci import ACCEPT_ALL, cached_blob, wait_until
 from tests.support.processes import direct, free_port
 from tests.support.redis_ha import ClusterNodes, SentinelSet
@@ -57,7 +58,8 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redi
 def make_shared_mirror(
     aiohttp_client: ClientFactory, registry: Registry, cache_dir: Path
 ) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
-    """A mirror instance on the session registry that uses the given Redis."""
+    """A mirror instance on the session registry that uses the given Redis (on the run's
+    store)."""
 
     async def make(redis_url: str | None, *, tag_ttl: float = 300.0) -> TestClient[Any, Any]:
         settings = Settings(
@@ -70,7 +72,7 @@ def make_shared_mirror(
             tag_ttl=tag_ttl,
             redis_url=redis_url,
         )
-        return await aiohttp_client(create_app(settings))
+        return await aiohttp_client(create_app(storage.current().applied(settings)))
 
     return make
 
@@ -298,7 +300,8 @@ def _start_workers(
         "--cache-dir", str(tmp_path / "cache"), "--redis-url", redis_url,
     ]  # fmt: skip
     with (tmp_path / "mirror.log").open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=log)
+        env = storage.current().environ(tmp_path / "cache")
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 20
     while True:
         try:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support import storage
 from tests.support.processes import die_with_parent
 
 
@@ -29,9 +29,10 @@ class CliResult:
 
 
 async def mirror_cli(*args: str | Path, within: float = 300.0) -> CliResult:
-    """Run `python -m mirror ARGS...` with no MIRROR_* variables from the test's environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    """Run `python -m mirror ARGS...` with no MIRROR_* variables from the test's environment,
+    on the run's store (`tests.support.storage`) unless ARGS name one."""
     argv = tuple(str(arg) for arg in args)
+    env = storage.current().environ(storage.command_cache_dir(argv))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support import storage
 from tests.support.processes import die_with_parent, direct, free_port, running
 
 
@@ -73,7 +74,8 @@ def start_mirror(
     port: int | None = None,
 ) -> MirrorProcess:
     """Start `python -m mirror serve` (under `prlimit --nofile=<open_files>`, "soft:hard", when
-    given) on `port` (a free one by default) and wait until `/v2/` answers."""
+    given) on `port` (a free one by default), on the run's store (`tests.support.storage`) unless
+    `flags` name one, and wait until `/v2/` answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     argv: Sequence[str] = [
@@ -84,7 +86,7 @@ def start_mirror(
         prlimit = shutil.which("prlimit")
         assert prlimit is not None, "prlimit (util-linux) is needed"
         argv = [prlimit, f"--nofile={open_files}", *argv]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+    env = storage.current().environ(storage.command_cache_dir(argv))
     log = workdir / "mirror.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -27,6 +27,7 @@ ACCESS_KEY = "mirror-tests"
 SECRET_KEY = "mirror-tests-secret"
 BUCKET = "mirror-cache"
 START_WAIT = 60.0
+PORT_ATTEMPTS = 3
 
 
 def weed_binary() -> str:
@@ -40,11 +41,15 @@ class Seaweed:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.s3_port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.log = workdir / "weed.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._ports: list[int] = []
+        self._listen_on(free_port())
+
+    def _listen_on(self, s3_port: int) -> None:
+        """The S3 gateway's port, and a client for it."""
+        self.s3_port = s3_port
+        self.endpoint = f"http://127.0.0.1:{s3_port}"
         self.client = botocore.session.get_session().create_client(
             "s3",
             endpoint_url=self.endpoint,
@@ -60,7 +65,20 @@ class Seaweed:
         )
 
     def start(self) -> None:
-        data = self.workdir / "data"
+        """Start weed on free ports; one taken meanwhile (weed binds some only after seconds,
+        while any process's outgoing connections may take it) means a new start on others."""
+        for attempt in range(PORT_ATTEMPTS):
+            if attempt:
+                self.client.close()
+                self._listen_on(free_port())
+            if self._start_once(attempt):
+                return
+        raise RuntimeError(f"weed found its ports taken {PORT_ATTEMPTS} times: see {self.log}")
+
+    def _start_once(self, attempt: int) -> bool:
+        """False when weed exited because a port of its was taken (its data is left behind:
+        each start has a directory of its own)."""
+        data = self.workdir / f"data-{attempt}"
         data.mkdir(parents=True, exist_ok=True)
         identities = self.workdir / "s3.json"
         identity = {
@@ -98,6 +116,7 @@ class Seaweed:
             f"-s3.config={identities}",
         ]
         with self.log.open("ab") as out:
+            logged = out.tell()
             self._process = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -109,23 +128,27 @@ class Seaweed:
         deadline = time.monotonic() + START_WAIT
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"weed exited: {self.log.read_text()[-3000:]}")
+                said = self.log.read_bytes()[logged:].decode(errors="replace")
+                self.stop(keep_client=True)
+                if "address already in use" in said:
+                    return False
+                raise RuntimeError(f"weed exited: {said[-3000:]}")
             try:
                 self.client.create_bucket(Bucket=BUCKET)
-                return
+                return True
             except ClientError as e:
                 if e.response["Error"]["Code"] in (
                     "BucketAlreadyExists",
                     "BucketAlreadyOwnedByYou",
                 ):
-                    return
+                    return True
                 time.sleep(0.2)  # the gateway is up, the filer or a volume not yet
             except BotoCoreError:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"SeaweedFS did not come up: {self.log.read_text()[-3000:]}")
 
-    def stop(self) -> None:
+    def stop(self, *, keep_client: bool = False) -> None:
         process, self._process = self._process, None
         if process is not None:
             # Killed outright: its data directory is thrown away, and its graceful stop takes
@@ -138,7 +161,8 @@ class Seaweed:
             for port in self._ports:
                 for socket in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
                     socket.unlink(missing_ok=True)
-        self.client.close()
+        if not keep_client:
+            self.client.close()
 
     def settings(self, prefix: str | None = None, **more: Any) -> S3Settings:
         """Storage settings for a prefix of the bucket of its own (a fresh one by default)."""
@@ -170,3 +194,15 @@ class Seaweed:
         """Multipart uploads under `prefix/` that were neither completed nor aborted."""
         listed = self.client.list_multipart_uploads(Bucket=BUCKET, Prefix=f"{prefix}/")
         return [upload["Key"] for upload in listed.get("Uploads", [])]
+
+
+def storage_config(path: Path, storage: S3Settings) -> Path:
+    """A settings file naming the bucket, its endpoint and its key."""
+    path.write_text(
+        "[storage]\n"
+        f'url = "{storage.url}"\n'
+        f'endpoint = "{storage.endpoint}"\n'
+        f'access_key_id = "{storage.access_key_id}"\n'
+        f'secret_access_key = "{storage.secret_access_key}"\n'
+    )
+    return path
