@@ -105,6 +105,12 @@ class Evictor:
         if self._limits.active:
             self._unsent -= size
 
+    def released(self) -> None:
+        """A blob held against eviction was let go (its upload to the bucket ended): a pass
+        that fell short for want of removable content may succeed now, so look at once."""
+        self._hold_until = 0.0
+        self._wake.set()
+
     def out_of_space(self) -> None:
         """A write failed for want of space: free some at once."""
         self._out_of_space = True
@@ -165,7 +171,8 @@ class Evictor:
 
     async def check(self) -> PassResult | None:
         """Count what was stored, and evict if a limit is passed (or the disk filled up)."""
-        urgent = self._out_of_space
+        # A full disk a pass could not relieve is tried again as a limit passed is.
+        urgent = self._out_of_space and time.monotonic() >= self._hold_until
         if not self._limits.active and not urgent:
             return None
         unsent, self._unsent = self._unsent, 0
@@ -245,6 +252,7 @@ class Evictor:
             self._retry = RETRY_FIRST
             return result
         self._hold_until = time.monotonic() + self._retry
+        self._out_of_space = self._out_of_space or urgent
         if self._retry >= RETRY_MOST:
             log.get_logger().warning(
                 "cannot get the cache within its limits: what is left is pinned, being "

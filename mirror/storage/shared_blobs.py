@@ -61,6 +61,9 @@ class Space(Protocol):
 
     def removed(self, size: int) -> None: ...
 
+    def released(self) -> None:
+        """A blob held against eviction while it was uploaded may be evicted now."""
+
 
 class SharedBlobs:
     """One process's view of the shared store's blobs; remembers which it knows are there."""
@@ -181,6 +184,8 @@ class SharedBlobs:
             return
         finally:
             lease.release()
+            if self._space is not None:
+                self._space.released()
         if not self._keep_local:
             if await asyncio.to_thread(self._local.remove, digest):
                 if self._space is not None:

@@ -88,15 +88,6 @@ def capped_mirror(
     return make
 
 
-# With a bucket behind the directory, a blob is leased while it is uploaded: an eviction pass
-# meanwhile skips it, and no pass follows the upload's end by itself (an open gap of eviction
-# with a bucket, not of these tests).
-EVICTION_WAITS_FOR_UPLOADS = (
-    "eviction skips blobs still being uploaded to the bucket, so the cap is passed by the "
-    "uploads in flight and what they hold stays until some later pass"
-)
-
-
 def _push(registry: Registry, images: dict[str, Image]) -> None:
     for repo, image in images.items():
         push_image(registry.url, repo, "v1", image)
@@ -128,7 +119,6 @@ async def _settle(client: TestClient[Any, Any]) -> None:
             await asyncio.sleep(0.05)
 
 
-@pytest.mark.directory_only(reason=EVICTION_WAITS_FOR_UPLOADS)
 async def test_concurrent_pulls_complete_and_the_cap_holds(
     capped_mirror: CappedMirror, registry: Registry, cache_dir: Path
 ) -> None:
@@ -285,7 +275,6 @@ async def test_a_blob_larger_than_the_cap_is_streamed_and_not_kept(
     assert cached_manifest(cache_dir, seeded.big.digest).exists()
 
 
-@pytest.mark.directory_only(reason=EVICTION_WAITS_FOR_UPLOADS)
 async def test_a_blob_being_sent_is_not_evicted_until_it_is_sent(
     capped_mirror: CappedMirror, make_registry: RegistryFactory, cache_dir: Path
 ) -> None:
@@ -345,7 +334,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-@pytest.mark.directory_only(reason=EVICTION_WAITS_FOR_UPLOADS)
 async def test_a_full_disk_evicts_and_the_next_pull_succeeds(
     small_disk: Path,
     capped_mirror: CappedMirror,
