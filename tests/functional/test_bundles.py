@@ -29,12 +29,6 @@ Client = TestClient[Any, Any]
 NOWHERE = f"http://127.0.0.1:{free_port()}"  # nothing listens there: no upstream at all
 
 
-EXPORT_READS_A_DIRECTORY = (
-    "export refuses a cache with a bucket behind it for now; its S3 support comes with its own "
-    "tests"
-)
-
-
 def name(repo_tag: tuple[str, str]) -> str:
     """The full reference export writes for a seeded image (seed/x is a Docker Hub name)."""
     return f"docker.io/{repo_tag[0]}:{repo_tag[1]}"
@@ -49,12 +43,12 @@ def offline_settings(cache_dir: Path, *, offline: bool = True) -> Settings:
 def export_bundle(
     registry: Registry, seeded: Seeded, tmp_path: Path
 ) -> Callable[..., Awaitable[Path]]:
-    """Prefetch the seeded images into a cache of their own and export `refs` from it (a cache
-    directory alone, whatever the run's store: export reads nothing else yet)."""
+    """Prefetch the seeded images into a cache of their own (on the run's store) and export
+    `refs` from it."""
 
     async def make(*refs: str, bundle: str = "bundle.tar") -> Path:
         cache = tmp_path / "source-cache"
-        source = ("--upstream", registry.url, "--storage", cache)
+        source = ("--upstream", registry.url, "--cache-dir", cache)
         prefetched = await mirror_cli("prefetch", *source, *refs)
         assert prefetched.returncode == 0, prefetched.explain()
         output = tmp_path / bundle
@@ -173,7 +167,6 @@ async def test_the_bundle_is_an_oci_image_layout_with_full_names(
     assert [p.name for p in files_under(tmp_path) if p.name.endswith(".part")] == []
 
 
-@pytest.mark.directory_only(reason=EXPORT_READS_A_DIRECTORY)
 async def test_export_refuses_what_is_not_cached_and_writes_nothing(
     registry: Registry, seeded: Seeded, tmp_path: Path
 ) -> None:

@@ -23,8 +23,8 @@ from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, wait_unt
 from tests.support.registry import Registry
 
 pytestmark = pytest.mark.directory_only(
-    reason="ls, rm, gc, verify and export refuse a cache with a bucket behind it for now; "
-    "their S3 support comes with its own tests"
+    reason="these check what a cache directory alone keeps (pull counts, blobs marked for the "
+    "next gc, quarantine, du's table); the commands on a bucket are tested in test_s3_commands"
 )
 
 
