@@ -7,6 +7,7 @@ import asyncio
 import socket
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -80,6 +81,8 @@ async def test_a_burst_of_connections_reaches_every_worker(
         extra_args=["--workers", "2"],
     )
     try:
+        # The server answers once one worker listens; the other may still be starting.
+        assert await _both_workers_answer(server), "the second worker never answered"
         mark = server.log_size()
 
         all_answered = asyncio.Event()
@@ -101,8 +104,27 @@ async def test_a_burst_of_connections_reaches_every_worker(
         await asyncio.sleep(0.5)  # request lines are written in batches
         entries = server.entries(mark)
         lines = [e for e in entries if e.get("event") == "request" and e["path"] == "/v2/"]
-        by_worker = Counter(line["request_id"].split("-", 1)[0] for line in lines)
+        by_worker = _by_worker(lines)
         assert len(lines) == CONNECTIONS
         assert len(by_worker) == 2 and min(by_worker.values()) >= CONNECTIONS // 16, by_worker
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def _by_worker(lines: list[dict[str, Any]]) -> Counter[str]:
+    """Request lines by the worker that wrote them (the first part of the request id)."""
+    return Counter(line["request_id"].split("-", 1)[0] for line in lines)
+
+
+async def _both_workers_answer(server: MirrorServer, within: float = 30.0) -> bool:
+    """Send requests, each on a connection of its own, until both workers have answered one."""
+    mark = server.log_size()
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}/v2/") as got:
+            assert got.status == 200
+        await asyncio.sleep(0.05)
+        lines = [e for e in server.entries(mark) if e.get("event") == "request"]
+        if len(_by_worker(lines)) == 2:
+            return True
+    return False
