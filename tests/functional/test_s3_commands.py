@@ -27,7 +27,7 @@ from tests.support.oci import cached_blob, cached_manifest
 from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
-from tests.support.seaweed import ACCESS_KEY, BUCKET, Seaweed
+from tests.support.seaweed import ACCESS_KEY, BUCKET, Seaweed, unreachable
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -400,20 +400,13 @@ async def test_export_reads_what_the_host_lacks_from_the_bucket(
     assert os.listdir(out) == ["a.tar"]
 
 
-@pytest.mark.parametrize("command", ["ls", "rm", "gc", "verify", "export"])
+@pytest.mark.parametrize("command", ["ls", "du", "rm", "gc", "verify", "export"])
 async def test_a_store_that_is_down_stops_a_command_with_one_line(
     command: str, tmp_path: Path
 ) -> None:
     """With nothing listening at the store's endpoint, each command stops with one error line
     naming the store and a non-zero status, no traceback."""
-    storage = S3Settings(
-        bucket=BUCKET,
-        prefix="p",
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        access_key_id="k",
-        secret_access_key="s",
-    )
-    config = storage_config(tmp_path / "mirror.toml", storage)
+    config = storage_config(tmp_path / "mirror.toml", unreachable())
     more = {
         "rm": ["docker.io/seed/schema2:v1"],
         "export": ["-o", str(tmp_path / "x.tar"), "docker.io/seed/schema2:v1"],

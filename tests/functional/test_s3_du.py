@@ -11,11 +11,10 @@ from aiohttp.test_utils import TestClient
 
 from mirror.app import create_app
 from mirror.commands.cachedir import human_size
-from mirror.config import S3Settings, Settings, UpstreamSettings
+from mirror.config import Settings, UpstreamSettings
 from tests.conftest import Seeded
 from tests.support.cli import mirror_cli
 from tests.support.oci import ACCEPT_ALL
-from tests.support.processes import free_port
 from tests.support.registry import Registry
 from tests.support.seaweed import BUCKET, Seaweed, storage_config
 
@@ -68,20 +67,3 @@ async def test_du_counts_the_bucket_after_the_cache_directory_in_front(
     fresh = await mirror_cli("du", "--config", config, "--cache-dir", tmp_path / "none")
     assert fresh.returncode == 0, fresh.explain()
     assert fresh.stdout.splitlines() == [expected], fresh.explain()
-
-
-async def test_du_says_in_one_line_that_the_store_cannot_be_reached(tmp_path: Path) -> None:
-    """With nothing listening at the store's endpoint, du stops with one error line and a
-    non-zero status, no traceback."""
-    storage = S3Settings(
-        bucket=BUCKET,
-        prefix="p",
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        access_key_id="k",
-        secret_access_key="s",
-    )
-    config = storage_config(tmp_path / "mirror.toml", storage)
-    result = await mirror_cli("du", "--config", config, "--cache-dir", tmp_path / "cache")
-    assert result.returncode == 1, result.explain()
-    (line,) = result.error_lines
-    assert line.startswith("mirror du: the object store is unreachable: "), result.explain()

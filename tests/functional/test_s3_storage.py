@@ -23,10 +23,9 @@ from tests.conftest import RegistryFactory, Seeded
 from tests.faults import FakeUpstream, content
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
-from tests.support.processes import free_port
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
-from tests.support.seaweed import Seaweed
+from tests.support.seaweed import Seaweed, unreachable
 
 FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
@@ -308,13 +307,7 @@ async def test_store_down_is_503_for_what_is_not_local_and_local_hits_still_serv
     first = await s3_mirror(storage, tmp_path / "a")
     assert await (await first.get(f"/v2/{repo}/blobs/{local_layer.digest}")).read()
     await first.close()
-    down = S3Settings(
-        bucket=storage.bucket,
-        prefix=storage.prefix,
-        endpoint=f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        access_key_id="k",
-        secret_access_key="s",
-    )
+    down = unreachable(storage.bucket, storage.prefix)
     client = await s3_mirror(down, tmp_path / "a")
     response = await client.get(f"/v2/{repo}/blobs/{local_layer.digest}")
     assert await response.read() == local_layer.data

@@ -206,3 +206,14 @@ def storage_config(path: Path, storage: S3Settings) -> Path:
         f'secret_access_key = "{storage.secret_access_key}"\n'
     )
     return path
+
+
+def unreachable(bucket: str = BUCKET, prefix: str = "p") -> S3Settings:
+    """Settings of a store nothing listens for (a free loopback port): one that is down."""
+    return S3Settings(
+        bucket=bucket,
+        prefix=prefix,
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        access_key_id="k",
+        secret_access_key="s",
+    )
