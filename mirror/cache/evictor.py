@@ -105,12 +105,6 @@ class Evictor:
         if self._limits.active:
             self._unsent -= size
 
-    def released(self) -> None:
-        """A blob held against eviction was let go (its upload to the bucket ended): a pass
-        that fell short for want of removable content may succeed now, so look at once."""
-        self._hold_until = 0.0
-        self._wake.set()
-
     def out_of_space(self) -> None:
         """A write failed for want of space: free some at once."""
         self._out_of_space = True

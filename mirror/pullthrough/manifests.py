@@ -127,8 +127,16 @@ class ManifestService:
         leased = stored is not None
         if stored is None and self._replicas is not None:
             leased = await self._meta.try_lease(key, REVALIDATION_LEASE)
-            if not leased and (answer := await self._resolved_elsewhere(upstream, repo, tag, key)):
-                return answer
+            # Another replica resolves the tag now, or did since this one looked.
+            fresh = (
+                await self._meta.fresh_digest(key) if leased else await self._replicas.resolved(key)
+            )
+            if fresh is not None:
+                try:
+                    return await self._resolved_elsewhere(upstream, repo, tag, Digest.parse(fresh))
+                finally:
+                    if leased:
+                        await self._meta.release_lease(key)
         try:
             if stored is None:
                 # A first pull: other workers missing it too wait for this one's answer.
@@ -168,15 +176,11 @@ class ManifestService:
         return answer
 
     async def _resolved_elsewhere(
-        self, upstream: UpstreamRegistry, repo: str, tag: str, key: str
-    ) -> ManifestAnswer | None:
-        """A first pull of a tag another replica is resolving: its answer, read by digest
-        once it has it (None if it took too long)."""
-        assert self._replicas is not None
-        fresh = await self._replicas.resolved(key)
-        if fresh is None:
-            return None
-        answer = await self.by_digest(upstream, repo, Digest.parse(fresh), head=False)
+        self, upstream: UpstreamRegistry, repo: str, tag: str, digest: Digest
+    ) -> ManifestAnswer:
+        """A first pull of a tag another replica resolved: its answer, read by digest (from
+        that replica, unless this one has it), and the tag recorded here too."""
+        answer = await self.by_digest(upstream, repo, digest, head=False)
         await self._remember(upstream, repo, tag, answer.digest, answer.media_type)
         return answer
 

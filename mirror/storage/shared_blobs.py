@@ -3,7 +3,9 @@ uploaded, each blob read from the shared store is copied down (in the background
 hit goes out by sendfile), and reads of a whole blob are checked against its digest.
 
 The cache directory stays bounded by its size cap: a blob evicted from it is still in the
-shared store. An upload holds a read lease on the local file, so eviction cannot take it first.
+shared store. An upload reads an open descriptor of the local file and takes no read lease, so
+eviction never waits for it: a blob evicted meanwhile is still uploaded whole (its bytes stay
+until the descriptor is closed).
 With `keep_local` off, the directory keeps no blob the store holds: each is removed once it is
 there (when no client reads it), and nothing is copied down; hits come from the store.
 
@@ -20,7 +22,7 @@ import contextlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from cachetools import TTLCache
 
@@ -30,7 +32,6 @@ from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
 from mirror.storage.backend import BlobBackend
 from mirror.storage.blobs import BlobStore
-from mirror.storage.files import ReadLease
 from mirror.storage.spool import open_spool
 
 # How long shutdown waits for uploads and copies under way before it cuts them off.
@@ -60,9 +61,6 @@ class Space(Protocol):
     async def reserve(self, size: int) -> None: ...
 
     def removed(self, size: int) -> None: ...
-
-    def released(self) -> None:
-        """A blob held against eviction while it was uploaded may be evicted now."""
 
 
 class SharedBlobs:
@@ -168,13 +166,14 @@ class SharedBlobs:
             work.close()  # cancelled before its turn: never started, never awaited
 
     async def _publish(self, digest: Digest) -> None:
-        found = self._local.open_cached(digest, quietly=True)  # an upload is no use of it
-        if found is None:
-            return  # removed meanwhile
-        _, size, lease = found
         try:
+            file = self._local.open_quietly(digest)  # an upload is no use of it
+        except OSError:
+            return  # removed meanwhile
+        try:
+            size = os.fstat(file.fileno()).st_size
             missing = await self._shared.stat(digest) is None
-            if missing and not await self._upload(digest, size, lease):
+            if missing and not await self._upload(digest, size, file):
                 self._later(digest)  # another process uploads it
                 return
             self._held[digest] = True
@@ -183,9 +182,7 @@ class SharedBlobs:
             self._later(digest)
             return
         finally:
-            lease.release()
-            if self._space is not None:
-                self._space.released()
+            file.close()
         if not self._keep_local:
             if await asyncio.to_thread(self._local.remove, digest):
                 if self._space is not None:
@@ -207,14 +204,13 @@ class SharedBlobs:
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
 
-    async def _upload(self, digest: Digest, size: int, lease: ReadLease) -> bool:
+    async def _upload(self, digest: Digest, size: int, file: BinaryIO) -> bool:
         """Upload the blob unless another process holds its upload lease (False then)."""
         key = f"upload:{digest}"
         if not await self._meta.try_lease(key, UPLOAD_LEASE):
             return False
         try:
-            with lease.open() as file:
-                await self._shared.publish(file, digest, size)
+            await self._shared.publish(file, digest, size)
         finally:
             await self._meta.release_lease(key)
         log.get_logger().info("uploaded a blob to the object store", digest=str(digest), size=size)

@@ -348,6 +348,7 @@ async def test_a_full_disk_evicts_and_the_next_pull_succeeds(
     clock = Clock()
     client = await capped_mirror(registry, clock=clock, cache_dir=cache_dir)
     await pull_image(client, "full/old", "v1", old)
+    assert await storage.current().uploaded(cache_dir, (b.digest for b in old.blobs))
     clock.advance(2 * HOUR)
 
     repo, _ = seeded.big_ref

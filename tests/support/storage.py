@@ -8,12 +8,14 @@ cache directory share their content as replicas do, and every other mirror has i
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import itertools
 import os
+import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,27 @@ class ContentStore:
         if settings.storage is not None:
             return settings
         return dataclasses.replace(settings, storage=self.for_cache(settings.cache_dir))
+
+    async def uploaded(self, cache_dir: Path, digests: Iterable[str], within: float = 30.0) -> bool:
+        """Wait until the bucket behind `cache_dir` holds these blobs and no upload is left
+        (at once True for the directory): an upload in flight keeps its blob's bytes on disk
+        until it ends, even once the blob is evicted."""
+        bucket = self.for_cache(cache_dir)
+        if bucket is None or self.seaweed is None:
+            return True
+        seaweed = self.seaweed
+        wanted = {f"blobs/{digest.replace(':', '/')}" for digest in digests}
+
+        def done() -> bool:
+            keys = seaweed.keys(bucket.prefix)
+            return wanted <= keys.keys() and not any(k.startswith("uploads/") for k in keys)
+
+        deadline = time.monotonic() + within
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     def environ(self, cache_dir: Path | None) -> dict[str, str]:
         """The environment of a `mirror` subprocess: this one's without any `MIRROR_*` setting,
