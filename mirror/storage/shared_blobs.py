@@ -6,6 +6,7 @@ The cache directory stays bounded by its size cap: a blob evicted from it is sti
 shared store. An upload reads an open descriptor of the local file and takes no read lease, so
 eviction never waits for it: a blob evicted meanwhile is still uploaded whole (its bytes stay
 until the descriptor is closed).
+
 With `keep_local` off, the directory keeps no blob the store holds: each is removed once it is
 there (when no client reads it), and nothing is copied down; hits come from the store.
 
