@@ -18,7 +18,7 @@ from mirror.config import Settings, UpstreamSettings
 from mirror.config.access import parse_access
 from tests.conftest import MirrorFromSettings, RegistryFactory, Seeded, seed_registry
 from tests.support.htpasswd import write_htpasswd
-from tests.support.oci import ACCEPT_ALL
+from tests.support.oci import ACCEPT_ALL, wait_until
 from tests.support.registry import Registry
 
 USERS = {"team-a": "a-password-1", "team-b": "b-password-2", "admin": "admin-password-3"}
@@ -146,7 +146,13 @@ async def test_a_denied_pull_looks_the_same_whether_or_not_the_content_is_cached
         *(f"/v2/{repo}/blobs/{blob.digest}" for blob in image.blobs),
     ]
     for path in cached_paths:
-        assert (await client.get(path, headers=basic("team-a"))).status == 200
+        response = await client.get(path, headers=basic("team-a"))
+        assert response.status == 200
+        await response.read()
+    # The upstream logs a request once it has sent its answer, which may be after the mirror's
+    # client had it: wait for those of the blobs.
+    blob_paths = {path for path in cached_paths if "/blobs/" in path}
+    assert await wait_until(lambda: blob_paths <= {p for _, p in registry.requests()})
     registry.clear_requests()
     uncached_paths = [
         f"/v2/{repo}/manifests/never-pushed",
