@@ -15,22 +15,19 @@ bytes, or a wait past the lease, a replica asks the upstream itself, as a single
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 from mirror import log
 from mirror.meta.redis import RedisAway, RedisStore
 from mirror.oci.digest import Digest
 from mirror.replicas.peers import PeerGone, Peers
+from mirror.replicas.polls import polls
 from mirror.upstream.registry import FetchedManifest
 
 HOLDER_TTL = 86400
 # How long the first replica may take to fetch a manifest or resolve a tag before the others
 # it holds up ask the upstream themselves.
 LEASE = 10.0
-FIRST_POLL = 0.01
-LAST_POLL = 0.2
 
 
 class ReplicaManifests:
@@ -55,7 +52,7 @@ class ReplicaManifests:
         is to fetch it from the upstream (it took the lease, or no other could give it)."""
         key = self._key(digest)
         try:
-            async for _ in _polls(LEASE):
+            async for _ in polls(LEASE):
                 found = await self._store.command(lambda redis: redis.get(key))
                 holder = found.decode() if isinstance(found, bytes) else found
                 if holder == self._peer_url:
@@ -78,21 +75,7 @@ class ReplicaManifests:
     async def resolved(self, tag_key: str) -> str | None:
         """The digest a tag turned fresh at, while another replica holding its lease resolves
         it; None when it took longer than the lease (this replica then resolves it itself)."""
-        async for _ in _polls(LEASE):
+        async for _ in polls(LEASE):
             if (fresh := await self._store.fresh_digest(tag_key)) is not None:
                 return fresh
         return None
-
-
-async def _polls(within: float) -> AsyncIterator[None]:
-    """Turns of a wait of at most `within` seconds: at once, then soon, then less and less
-    often."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    pause = FIRST_POLL
-    while True:
-        yield
-        if loop.time() >= deadline:
-            return
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, LAST_POLL)

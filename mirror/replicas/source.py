@@ -28,15 +28,12 @@ from mirror.oci.digest import Digest
 from mirror.replicas.leases import FillLeases, is_kept, lease_value, peer_of
 from mirror.replicas.manifests import ReplicaManifests
 from mirror.replicas.peers import PeerGone, PeerLacks, Peers
+from mirror.replicas.polls import polls
 from mirror.upstream.registry import UpstreamRegistry
 
 # How long a fill waits for the lease holder to start streaming (its upstream's answer, which
 # the upstream's own timeouts bound) before it asks the upstream itself.
 PEER_WAIT = 60.0
-# The holder usually streams within milliseconds of taking the lease: ask again soon, then less
-# and less often.
-FIRST_POLL = 0.01
-LAST_POLL = 0.2
 # A peer's stream may stall as long as its upstream read may, and a little more: the holder
 # gives up on its upstream first, and its lease then tells this replica what to do.
 READ_SLACK = 10.0
@@ -126,11 +123,11 @@ class ReplicaSource:
         """The holder's stream from `offset`, or None when this fill is to read the upstream:
         it holds the lease (now taken, or taken over from a holder that cannot be reached),
         Redis is away, or the holder took too long to start."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PEER_WAIT
-        poll = FIRST_POLL
+        if self._holding:
+            return None
         read_timeout = self._upstream.settings.read_timeout + READ_SLACK
-        while not self._holding:
+        holder = ""
+        async for _ in polls(PEER_WAIT):
             try:
                 holder = await self._leases.take(self._digest, self._value)
                 if holder == self._value:
@@ -158,15 +155,12 @@ class ReplicaSource:
                     return response
             except RedisAway:
                 return None
-            if loop.time() > deadline:
-                log.get_logger().warning(
-                    "the replica fetching a blob did not stream it in time; fetching it here",
-                    digest=str(self._digest),
-                    peer=peer_of(holder),
-                )
-                return None
-            await asyncio.sleep(poll)
-            poll = min(poll * 2, LAST_POLL)
+        else:
+            log.get_logger().warning(
+                "the replica fetching a blob did not stream it in time; fetching it here",
+                digest=str(self._digest),
+                peer=peer_of(holder),
+            )
         return None
 
     async def _take_over(self, holder: str, offset: int, why: Exception) -> bool:
