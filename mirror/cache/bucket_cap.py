@@ -32,6 +32,7 @@ from mirror.meta.store import MetadataStore
 from mirror.storage.s3.bucket import Bucket
 from mirror.storage.s3.inventory import scan_bucket
 from mirror.storage.s3.removal import remove
+from mirror.storage.s3.usage import bucket_usage
 
 CHECK_EVERY = 60.0
 # A bucket under this share of its cap is listed ten times less often: each listing is a
@@ -40,7 +41,6 @@ CALM_BELOW = 0.5
 CALM_FOR = 10
 _LEASE = "bucket-cap"
 _CALM = "bucket-cap-calm"
-_COUNTED = ("blobs/", "manifests/")
 
 
 class BucketCap:
@@ -85,7 +85,8 @@ class BucketCap:
         process looked within the interval."""
         if await self._meta.has_flag(_CALM) or not await self._meta.try_lease(_LEASE, self._every):
             return None
-        stored = await self._stored()
+        usage = await bucket_usage(self._bucket)
+        stored = usage.blobs.bytes + usage.manifests.bytes
         if stored <= self._cap:
             if stored < self._cap * CALM_BELOW:
                 await self._meta.set_flag(_CALM, self._every * CALM_FOR)
@@ -106,14 +107,6 @@ class BucketCap:
             cap=self._cap,
         )
         return plan.freed
-
-    async def _stored(self) -> int:
-        """The bytes of the bucket's blobs and manifests, from one listing."""
-        total = 0
-        for path in _COUNTED:
-            async for _, size in self._bucket.list(path):
-                total += size
-        return total
 
     async def close(self) -> None:
         if self._task is not None:

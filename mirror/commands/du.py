@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from mirror.cache.inventory import Inventory, Scanner, Stores
 from mirror.cache.usage import Disk, Limits
-from mirror.commands import Command, CommandError
-from mirror.commands.cachedir import count, human_size, in_front, open_cache, open_front, table
+from mirror.commands import Command
+from mirror.commands.cachedir import (
+    count,
+    human_size,
+    in_front,
+    on_bucket,
+    open_cache,
+    open_front,
+    table,
+)
 from mirror.config import S3Settings, Settings
-from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
 from mirror.storage.s3.usage import BucketUsage, bucket_usage
 
@@ -97,10 +103,7 @@ def _directory(stores: Stores, settings: Settings) -> None:
 def _bucket(storage: S3Settings, settings: Settings) -> None:
     """The cache directory in front, when there is one, then the bucket's totals (a listing
     of its keys: a breakdown by registry would read every tag record and manifest)."""
-    try:
-        usage = asyncio.run(bucket_usage(storage))
-    except StorageUnavailable as e:
-        raise CommandError(e.message) from None
+    usage = on_bucket(storage, bucket_usage)
     front = open_front(settings)
     if front is not None:
         print(in_front(front))

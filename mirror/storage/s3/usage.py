@@ -1,13 +1,12 @@
 """What the bucket holds under the prefix, counted by kind from one listing (ListObjectsV2, a
-page per thousand keys): `mirror du` with `--storage s3://…`. Sizes are the listing's; no
-object is read."""
+page per thousand keys): `mirror du` with `--storage s3://…`, and the bucket's cap
+(`cache.bucket_cap`). Sizes are the listing's; no object is read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mirror.config import S3Settings
-from mirror.storage.s3.bucket import open_bucket
+from mirror.storage.s3.bucket import Bucket
 
 
 @dataclass
@@ -40,18 +39,17 @@ class BucketUsage:
         return sum(kind.bytes for kind in kinds)
 
 
-async def bucket_usage(settings: S3Settings) -> BucketUsage:
+async def bucket_usage(bucket: Bucket) -> BucketUsage:
     """Count every object under the prefix (StorageUnavailable when the store cannot be read)."""
     usage = BucketUsage()
     kinds = {"blobs": usage.blobs, "manifests": usage.manifests, "uploads": usage.uploads}
-    async with open_bucket(settings) as bucket:
-        async for key, size in bucket.list(""):
-            path = bucket.relative(key)
-            top = path.partition("/")[0]
-            if top == "tags" and "/_tags/" not in path:
-                usage.tags.bytes += size  # a repository's tag list
-            elif top == "tags":
-                usage.tags.add(size)
-            else:
-                kinds.get(top, usage.other).add(size)
+    async for key, size in bucket.list(""):
+        path = bucket.relative(key)
+        top = path.partition("/")[0]
+        if top == "tags" and "/_tags/" not in path:
+            usage.tags.bytes += size  # a repository's tag list
+        elif top == "tags":
+            usage.tags.add(size)
+        else:
+            kinds.get(top, usage.other).add(size)
     return usage
