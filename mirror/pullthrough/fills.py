@@ -22,7 +22,6 @@ import hashlib
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -32,6 +31,7 @@ from mirror import log
 from mirror.errors import Busy, MirrorError, UpstreamError
 from mirror.oci.digest import Digest
 from mirror.pullthrough.slots import FillSlots
+from mirror.pullthrough.sources import BlobSource, announced_size, check_resumed
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, has_readers
 from mirror.storage.spool import (
@@ -41,7 +41,6 @@ from mirror.storage.spool import (
     readable_end,
     spool_segments,
 )
-from mirror.upstream.headers import content_range
 
 MAX_ATTEMPTS = 4
 BATCH = 4 << 20  # the most gathered while the writing and hashing threads are busy
@@ -73,33 +72,6 @@ class Space(Protocol):
     async def reserve(self, size: int) -> None: ...
 
     def out_of_space(self) -> None: ...
-
-
-class Received(Protocol):
-    def received(self, count: int) -> None:
-        """Body bytes read from the upstream."""
-
-
-class BlobSource(Protocol):
-    """Where a fill reads its blob: the upstream registry, or what stands in for it (another
-    replica that fetches the same blob: mirror/replicas)."""
-
-    @property
-    def name(self) -> str:
-        """The upstream's name: download slots and logs count per upstream."""
-
-    @property
-    def stats(self) -> Received: ...
-
-    @property
-    def relayed(self) -> bool:
-        """Whether the body opened last came from another replica. Such a body that ends
-        before its first byte is no reason to give up, as one from the upstream is: that
-        replica may have died, and opening the blob again reads it from whoever has it then."""
-
-    def open_blob(
-        self, repo: str, digest: Digest, offset: int = 0
-    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
 
 class FillView(Protocol):
@@ -178,7 +150,7 @@ class BlobFill:
                 slots.slot(upstream.name, make_room),
                 upstream.open_blob(repo, self.digest) as first,
             ):
-                size = _announced_size(first, self._expected, upstream.name)
+                size = announced_size(first, self._expected, upstream.name)
                 claim = Claim.try_take(self._spool, self.digest.hex)
                 if claim is None:
                     raise FillTaken(f"{self.digest} is being fetched through another route")
@@ -224,7 +196,7 @@ class BlobFill:
                     await self._copy(first, fd, hasher, received)
                 else:
                     async with upstream.open_blob(repo, self.digest, offset) as resp:
-                        _check_resumed(resp, offset, self.size)
+                        check_resumed(resp, offset, self.size)
                         await self._copy(resp, fd, hasher, received)
                 break
             except UpstreamError as e:
@@ -366,14 +338,6 @@ class BlobFill:
         return readable_end(self._written, self._verified)
 
 
-def _announced_size(resp: aiohttp.ClientResponse, expected: int | None, name: str) -> int | None:
-    """The blob's size: what the upstream announces, checked against what a manifest said."""
-    announced = resp.content_length
-    if announced is not None and expected is not None and announced != expected:
-        raise UpstreamError(f"{name} announced {announced} bytes for a blob of {expected}")
-    return announced if announced is not None else expected
-
-
 def _hash_all(hasher: hashlib._Hash, batch: list[bytes]) -> None:
     for chunk in batch:
         hasher.update(chunk)  # releases the GIL: runs beside the writer and the loop
@@ -389,17 +353,3 @@ def _write_all(fd: int, batch: list[bytes]) -> None:
             rest = memoryview(b"".join(group))[written:]
             while rest:
                 rest = rest[os.write(fd, rest) :]
-
-
-def _check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
-    """A resumed body must be exactly the rest: a 200 means the upstream ignored the Range
-    (but for a body asked for again from its start, which no Range asked for)."""
-    if offset == 0 and resp.status == 200:
-        if resp.content_length not in (None, size):
-            raise UpstreamError("upstream changed the blob's size while resuming")
-        return
-    answered = content_range(resp.headers.get("Content-Range"))
-    if resp.status != 206 or answered is None or answered.first != offset:
-        raise UpstreamError("upstream cannot resume the download (Range not honoured)")
-    if answered.size is not None and answered.size != size:
-        raise UpstreamError("upstream changed the blob's size while resuming")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from mirror import log
 from mirror.oci.digest import Digest
-from mirror.pullthrough.fills import COMMIT_GRACE, BlobFill, BlobSource, Space
+from mirror.pullthrough.fills import COMMIT_GRACE, BlobFill, Space
 from mirror.pullthrough.slots import FillSlots
+from mirror.pullthrough.sources import BlobSource
 from mirror.storage.blobs import BlobStore
 from mirror.upstream.registry import UpstreamRegistry
 

@@ -66,8 +66,8 @@ def replicas_for(settings: Settings, meta: MetadataStore, user_agent: str) -> Re
 
 
 class ReplicaSource:
-    """One fill's source (a `fills.BlobSource`): its lease is held from the first time it reads
-    from the upstream until the fill is over (committed or failed)."""
+    """One fill's source (a `pullthrough.sources.BlobSource`): its lease is held from the first
+    time it reads from the upstream until the fill is over (committed or failed)."""
 
     def __init__(self, replicas: Replicas, upstream: UpstreamRegistry, digest: Digest) -> None:
         self.name = upstream.name
