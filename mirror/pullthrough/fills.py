@@ -32,6 +32,7 @@ from mirror.errors import Busy, MirrorError, UpstreamError
 from mirror.oci.digest import Digest
 from mirror.pullthrough.slots import FillSlots
 from mirror.pullthrough.sources import BlobSource, announced_size, check_resumed
+from mirror.pullthrough.spool_writer import SpoolWriter, write_all
 from mirror.storage.blobs import BlobStore
 from mirror.storage.claims import Claim, has_readers
 from mirror.storage.spool import (
@@ -43,14 +44,7 @@ from mirror.storage.spool import (
 )
 
 MAX_ATTEMPTS = 4
-BATCH = 4 << 20  # the most gathered while the writing and hashing threads are busy
-# What a batch holds at least (but the first and the last), unless the previous one began this
-# long ago: each batch costs two hops to threads and back, which on a fast link would otherwise
-# be paid for every chunk received, while a slow link must not leave readers waiting long.
-MIN_BATCH = 1 << 20
 INLINE_FIRST = 256 << 10  # a first chunk this small is written on the event loop
-MAX_BATCH_DELAY = 0.05
-_IOV_MAX = 512
 COMMIT_GRACE = 30.0
 # A fill nobody has read for this long, and that is not near its end, may be given up for
 # another that waits for a slot.
@@ -221,18 +215,11 @@ class BlobFill:
         hasher: hashlib._Hash,
         received: Callable[[int], None],
     ) -> None:
-        """Write and hash the body in batches, two threads at once, off the event loop (but a
-        small first chunk, written on the loop). The first chunk goes out at once; while a
-        batch is written and hashed the next one gathers, and goes once the threads are free
-        and it holds MIN_BATCH, or MAX_BATCH_DELAY after its predecessor (as the next chunk
-        arrives, or at the end). A batch holds the chunks as aiohttp received them: joining
-        them would copy every byte once more."""
-        batch: list[bytes] = []
-        size = 0
+        """Write and hash the body as it arrives: a small first chunk right here on the event
+        loop, so readers get the blob's first bytes without a hand-over to a thread, and the
+        rest on a thread of the fill's own (mirror/pullthrough/spool_writer.py)."""
+        writer: SpoolWriter | None = None
         total = self._written
-        flushing: asyncio.Task[None] | None = None
-        clock = asyncio.get_running_loop().time
-        due = clock()  # when the batch gathering now may go even if it is small
         try:
             async for chunk, _ in resp.content.iter_chunks():
                 total += len(chunk)
@@ -241,49 +228,24 @@ class BlobFill:
                     raise UpstreamError(
                         f"upstream sent more than the {self.size} bytes of the blob"
                     )
-                batch.append(chunk)
-                size += len(chunk)
-                if total == len(chunk) and size <= INLINE_FIRST:
-                    # The blob's first bytes, written and hashed right here: readers get them
-                    # without two hops to threads and back, which on a busy machine take
-                    # longer than the work.
-                    received(size)
-                    _write_all(fd, batch)
-                    _hash_all(hasher, batch)
-                    self._wrote(size)
-                    batch, size = [], 0
-                    due = clock() + MAX_BATCH_DELAY
+                received(len(chunk))
+                if writer is None and total == len(chunk) and total <= INLINE_FIRST:
+                    write_all(fd, chunk)
+                    hasher.update(chunk)
+                    self._wrote(len(chunk))
                     continue
-                if flushing is not None:
-                    ready = flushing.done() and (size >= MIN_BATCH or clock() >= due)
-                    if not ready and size < BATCH:
-                        continue
-                    await asyncio.shield(flushing)
-                received(size)
-                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
-                batch, size = [], 0
-                due = clock() + MAX_BATCH_DELAY
-            if flushing is not None:
-                await asyncio.shield(flushing)
-            if batch:
-                received(size)
-                flushing = asyncio.create_task(self._flush(fd, hasher, batch, size))
-                await asyncio.shield(flushing)
+                if writer is None:
+                    writer = SpoolWriter(fd, hasher, self._wrote)
+                await writer.put(chunk)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
         finally:
-            if flushing is not None:
-                # Its threads cannot be stopped: they finish before the spool file may close.
-                await asyncio.wait([flushing])
-                if not flushing.cancelled():
-                    flushing.exception()  # retrieved here; what ends the fill is raised above
-
-    async def _flush(self, fd: int, hasher: hashlib._Hash, batch: list[bytes], size: int) -> None:
-        await asyncio.gather(
-            asyncio.to_thread(_write_all, fd, batch),
-            asyncio.to_thread(_hash_all, hasher, batch),
-        )
-        self._wrote(size)
+            if writer is not None:
+                # What it was handed is written before the spool file may close, or a resumed
+                # body start.
+                await writer.close()
+        if writer is not None and writer.error is not None:
+            raise writer.error
 
     def _wrote(self, count: int) -> None:
         self._written += count
@@ -336,20 +298,3 @@ class BlobFill:
         if self._error is not None and not self._verified:
             raise FillFailed(str(self._error))
         return readable_end(self._written, self._verified)
-
-
-def _hash_all(hasher: hashlib._Hash, batch: list[bytes]) -> None:
-    for chunk in batch:
-        hasher.update(chunk)  # releases the GIL: runs beside the writer and the loop
-
-
-def _write_all(fd: int, batch: list[bytes]) -> None:
-    """writev in groups (no joined copy; the kernel takes at most IOV_MAX buffers a call);
-    short writes are finished one by one."""
-    for start in range(0, len(batch), _IOV_MAX):
-        group = batch[start : start + _IOV_MAX]
-        written = os.writev(fd, group)
-        if written < sum(len(chunk) for chunk in group):
-            rest = memoryview(b"".join(group))[written:]
-            while rest:
-                rest = rest[os.write(fd, rest) :]
