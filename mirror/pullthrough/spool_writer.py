@@ -16,15 +16,19 @@ import hashlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 # What may wait for the thread before the receiving side waits in turn: it bounds a fill's
 # memory whatever the upstream's speed against the disk's.
 QUEUED_MAX = 4 << 20
-# The thread reports progress (readers may send what it wrote) whenever it has nothing queued,
-# and at least this often while it lags.
+# The thread reports progress (readers may send what it wrote) once it has this much written
+# and unreported, and otherwise at most REPORT_DELAY after its last report, or after its last
+# chunk when no more comes: each report wakes the loop, which must not happen for each chunk
+# on a link that delivers small ones.
 REPORT_EVERY = 1 << 20
+REPORT_DELAY = 0.01
 
 
 class SpoolWriter:
@@ -69,21 +73,31 @@ class SpoolWriter:
 
     def _run(self) -> None:
         unreported = 0
+        reported_at = time.monotonic()
         try:
-            while (chunk := self._queue.get()) is not None:
-                if self._error is not None:
-                    continue  # drained: the loop learns of the error and stops sending
+            while True:
                 try:
-                    write_all(self._fd, chunk)
-                except OSError as e:
-                    self._error = e
-                    self._call(self._room.set)  # a put() waiting for room raises it
-                    continue
-                self._hasher.update(chunk)  # releases the GIL: runs beside the loop
-                unreported += len(chunk)
-                if unreported >= REPORT_EVERY or self._queue.empty():
+                    # Bytes written but not reported are reported once nothing more comes.
+                    chunk = self._queue.get(timeout=REPORT_DELAY if unreported else None)
+                except queue.Empty:
+                    chunk = b""
+                if chunk is None:
+                    break
+                if chunk and self._error is None:  # after an error, drained: put() raises it
+                    try:
+                        write_all(self._fd, chunk)
+                    except OSError as e:
+                        self._error = e
+                        self._call(self._room.set)  # a put() waiting for room raises it
+                        continue
+                    self._hasher.update(chunk)  # releases the GIL: runs beside the loop
+                    unreported += len(chunk)
+                now = time.monotonic()
+                if unreported and (
+                    not chunk or unreported >= REPORT_EVERY or now - reported_at >= REPORT_DELAY
+                ):
                     self._call(self._progress, unreported)
-                    unreported = 0
+                    unreported, reported_at = 0, now
         finally:
             os.close(self._fd)
             # After every progress report: the loop runs them in the order they were sent.

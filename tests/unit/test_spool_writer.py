@@ -84,3 +84,25 @@ async def test_a_full_disk_is_raised_to_the_receiving_side() -> None:
     # put() raises it at the latest once the queue is full, which nothing empties any more.
     assert raised is not None and raised is writer.error
     assert raised.errno == errno.ENOSPC
+
+
+async def test_small_chunks_are_reported_together_and_never_held_back(tmp_path: Path) -> None:
+    """Each report wakes the event loop: a link that delivers small chunks must not cost one
+    per chunk. And the last bytes are reported without waiting for more, or for close()."""
+    reported: list[int] = []
+    fd = os.open(tmp_path / "spool", os.O_WRONLY | os.O_CREAT)
+    try:
+        writer = SpoolWriter(fd, hashlib.sha256(), reported.append)
+        for _ in range(2000):
+            await writer.put(b"z" * 1024)
+            await asyncio.sleep(0)
+        await writer.put(b"last")
+        for _ in range(200):
+            if sum(reported) == 2000 * 1024 + 4:
+                break
+            await asyncio.sleep(0.01)
+        assert sum(reported) == 2000 * 1024 + 4
+        assert len(reported) < 200, len(reported)
+        await writer.close()
+    finally:
+        os.close(fd)
