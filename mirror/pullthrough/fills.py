@@ -17,6 +17,7 @@ get the blob streams it, and the others drop their answer and join.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import os
@@ -45,6 +46,7 @@ from mirror.storage.spool import (
 
 MAX_ATTEMPTS = 4
 INLINE_FIRST = 256 << 10  # a first chunk this small is written on the event loop
+FIRST_READER_WAIT = 0.005
 COMMIT_GRACE = 30.0
 # A fill nobody has read for this long, and that is not near its end, may be given up for
 # another that waits for a slot.
@@ -104,6 +106,7 @@ class BlobFill:
         self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._changed = asyncio.Event()  # replaced after each change: a broadcast
         self._readers = 0
+        self._joined = asyncio.Event()  # a reader has come
         self._idle_since = time.monotonic()
 
     @property
@@ -153,6 +156,7 @@ class BlobFill:
                     claim.publish(fill_record(self._part, size))
                     self._started.set_result(None)
                     self._announce(self)
+                    await self._first_reader()
                     await self._receive(upstream, repo, first, spool.fileno())
                     mark_verified(spool.fileno())
                     # Readers may have the last byte now; making it durable is not their wait.
@@ -177,6 +181,15 @@ class BlobFill:
         finally:
             self._part.unlink(missing_ok=True)
             self._notify()
+
+    async def _first_reader(self) -> None:
+        """Let the request that asked for the blob send its answer's headers before the body
+        is taken in: it waits for several turns of the event loop, and each turn would
+        otherwise take in a chunk first. A fill nobody reads (a prefetch, a client gone)
+        waits no longer than FIRST_READER_WAIT."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_READER_WAIT):
+                await self._joined.wait()
 
     async def _receive(
         self, upstream: BlobSource, repo: str, first: aiohttp.ClientResponse, fd: int
@@ -276,6 +289,7 @@ class BlobFill:
         except OSError as e:
             raise FillFailed(f"cannot read blob {self.digest}: {e.strerror}") from e
         self._readers += 1
+        self._joined.set()
         try:
             with file:
                 async for segment in spool_segments(file, start, end, self._readable_limit):
