@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import queue
@@ -47,7 +48,11 @@ class SpoolWriter:
         self._room = asyncio.Event()
         self._error: OSError | None = None
         self._done: asyncio.Future[None] = self._loop.create_future()
-        threading.Thread(target=self._run, name="spool-writer", daemon=True).start()
+        try:
+            threading.Thread(target=self._run, name="spool-writer", daemon=True).start()
+        except RuntimeError as e:  # no thread to be had: the fill fails as on a full disk
+            os.close(self._fd)
+            raise OSError(errno.EAGAIN, f"cannot start a thread: {e}") from e
 
     async def put(self, chunk: bytes) -> None:
         """Hand a chunk over; waits while too much is queued. Raises the error that stopped

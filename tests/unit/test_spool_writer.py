@@ -9,6 +9,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from mirror.pullthrough.spool_writer import QUEUED_MAX, SpoolWriter
 
 
@@ -104,5 +106,26 @@ async def test_small_chunks_are_reported_together_and_never_held_back(tmp_path: 
         assert sum(reported) == 2000 * 1024 + 4
         assert len(reported) < 200, len(reported)
         await writer.close()
+    finally:
+        os.close(fd)
+
+
+async def test_no_thread_to_be_had_is_an_os_error_and_leaks_no_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill fails cleanly (a 503, as on a full disk) rather than on an exception it does
+    not expect, which would leave its readers waiting."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    fd = os.open(tmp_path / "spool", os.O_WRONLY | os.O_CREAT)
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(OSError) as raised:
+            SpoolWriter(fd, hashlib.sha256(), lambda count: None)
+        assert raised.value.errno == errno.EAGAIN
+        assert len(os.listdir("/proc/self/fd")) == before
     finally:
         os.close(fd)
