@@ -178,6 +178,13 @@ class BlobFill:
         except asyncio.CancelledError:
             self._fail(UpstreamError(f"the download of {self.digest} was stopped"))
             raise
+        except Exception as e:
+            # A fault nothing here expects: its readers must still learn that the fill ended,
+            # or they would wait for bytes that never come.
+            log.get_logger().error(
+                "blob fill failed", digest=str(self.digest), error=f"{type(e).__name__}: {e}"
+            )
+            self._fail(Busy(f"cannot fetch blob {self.digest} now"))
         finally:
             self._part.unlink(missing_ok=True)
             self._notify()

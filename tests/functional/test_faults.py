@@ -86,6 +86,34 @@ async def test_upstream_death_mid_stream_aborts_the_client_and_caches_nothing(
     assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
 
 
+async def test_a_fill_that_fails_in_an_unexpected_way_still_ends_its_client(
+    make_mirror: MirrorFactory,
+    make_fake_upstream: FakeFactory,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault in the fill that nothing expects (a bug) breaks the client's transfer off
+    rather than leaving it waiting for bytes that never come; the next request fetches again."""
+    from mirror.pullthrough import fills
+
+    def fault(fd: int) -> None:
+        raise RuntimeError("a fault nothing expects")
+
+    fake = await make_fake_upstream()
+    fake.route(BLOB_PATH, content(BLOB))
+    client = await make_mirror(fake)
+    monkeypatch.setattr(fills, "mark_verified", fault)
+    await asyncio.wait_for(assert_broken(await client.get(BLOB_PATH), BLOB), 30)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, DIGEST).exists()
+
+    monkeypatch.undo()
+    response = await client.get(BLOB_PATH)
+    assert response.status == 200
+    assert await response.read() == BLOB
+    assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
+
+
 async def test_wrong_bytes_for_a_digest_abort_the_client_and_cache_nothing(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> None:
