@@ -2,7 +2,8 @@
 the upstream made just before it (pairs, so the machine's drift hits both alike):
 
 - the big image pulled by skopeo into a directory, as a user's client pulls (it checks every
-  digest and writes every blob): the figure the cold-pull target is about;
+  digest and writes every blob): the figure the cold-pull target is about, from several pairs
+  per run (`skopeo_pairs`);
 - the same pull by curl into /dev/null: the transfer alone, with the time to the layer's first
   byte (and behind a link of registry-like speed, for the mirror);
 - the first byte of small blobs the server has never seen, each asked right after (or before)
@@ -165,10 +166,11 @@ def run_pulls(ctx: Context, report: PhaseReport) -> None:
     for run in range(ctx.plan.runs):
         for entrant in LINEUP:
             for client in PULLERS:
-                try:
-                    pairs.append(_pair(ctx, image, client, entrant, run))
-                except Exception as e:
-                    report.errors.append(f"{client} pull {entrant.name} run {run}: {e}")
+                for _ in range(ctx.plan.skopeo_pairs if client == "skopeo" else 1):
+                    try:
+                        pairs.append(_pair(ctx, image, client, entrant, run))
+                    except Exception as e:
+                        report.errors.append(f"{client} pull {entrant.name} run {run}: {e}")
             try:
                 running = start(ctx, entrant)
                 try:
@@ -222,7 +224,11 @@ def _summarize(
                 fmt(median([p.through.seconds for p in done if p.through.seconds]), ".3f"),
                 fmt(median([p.ratio for p in done if p.ratio]), ".2f", "x"),
                 fmt(median([p.through.layer_ttfb_ms for p in done if p.through.layer_ttfb_ms])),
-                " ".join(f"{p.upstream_bytes_ratio:.2f}" for p in ours if p.upstream_bytes_ratio)
+                " ".join(
+                    sorted(
+                        {f"{p.upstream_bytes_ratio:.2f}" for p in ours if p.upstream_bytes_ratio}
+                    )
+                )
                 or "-",
                 f"{len(ours) - len(done)}/{len(ours)}",
                 goal,
