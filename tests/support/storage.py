@@ -8,18 +8,17 @@ cache directory share their content as replicas do, and every other mirror has i
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
 import itertools
 import os
-import time
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.config import S3Settings, Settings
+from tests.support.oci import wait_until
 from tests.support.seaweed import ACCESS_KEY, SECRET_KEY, Seaweed
 
 # `pytest --storage=…`: the values, the default first.
@@ -61,12 +60,7 @@ class ContentStore:
             keys = seaweed.keys(bucket.prefix)
             return wanted <= keys.keys() and not any(k.startswith("uploads/") for k in keys)
 
-        deadline = time.monotonic() + within
-        while not done():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.05)
-        return True
+        return await wait_until(done, within)
 
     def environ(self, cache_dir: Path | None) -> dict[str, str]:
         """The environment of a `mirror` subprocess: this one's without any `MIRROR_*` setting,
