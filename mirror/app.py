@@ -12,7 +12,6 @@ from aiohttp import web
 from mirror import log
 from mirror.api.admin import add_admin_routes, admin_listener
 from mirror.api.auth import setup_client_auth
-from mirror.api.connections import Connections
 from mirror.api.hot import HotAnswers
 from mirror.api.keys import (
     ACCESS,
@@ -49,14 +48,12 @@ from mirror.upstream.targets import Network
 def create_app(
     settings: Settings,
     network: Network | None = None,
-    connections: Connections | None = None,
     *,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """The mirror as an aiohttp application, ready for `mirror.server` or a test client;
     `network` (how upstream names resolve, which addresses are public) is the system's unless a
-    test substitutes its own; `connections` is the server's count of client connections, told
-    which of them are busy; `clock` (unix time) dates every use of the cache, for eviction."""
+    test substitutes its own; `clock` (unix time) dates every use of the cache, for eviction."""
     metrics = None
     if settings.metrics:
         metrics = Metrics(
@@ -66,9 +63,7 @@ def create_app(
     # No handler reads a body whole: pushed manifests and blobs are streamed under limits of
     # their own. Anything else is refused before the handler runs.
     ids = RequestIds()
-    app = web.Application(
-        middlewares=[request_middleware(ids, connections, observe)], client_max_size=64 << 10
-    )
+    app = web.Application(middlewares=[request_middleware(ids, observe)], client_max_size=64 << 10)
     app[SETTINGS] = settings
     app[REQUEST_IDS] = ids
     app[ACCESS] = AccessPolicy(settings.access)

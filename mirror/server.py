@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
+from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections, tracked
+from mirror.api.front import FrontConnection
 from mirror.api.listener import Listener
-from mirror.api.ready import ready_first
+from mirror.api.ready import ReadyAnswers
+from mirror.api.request_head import HeadReader
 from mirror.app import create_app
 from mirror.config import Settings
 from mirror.descriptors import max_connections
@@ -21,6 +23,7 @@ from mirror.descriptors import max_connections
 # After the listening socket is closed: time for a connection accepted just before to deliver
 # its request, which is then answered rather than cut as idle.
 SETTLE = 0.5
+NEVER = 10 * 365 * 86400.0  # a keep-alive timeout that does not come
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +38,7 @@ async def serving(
     moment earlier arrive, close idle connections and give the responses in flight up to
     `settings.shutdown_grace` seconds."""
     connections = Connections(max_connections(settings))
-    app = create_app(settings, connections=connections)
+    app = create_app(settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -45,17 +48,28 @@ async def serving(
     await runner.setup()
     server, loop = runner.server, asyncio.get_running_loop()
     assert server is not None
-    server.request_handler = ready_first(app, server.request_handler, connections)
+    ready = ReadyAnswers.of(app)
+    if ready is not None:
+        server.request_handler = ready.before(server.request_handler)
+    server.request_handler = tracked(server.request_handler)
 
-    def connection() -> ClientConnection:
+    def handler(front: FrontConnection | None = None) -> ClientConnection:
+        # A front closes its idle connection itself, whether or not the handler has it.
+        keepalive = KEEPALIVE_TIMEOUT if front is None else NEVER
         return ClientConnection(
-            connections, server, loop=loop, access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT
+            connections, server, front, loop=loop, access_log=None, keepalive_timeout=keepalive
         )
+
+    heads = HeadReader()
+
+    def front() -> FrontConnection:
+        assert ready is not None
+        return FrontConnection(ready, heads, handler, connections)
 
     listener = Listener(
         sock,
         connections.make_room,
-        connection,
+        handler if ready is None else front,
         settings.send_timeout,
         ssl_context,
         spread=(lambda: connections.count) if settings.workers > 1 else None,
@@ -65,6 +79,11 @@ async def serving(
         yield connections
         await listener.stop()
         await asyncio.sleep(settle)
+        # aiohttp's shutdown closes the idle connections it has; a front's may never have
+        # reached it.
+        for connection in connections.open:
+            if isinstance(connection, FrontConnection):
+                connection.close_if_idle()
     finally:
         await listener.stop()
         await runner.cleanup()

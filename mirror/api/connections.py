@@ -3,22 +3,31 @@
 Idle keep-alive connections count, since each holds a descriptor, but never at the expense of
 work: when the cap is reached the connection idle the longest is closed to make room (as
 nginx reuses idle keep-alive connections), and only when every connection is busy with a
-request is a new one refused. aiohttp also closes a connection that stays idle (or never sends
-a request) for `KEEPALIVE_TIMEOUT`.
+request is a new one refused. A connection that stays idle (or never sends a request) for
+`KEEPALIVE_TIMEOUT` is closed, by aiohttp or by the front that holds it (`mirror.api.front`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from mirror import log
 
+# What an aiohttp server calls with each parsed request.
+ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 # aiohttp's run_app default; clients keep idle connections for less (Go: 90 s, containerd:
 # Go's default), so a pull rarely meets a connection closed under it.
 KEEPALIVE_TIMEOUT = 75.0
+
+
+class Connection(Protocol):
+    """What holds a connection: aiohttp's handler, or the front before it (`mirror.api.front`)."""
+
+    def force_close(self) -> None: ...
 
 
 class Connections:
@@ -26,9 +35,9 @@ class Connections:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._open: set[web.RequestHandler] = set()
+        self._open: set[Connection] = set()
         # Insertion order is the order they became idle: the first is the one to close.
-        self._idle: dict[web.RequestHandler, None] = {}
+        self._idle: dict[Connection, None] = {}
 
     @property
     def count(self) -> int:
@@ -46,41 +55,78 @@ class Connections:
         oldest.force_close()
         return True
 
-    def opened(self, connection: web.RequestHandler) -> None:
+    @property
+    def open(self) -> list[Connection]:
+        return list(self._open)
+
+    def opened(self, connection: Connection) -> None:
         self._open.add(connection)
         self._idle[connection] = None
 
-    def closed(self, connection: web.RequestHandler) -> None:
+    def closed(self, connection: Connection) -> None:
         self._forget(connection)
 
-    def busy(self, connection: Any) -> None:
-        """A request began on this connection (`request.protocol`)."""
+    def busy(self, connection: Connection) -> None:
+        """A request began on this connection."""
         self._idle.pop(connection, None)
 
-    def rested(self, connection: Any) -> None:
+    def rested(self, connection: Connection) -> None:
         """Its request is answered; it waits for the next one."""
         if connection in self._open:
             self._idle[connection] = None
 
-    def _forget(self, connection: web.RequestHandler) -> None:
+    def _forget(self, connection: Connection) -> None:
         self._open.discard(connection)
         self._idle.pop(connection, None)
 
 
-class ClientConnection(web.RequestHandler):
-    """aiohttp's handler of one connection, reporting its opening and closing."""
+class Front(Connection, Protocol):
+    """What holds a connection before aiohttp's handler (`mirror.api.front.FrontConnection`),
+    told of each request the handler answers."""
 
-    def __init__(self, connections: Connections, manager: web.Server, **kwargs: Any) -> None:
+    def began(self) -> None: ...
+
+    def ended(self, keep_alive: bool) -> None: ...
+
+
+class ClientConnection(web.RequestHandler):
+    """aiohttp's handler of one connection: it reports its opening and closing, and its
+    requests' beginning and end (see `tracked`), to `connections`, or to the front that holds
+    the connection and counts in its place."""
+
+    def __init__(
+        self,
+        connections: Connections,
+        manager: web.Server,
+        front: Front | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._connections = connections
+        self._front = front
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._connections.opened(self)
+        if self._front is None:
+            self._connections.opened(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._connections.closed(self)
+        if self._front is None:
+            self._connections.closed(self)
         super().connection_lost(exc)
+
+    def began(self) -> None:
+        if self._front is None:
+            self._connections.busy(self)
+        else:
+            self._front.began()
+
+    def ended(self, keep_alive: bool) -> None:
+        """Its request is answered (and the connection stays open if `keep_alive`)."""
+        if self._front is None:
+            self._connections.rested(self)
+        else:
+            self._front.ended(keep_alive)
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
         """aiohttp logs a request it cannot parse (a header over 8 KiB, a malformed line) with
@@ -91,3 +137,20 @@ class ClientConnection(web.RequestHandler):
             log.warn_once("malformed requests refused", error=type(error).__name__)
             return
         super().log_exception(*args, **kwargs)
+
+
+def tracked(handler: ServerHandler) -> ServerHandler:
+    """The server's `handler`, telling each request's connection when it begins and ends: only
+    idle connections are closed for room."""
+
+    async def track(request: web.BaseRequest) -> web.StreamResponse:
+        connection = cast(ClientConnection, request.protocol)
+        connection.began()
+        response = None
+        try:
+            response = await handler(request)
+            return response
+        finally:
+            connection.ended(response is not None and response.keep_alive is not False)
+
+    return track

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -32,20 +32,32 @@ class HotAnswer:
     digest: Digest
     body: bytes
     headers: dict[str, str]
+    # The status line and headers as aiohttp sends them, up to its Date and Server fields.
+    wire_head: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        fields = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+        fields["Content-Length"] = str(len(self.body))
+        lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        object.__setattr__(self, "wire_head", f"HTTP/1.1 200 OK\r\n{lines}".encode())
 
     def serve(self, access: AccessLog) -> web.Response:
         """The answer, its use recorded as a pull that reached the cache would be."""
         log.note_route(self.upstream, self.repo)
         log.note_cache("hit")
+        self.record(access)
+        return web.Response(body=self.body, headers=self.headers)
+
+    def record(self, access: AccessLog) -> None:
+        """Its use, as a pull that reached the cache would record it."""
         access.manifest(self.digest)
         if self.tag is not None:
             access.pulled(self.upstream, self.repo, self.tag)
-        return web.Response(body=self.body, headers=self.headers)
 
     @property
     def weight(self) -> int:
         """Memory it holds, its key included (bounded by MAX_KEY)."""
-        return len(self.body) + MAX_KEY + sum(len(k) + len(v) for k, v in self.headers.items())
+        return len(self.body) + MAX_KEY + 2 * len(self.wire_head)
 
 
 class HotAnswers:

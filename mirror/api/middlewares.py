@@ -12,7 +12,6 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from mirror import log
-from mirror.api.connections import Connections
 from mirror.errors import (
     Busy,
     MirrorError,
@@ -70,22 +69,13 @@ class RequestIds:
         return f"{self._prefix}-{next(self._ids):x}"
 
 
-def request_middleware(
-    ids: RequestIds, connections: Connections | None = None, observe: Observer | None = None
-) -> Middleware:
-    """The middleware of one app (one process). It tells `connections` which connections are
-    busy, so that only idle ones are closed for room; `observe` (the metrics) counts what each
-    line logs."""
+def request_middleware(ids: RequestIds, observe: Observer | None = None) -> Middleware:
+    """The middleware of one app (one process); `observe` (the metrics) counts what each line
+    logs."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if connections is None:
-            return await _handle(request, handler, ids.next(), observe)
-        connections.busy(request.protocol)
-        try:
-            return await _handle(request, handler, ids.next(), observe)
-        finally:
-            connections.rested(request.protocol)
+        return await _handle(request, handler, ids.next(), observe)
 
     return middleware
 
@@ -155,10 +145,23 @@ def log_request(
         sent = (response.content_length or 0) if complete else 0
     if observe is not None:
         observe(request, response.status, facts, sent, kind)
+    log_line(request.method, request.path, response.status, sent, complete, facts, started)
+
+
+def log_line(
+    method: str,
+    path: str,
+    status: int,
+    sent: int,
+    complete: bool,
+    facts: RequestFacts,
+    started: float,
+) -> None:
+    """The request's one log line."""
     log.request_line(
-        method=request.method,
-        path=request.path[:500],
-        status=response.status,
+        method=method,
+        path=path[:500],
+        status=status,
         bytes=sent,
         complete=complete,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),

@@ -111,19 +111,27 @@ class Metrics:
                 if not request.path.startswith("/v2"):
                     return
                 kind = "other"
+        self.count(kind, request.method, status, facts, sent)
+        if facts.cache == "miss" and facts.repo is not None and facts.upstream is not None:
+            reference = request.match_info.get("reference") or request.match_info.get("digest")
+            image = f"{facts.upstream}/{facts.repo}"
+            self.activity.missed(kind, image, reference or "", status, sent)
+
+    def count(self, kind: str, method: str, status: int, facts: RequestFacts, sent: int) -> None:
+        """Count an answered request whose kind is known (all a ready answer needs)."""
         cache = facts.cache
         key = (kind, status, cache)
         self._requests[key] = self._requests.get(key, 0) + 1
         if sent:
             self._bytes[cache] = self._bytes.get(cache, 0) + sent
-        if facts.repo is None or facts.upstream is None:
-            return
-        if kind == "manifest" and status == 200 and request.method == "GET":
+        if (
+            kind == "manifest"
+            and status == 200
+            and method == "GET"
+            and facts.repo is not None
+            and facts.upstream is not None
+        ):
             self.activity.pulled(facts.upstream, facts.repo)
-        if cache == "miss":
-            reference = request.match_info.get("reference") or request.match_info.get("digest")
-            image = f"{facts.upstream}/{facts.repo}"
-            self.activity.missed(kind, image, reference or "", status, sent)
 
     @contextmanager
     def streaming(self) -> Iterator[None]:
