@@ -140,7 +140,7 @@ class FrontConnection(asyncio.Protocol):
         self._in_progress -= 1
         if self._in_progress == 0:
             self._connections.rested(self)
-        self._answered_at = asyncio.get_running_loop().time()
+        self._answered_at = self._clock()
         if self._reader is not _Reader.LENT:
             return
         if not keep_alive:
@@ -157,11 +157,16 @@ class FrontConnection(asyncio.Protocol):
         them; lend the first plain one that is not ready, give the first that is not plain."""
         transport = self._transport
         buffer = self._buffer
-        while buffer and not self._writing_paused and transport is not None:
+        while (
+            buffer
+            and not self._writing_paused
+            and transport is not None
+            and not transport.is_closing()
+        ):
             end = buffer.find(_END, 0, MAX_HEAD + len(_END))
             if end < 0:
                 # Incomplete: wait for the rest, unless it is already longer than a head may
-                # be, or has a line ending in a bare LF (aiohttp reads those; this does not).
+                # be, or has a line ending in a bare LF (aiohttp refuses those at once).
                 if len(buffer) > MAX_HEAD or buffer.count(b"\n") != buffer.count(b"\r\n"):
                     break
                 self._buffer = buffer
