@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.config import Settings, UpstreamSettings
 from mirror.server import serving
+from mirror.tls import ServerTls
 from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
 from tests.faults import FakeUpstream
@@ -407,7 +408,10 @@ async def serve(
             sock = listening_socket(configured)
             port = sock.getsockname()[1]
             stack.callback(sock.close)
-            connections = await stack.enter_async_context(serving(configured, sock, settle=0))
+            tls = None
+            if configured.tls_cert is not None and configured.tls_key is not None:
+                tls = ServerTls(configured.tls_cert, configured.tls_key).context
+            connections = await stack.enter_async_context(serving(configured, sock, tls, settle=0))
             return Served(port, connections)
 
         yield start

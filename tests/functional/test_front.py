@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
 from mirror.api.ready import ReadyAnswers
 from mirror.api.request_head import RequestHead
 from tests.conftest import Seeded
+from tests.support.certs import CertificateAuthority
 from tests.support.clients import open_connection
 from tests.support.oci import ACCEPT_ALL
 from tests.support.served import ServeFactory
@@ -186,3 +189,33 @@ async def test_a_client_that_sends_and_never_reads_is_not_read(
                 status, body, _ = await served.get(path, Accept=ACCEPT_ALL)
                 assert (status, body) == (200, seeded.oci.manifest)
     assert sent_late == 0
+
+
+async def test_over_tls_the_front_answers_what_it_reads_through_the_tls_layer(
+    serve: ServeFactory, seeded: Seeded, front_answers: list[str], tmp_path: Path
+) -> None:
+    """With --tls-cert, on one TLS connection: a miss (lent), then hot GETs answered from
+    the decrypted bytes, each whole and right."""
+    authority = CertificateAuthority(tmp_path / "ca")
+    cert = authority.issue("mirror")
+    served = await serve(tls_cert=cert.cert, tls_key=cert.key)
+    repo, tag = seeded.oci_ref
+    path = f"/v2/{repo}/manifests/{tag}"
+    context = ssl.create_default_context(cafile=str(authority.ca_file))
+    reader, writer = await asyncio.open_connection(served.host, served.port, ssl=context)
+    try:
+        for _ in range(3):
+            writer.write(get(path))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = next(
+                int(f.split(b":", 1)[1])
+                for f in head.split(b"\r\n")
+                if f.lower().startswith(b"content-length:")
+            )
+            assert await asyncio.wait_for(reader.readexactly(length), 10) == seeded.oci.manifest
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    assert front_answers == [path, path]
