@@ -26,7 +26,7 @@ from typing import cast
 
 from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
 from mirror.api.ready import ReadyAnswers
-from mirror.api.request_head import MAX_HEAD, HeadReader
+from mirror.api.request_head import MAX_HEAD, HeadReader, plain_so_far
 
 _END = b"\r\n\r\n"
 # Bytes read ahead while aiohttp answers a lent request (a client pipelining).
@@ -59,6 +59,7 @@ class FrontConnection(asyncio.Protocol):
         self._handler: ClientConnection | None = None
         self._reader = _Reader.FRONT
         self._buffer = b""
+        self._checked = 0  # how much of an incomplete head in the buffer was found plain
         self._writing_paused = False
         self._reading_paused = False
         self._in_progress = 0  # requests aiohttp's handler is answering
@@ -165,12 +166,15 @@ class FrontConnection(asyncio.Protocol):
         ):
             end = buffer.find(_END, 0, MAX_HEAD + len(_END))
             if end < 0:
-                # Incomplete: wait for the rest, unless it is already longer than a head may
-                # be, or has a line ending in a bare LF (aiohttp refuses those at once).
-                if len(buffer) > MAX_HEAD or buffer.count(b"\n") != buffer.count(b"\r\n"):
+                # Incomplete: wait for the rest, unless it can no longer be plain (aiohttp
+                # refuses a head too long, a bad line or stray bytes at once).
+                checked = plain_so_far(buffer, self._checked) if len(buffer) <= MAX_HEAD else None
+                if checked is None:
                     break
+                self._checked = checked
                 self._buffer = buffer
                 return
+            self._checked = 0
             head = self._heads.read(buffer[:end])
             if head is None:
                 break

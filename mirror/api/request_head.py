@@ -52,30 +52,64 @@ def parse(head: bytes) -> RequestHead | None:
     accept: list[str] = []
     close = False
     for raw in lines[1:]:
-        field = _FIELD.fullmatch(raw)
+        field = _plain_field(raw)
         if field is None:
             return None
-        name = field[1].lower()
-        value = field[2].rstrip(_TRAILING_SPACE)
+        name, value = field
         if name == b"accept":
             accept.append(value.decode())
-        elif name == b"connection":
-            option = value.lower()
-            if option == b"close":
-                close = True
-            elif option != b"keep-alive":
-                return None  # an upgrade, or options aiohttp weighs itself
-        elif name == b"content-length":
-            if value != b"0":
-                return None
-        elif name in _NOT_PLAIN:
-            return None
+        elif name == b"connection" and value.lower() == b"close":
+            close = True
     method, path, ns = line.groups()
     return RequestHead(
         method.decode(), path.decode(), ns.decode() if ns else "", ",".join(accept), close
     )
 
 
+def plain_so_far(start: bytes, checked: int = 0) -> int | None:
+    """For the start of a head still incomplete, whose lines before offset `checked` were found
+    plain: the offset up to which its whole lines are plain, or None when it cannot turn out
+    plain whatever follows (a TLS handshake on the plain port, another method, a bad field), so
+    that aiohttp answers it at once rather than after the rest that will never come."""
+    if checked == 0:
+        end = start.find(b"\r\n")
+        if end < 0:
+            first = start.rstrip(b"\r")
+            if b"\r" in first or not any(p.startswith(first[: len(p)]) for p in _STARTS):
+                return None
+            return 0 if b"\n" not in first else None
+        if _REQUEST_LINE.fullmatch(start, 0, end) is None:
+            return None
+        checked = end + 2
+    while (end := start.find(b"\r\n", checked)) >= 0:
+        if _plain_field(start[checked:end]) is None:
+            return None
+        checked = end + 2
+    tail = start[checked:].rstrip(b"\r")
+    if b"\r" in tail or b"\n" in tail:
+        return None  # a bare CR or LF: aiohttp's to refuse
+    return checked
+
+
+def _plain_field(raw: bytes) -> tuple[bytes, bytes] | None:
+    """A header field's name (lower case) and value, if the field leaves the request plain."""
+    field = _FIELD.fullmatch(raw)
+    if field is None:
+        return None
+    name = field[1].lower()
+    value = field[2].rstrip(_TRAILING_SPACE)
+    if name == b"connection":
+        if value.lower() not in (b"close", b"keep-alive"):
+            return None  # an upgrade, or options aiohttp weighs itself
+    elif name == b"content-length":
+        if value != b"0":
+            return None
+    elif name in _NOT_PLAIN:
+        return None
+    return name, value
+
+
+_STARTS = (b"GET /v2/", b"HEAD /v2/")
 # Fields that give a request a body, a second protocol or a condition on how to proceed.
 _NOT_PLAIN = frozenset((b"transfer-encoding", b"upgrade", b"expect", b"te"))
 

@@ -17,7 +17,7 @@ from mirror.api.ready import ReadyAnswers
 from mirror.api.request_head import RequestHead
 from tests.conftest import Seeded
 from tests.support.certs import CertificateAuthority
-from tests.support.clients import open_connection
+from tests.support.clients import open_connection, read_answer
 from tests.support.oci import ACCEPT_ALL
 from tests.support.served import ServeFactory
 
@@ -160,6 +160,22 @@ async def test_requests_the_front_does_not_read_are_answered_by_aiohttp(
     assert line.split(b" ")[1] == status
     assert status != b"200" or body == seeded.oci.manifest
     assert front_answers == []
+
+
+async def test_bytes_that_cannot_begin_a_plain_request_are_refused_at_once(
+    serve: ServeFactory,
+) -> None:
+    """The start of a TLS handshake on the plain port, with no blank line to wait for: aiohttp
+    answers 400 at once, as it would without the front."""
+    served = await serve()
+    sock = await open_connection(served.host, served.port)
+    with contextlib.closing(sock):
+        await asyncio.get_running_loop().sock_sendall(sock, b"\x16\x03\x01\x02\x00\x01\x00")
+        started = time.monotonic()
+        _, raw = await read_answer(sock, within=5.0)
+    assert raw.split(b" ", 2)[1] == b"400", raw  # aiohttp answers it in HTTP/1.0
+    assert b"HTTPS traffic" in raw
+    assert time.monotonic() - started < 2.0
 
 
 async def test_a_client_that_sends_and_never_reads_is_not_read(

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mirror.api.connections import ClientConnection, Connections
 from mirror.api.front import MAX_AHEAD, FrontConnection
 from mirror.api.ready import ReadyAnswers
@@ -280,3 +283,66 @@ async def test_an_idle_connection_is_closed_after_the_keepalive_timeout() -> Non
     connection.ended(keep_alive=True)
     await asyncio.sleep(1.2)
     assert handler.closed  # closed through the handler, which now has a transport too
+
+
+# Requests a client may send in a row: (bytes, whether the front answers it, whether it is plain).
+REQUESTS = [
+    (request("/v2/hot/manifests/0"), True, True),
+    (request("/v2/hot/manifests/1", "HEAD", "Accept: a, b", "Content-Length: 0"), True, True),
+    (request("/v2/cold/blobs/sha256:" + "c" * 64), False, True),
+    (request("/v2/cold/manifests/1?ns=docker.io", "GET", "Accept: x"), False, True),
+    (request("/v2/hot/manifests/0", "POST", "Content-Length: 3") + b"abc", False, False),
+    (b"GET /v2/hot/manifests/%30 HTTP/1.1\r\n\r\n", False, False),
+    (b"GET /v2/hot/manifests/0 HTTP/1.0\r\n\r\n", False, False),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", False, False),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=30),
+)
+def test_every_byte_is_answered_by_the_front_or_reaches_the_handler_once_in_order(
+    requests: list[tuple[bytes, bool, bool]], cuts: list[int]
+) -> None:
+    """Whatever the requests and however the stream is cut into reads: the front answers the
+    ready requests before the first that is not plain, and the handler gets every other byte,
+    once, in order (the lent requests, then the whole rest from the first that is not plain)."""
+    asyncio.run(_replay(requests, cuts))
+
+
+async def _replay(requests: list[tuple[bytes, bool, bool]], cuts: list[int]) -> None:
+    answered, handed = b"", b""
+    for index, (raw, hot, plain) in enumerate(requests):
+        if not plain:
+            handed += b"".join(r for r, _, _ in requests[index:])
+            break
+        if hot:
+            answered += answer(parse_path(raw))
+        else:
+            handed += raw
+    stream = b"".join(r for r, _, _ in requests)
+    transport = Transport()
+    connection, handler = front(transport)
+    seen = 0
+    offset, turn = 0, 0
+    while offset < len(stream):
+        size = cuts[turn % len(cuts)]
+        turn += 1
+        assert transport.reading
+        connection.data_received(stream[offset : offset + size])
+        offset += size
+        # The handler answers what it was given, as aiohttp would; the front may then lend
+        # it the next request it holds.
+        while len(handler.received) > seen:
+            seen = len(handler.received)
+            connection.began()
+            connection.ended(keep_alive=True)
+            await settle()
+    assert transport.written == answered
+    assert handler.received == handed
+
+
+def parse_path(raw: bytes) -> str:
+    return raw.split(b" ", 2)[1].decode()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mirror.api.request_head import KNOWN_HEAD, KNOWN_HEADS, HeadReader, RequestHead, parse
+from mirror.api.request_head import (
+    KNOWN_HEAD,
+    KNOWN_HEADS,
+    HeadReader,
+    RequestHead,
+    parse,
+    plain_so_far,
+)
 
 PATH = "/v2/library/alpine/manifests/3.20"
 
@@ -106,3 +113,44 @@ def test_a_head_reader_reads_as_parse_does_and_remembers_within_its_bound() -> N
     for n in range(2 * KNOWN_HEADS):
         assert reader.read(head(f"GET /v2/a/manifests/{n} HTTP/1.1")) is not None
         assert len(reader) <= KNOWN_HEADS
+
+
+@pytest.mark.parametrize(
+    "start", [b"G", b"GET /v", b"HEAD /v2/a/manifests/1 HT", b"GET /v2/a HTTP/1.1\r"]
+)
+def test_the_start_of_a_plain_head_is_waited_for(start: bytes) -> None:
+    """An incomplete first line that may still become a plain request line."""
+    assert plain_so_far(start) == 0
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"\x16\x03\x01\x02\x00",  # a TLS ClientHello on the plain port
+        b"POST /v2/",
+        b"GET /v3",
+        b"GET /v2/a\n",
+        b"GET /v2/a\rX",
+        b"PRI * HTTP/2.0\r\n",
+        b"GET /v2/a HTTP/1.0\r\n",
+        b"GET /v2/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n",
+        b"GET /v2/a HTTP/1.1\r\nHost: x\r\n folded\r\n",
+        b"GET /v2/a HTTP/1.1\r\nHost: x\nAccept: y",
+        b"GET /v2/a HTTP/1.1\r\nHo\rst",
+    ],
+)
+def test_a_start_that_cannot_become_plain_is_left_to_aiohttp_at_once(start: bytes) -> None:
+    """aiohttp refuses (or reads) these as soon as it sees them; the front does not wait for a
+    blank line that may never come."""
+    assert plain_so_far(start) is None
+
+
+def test_what_was_found_plain_is_not_read_again() -> None:
+    """The offset after the last whole line comes back, and reading on from it gives what
+    reading from the start gives."""
+    start = b"GET /v2/a/manifests/1 HTTP/1.1\r\nHost: mirror\r\nAccept: a"
+    checked = plain_so_far(start)
+    assert checked == start.index(b"Accept")
+    longer = start + b"pplication/json\r\nUser-Agent: x"
+    assert plain_so_far(longer, checked) == plain_so_far(longer) == longer.index(b"User-Agent")
+    assert plain_so_far(longer + b"\r\nUpgrade: h2c\r\n", checked) is None
