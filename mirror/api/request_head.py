@@ -13,8 +13,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# aiohttp's limit for a request line or a field is 8190 bytes; a longer head is its to refuse.
+# aiohttp's limits: 8190 bytes for a request line or a field (a longer head is its to refuse),
+# and 128 fields.
 MAX_HEAD = 8190
+MAX_FIELDS = 128
 KNOWN_HEADS = 1024  # heads a HeadReader remembers, each of at most KNOWN_HEAD bytes
 KNOWN_HEAD = 1024
 
@@ -47,7 +49,7 @@ def parse(head: bytes) -> RequestHead | None:
     one of the plain requests above, and so is aiohttp's to read."""
     lines = head.split(b"\r\n")
     line = _REQUEST_LINE.fullmatch(lines[0])
-    if line is None:
+    if line is None or len(lines) > MAX_FIELDS + 1:
         return None
     accept: list[str] = []
     close = False

@@ -20,6 +20,11 @@ def head(*lines: str) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
+def test_as_many_fields_as_aiohttp_takes_are_read() -> None:
+    """128 fields: aiohttp's limit, and the front's (one more is aiohttp's to refuse)."""
+    assert parse(head(f"GET {PATH} HTTP/1.1", *(f"X-{n}: y" for n in range(128)))) is not None
+
+
 def test_a_plain_request_gives_its_key() -> None:
     """Method, path, ns and every Accept field (joined as aiohttp's getall gives them)."""
     parsed = parse(
@@ -90,6 +95,7 @@ def test_head_requests_digests_and_close_are_read() -> None:
         (f"GET {PATH} HTTP/1.1", "Accept: a\nb"),
         (f"GET {PATH} HTTP/1.1", "no colon"),
         (f"GET {PATH} HTTP/1.1", ""),
+        (f"GET {PATH} HTTP/1.1", *(f"X-{n}: y" for n in range(129))),
         ("", f"GET {PATH} HTTP/1.1"),
     ],
 )
