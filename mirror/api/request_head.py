@@ -4,8 +4,9 @@ Only the plainest requests qualify: `GET` or `HEAD` over HTTP/1.1 of a `/v2/` pa
 name and reference characters (an optional `?ns=` as containerd's mirrors send), header fields
 of visible ASCII, no body and no upgrade. Whatever is not exactly that (a percent-encoded or
 dotted path, another query, a folded or non-ASCII field, `Transfer-Encoding`, `Expect`, a body,
-HTTP/1.0) is left to aiohttp's parser, so that what this reads is never something aiohttp
-would read otherwise: the two can only differ in who answers, never in what a request means.
+HTTP/1.0, more fields than aiohttp takes) is left to aiohttp's parser, so that what this reads
+is never something aiohttp would read otherwise: the two can only differ in who answers, never
+in what a request means.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ _TRAILING_SPACE = b" \t"
 
 @dataclass(frozen=True, slots=True)
 class RequestHead:
+    """A plain request, as much of it as its ready answer depends on."""
+
     method: str
     path: str
     ns: str
