@@ -1,6 +1,7 @@
 """Hot manifests answered from the connection's bytes, through the server `mirror serve` runs:
-the same answer aiohttp gives, pipelined requests answered in order whoever answers them,
-requests the front does not read still answered, and a client that does not read not read."""
+the same answer aiohttp gives, over TLS too; pipelined requests answered in order whoever answers
+them; requests the front does not read answered by aiohttp, at once when their first bytes show
+it; and a client that does not read its answers is not read."""
 
 from __future__ import annotations
 
