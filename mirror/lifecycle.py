@@ -27,8 +27,7 @@ from mirror.tls import ServerTls
 
 def check_files(settings: Settings) -> None:
     """The files the server reads, checked before it starts: a ConfigError names the option."""
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        ServerTls(settings.tls_cert, settings.tls_key)
+    ServerTls.of(settings)
     if settings.htpasswd is not None:
         HtpasswdFile(settings.htpasswd)
 
@@ -42,9 +41,7 @@ def serve(settings: Settings, sock: socket.socket, ready: Callable[[], None] | N
 async def _serve(settings: Settings, sock: socket.socket, ready: Callable[[], None] | None) -> None:
     from mirror.server import serving
 
-    tls = None
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        tls = ServerTls(settings.tls_cert, settings.tls_key)
+    tls = ServerTls.of(settings)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

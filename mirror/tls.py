@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 
 from mirror import log
-from mirror.config import ConfigError
+from mirror.config import ConfigError, Settings
 
 
 def _load(context: ssl.SSLContext, cert: Path, key: Path) -> None:
@@ -54,6 +54,13 @@ class ServerTls:
         self.key = key
         self.context = _new_context()
         _load(self.context, cert, key)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServerTls | None:
+        """The server's TLS when the settings name a certificate and its key, else None."""
+        if settings.tls_cert is None or settings.tls_key is None:
+            return None
+        return cls(settings.tls_cert, settings.tls_key)
 
     def reload(self) -> bool:
         """Load the files again for the connections to come; False (and a logged error) when

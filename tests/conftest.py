@@ -408,10 +408,10 @@ async def serve(
             sock = listening_socket(configured)
             port = sock.getsockname()[1]
             stack.callback(sock.close)
-            tls = None
-            if configured.tls_cert is not None and configured.tls_key is not None:
-                tls = ServerTls(configured.tls_cert, configured.tls_key).context
-            connections = await stack.enter_async_context(serving(configured, sock, tls, settle=0))
+            tls = ServerTls.of(configured)
+            connections = await stack.enter_async_context(
+                serving(configured, sock, tls.context if tls else None, settle=0)
+            )
             return Served(port, connections)
 
         yield start
