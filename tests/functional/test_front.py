@@ -18,14 +18,13 @@ from mirror.api.ready import ReadyAnswers
 from mirror.api.request_head import RequestHead
 from tests.conftest import Seeded
 from tests.support.certs import CertificateAuthority
-from tests.support.clients import open_connection, read_answer
+from tests.support.clients import open_connection, read_answer, request_bytes
 from tests.support.oci import ACCEPT_ALL
 from tests.support.served import ServeFactory
 
 
 def get(path: str, method: str = "GET", *, version: str = "1.1", end: str = "\r\n") -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", "Host: mirror", f"Accept: {ACCEPT_ALL}"]
-    return (end.join(lines) + end + end).encode()
+    return request_bytes(path, method, f"Accept: {ACCEPT_ALL}", version=version, end=end)
 
 
 async def read_answers(

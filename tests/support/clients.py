@@ -26,11 +26,19 @@ async def open_connection(host: str, port: int, *, small_window: bool = False) -
     return sock
 
 
-def request_bytes(path: str, method: str = "GET", *, close: bool = False) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: mirror"]
+def request_bytes(
+    path: str,
+    method: str = "GET",
+    *fields: str,
+    close: bool = False,
+    version: str = "1.1",
+    end: str = "\r\n",
+) -> bytes:
+    """A request head as a client sends it: `fields` after Host, lines ended by `end`."""
+    lines = [f"{method} {path} HTTP/{version}", "Host: mirror", *fields]
     if close:
         lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return (end.join(lines) + end + end).encode()
 
 
 async def stalled_get(host: str, port: int, path: str) -> socket.socket:

@@ -13,12 +13,9 @@ from mirror.api.connections import ClientConnection, Connections
 from mirror.api.front import MAX_AHEAD, FrontConnection
 from mirror.api.ready import ReadyAnswers
 from mirror.api.request_head import MAX_HEAD, HeadReader, RequestHead
+from tests.support.clients import request_bytes as request
 
 HOT = {f"/v2/hot/manifests/{n}" for n in range(4)}
-
-
-def request(path: str, method: str = "GET", *extra: str) -> bytes:
-    return "\r\n".join([f"{method} {path} HTTP/1.1", "Host: mirror", *extra, "", ""]).encode()
 
 
 def answer(path: str) -> bytes:
@@ -256,7 +253,7 @@ async def test_connection_close_is_honoured_on_a_ready_answer() -> None:
     transport = Transport()
     connection, _ = front(transport)
     connection.data_received(
-        request("/v2/hot/manifests/0", "GET", "Connection: close") + request("/v2/hot/manifests/1")
+        request("/v2/hot/manifests/0", close=True) + request("/v2/hot/manifests/1")
     )
     assert transport.written == answer("/v2/hot/manifests/0")
     assert transport.closed
