@@ -156,7 +156,7 @@ class BlobFill:
                     claim.publish(fill_record(self._part, size))
                     self._started.set_result(None)
                     self._announce(self)
-                    await self._first_reader()
+                    await self._first_reader(first)
                     await self._receive(upstream, repo, first, spool.fileno())
                     mark_verified(spool.fileno())
                     # Readers may have the last byte now; making it durable is not their wait.
@@ -189,14 +189,26 @@ class BlobFill:
             self._part.unlink(missing_ok=True)
             self._notify()
 
-    async def _first_reader(self) -> None:
+    async def _first_reader(self, first: aiohttp.ClientResponse) -> None:
         """Let the request that asked for the blob send its answer's headers before the body
-        is taken in: it waits for several turns of the event loop, and each turn would
-        otherwise take in a chunk first. A fill nobody reads (a prefetch, a client gone)
-        waits no longer than FIRST_READER_WAIT."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_READER_WAIT):
-                await self._joined.wait()
+        is taken in. That request's way to its headers takes several turns of the event loop,
+        and in each the upstream connection would otherwise be read and parsed, a millisecond
+        or so added to the client's first byte; so it is not read until then. A fill nobody
+        reads (a prefetch, a client gone) waits no longer than FIRST_READER_WAIT."""
+        # The response's own flow control: what aiohttp does when its buffer is full.
+        protocol = first.connection.protocol if first.connection is not None else None
+        if protocol is not None and protocol.connected:
+            protocol.pause_reading()
+        else:
+            protocol = None
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_READER_WAIT):
+                    await self._joined.wait()
+        finally:
+            # A connection lost meanwhile has nothing left to read.
+            if protocol is not None and protocol.connected:
+                protocol.resume_reading()
 
     async def _receive(
         self, upstream: BlobSource, repo: str, first: aiohttp.ClientResponse, fd: int
