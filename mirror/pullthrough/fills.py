@@ -192,9 +192,9 @@ class BlobFill:
     async def _first_reader(self, first: aiohttp.ClientResponse) -> None:
         """Let the request that asked for the blob send its answer's headers before the body
         is taken in. That request's way to its headers takes several turns of the event loop,
-        and in each the upstream connection would otherwise be read and parsed, a millisecond
-        or so added to the client's first byte; so it is not read until then. A fill nobody
-        reads (a prefetch, a client gone) waits no longer than FIRST_READER_WAIT."""
+        and in each the upstream connection would otherwise be read and parsed: about half a
+        millisecond added to the client's first byte, so it is not read until then. A fill
+        nobody reads (a prefetch, a client gone) waits no longer than FIRST_READER_WAIT."""
         # The response's own flow control: what aiohttp does when its buffer is full.
         protocol = first.connection.protocol if first.connection is not None else None
         if protocol is not None and protocol.connected:
