@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from mirror.api.listener import Listener
+from mirror.api.listener import MAX_SPREAD_DELAY, Listener
 from tests.e2e.daemons import MirrorServer
 from tests.support.registry import Registry
 
@@ -56,6 +56,11 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
         for _ in range(5):
             await _connect(port)
             assert await asyncio.wait_for(taken.get(), 5) == "idle"
+            # The busy listener's delayed accept for that connection is still pending; were
+            # the next connection to arrive just as it runs, it would take that one (as it
+            # should: it has waited its turn). Let it run out first, so each connection
+            # here finds both listeners watching the socket.
+            await asyncio.sleep(2 * MAX_SPREAD_DELAY)
         await idle.stop()
         await _connect(port)
         assert await asyncio.wait_for(taken.get(), 5) == "busy"
