@@ -9,9 +9,11 @@ instead of leaving every client waiting in the backlog (the technique of libuv a
 With `--workers N` every worker watches the one listening socket, and whichever runs first
 would take a whole burst of connections (a load generator's, a fleet's after a restart) while
 the others sit idle: keep-alive keeps them there. So a worker of several waits a little before
-each accept, the longer the more connections it has open (nginx's `accept_mutex_delay` has the
-same aim): the least busy worker takes the next connection, and a worker whose peers are
-stuck still accepts after at most MAX_SPREAD_DELAY.
+each turn of accepting, the longer the more connections it has open (nginx's `accept_mutex_delay`
+has the same aim): the least busy worker takes the next connections, and a worker whose peers are
+stuck still accepts after at most MAX_SPREAD_DELAY. A turn takes a few connections (SPREAD_BATCH),
+not one: under load each turn of a busy event loop is slow, and a burst of clients accepted one
+per turn would wait for its turns one after another.
 
 The send timeout is the kernel's TCP_USER_TIMEOUT (Linux, RFC 5482): a connection whose sent
 data stays unacknowledged, or that advertises a zero window (a client that stopped reading),
@@ -44,8 +46,9 @@ _CONNECTION_FAILED = {
 }  # fmt: skip
 ACCEPT_PAUSE = 0.1  # when nothing can be accepted, not even to be refused
 ACCEPT_BATCH = 100
-SPREAD_DELAY = 100e-6  # per open connection, before a worker of several accepts one more
+SPREAD_DELAY = 100e-6  # per open connection, before a worker of several accepts more
 MAX_SPREAD_DELAY = 0.001
+SPREAD_BATCH = 4  # what a worker of several accepts at most in one turn
 LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
 MAX_LINGERING = 64
 
@@ -128,20 +131,21 @@ class Listener:
 
     def _accept_ready(self) -> None:
         """Take what the kernel has queued, a batch at a time (as asyncio's own servers do);
-        in a worker of several, one connection, after the wait its open connections call for."""
+        in a worker of several, a few connections, after the wait its open connections call
+        for."""
         if self._spread is None:
             self._accept(ACCEPT_BATCH)
             return
         delay = min(self._spread() * SPREAD_DELAY, MAX_SPREAD_DELAY)
         if delay <= 0:
-            self._accept(1)
+            self._accept(SPREAD_BATCH)
         elif self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._paused = self._loop.call_later(delay, self._accept_after_delay)
 
     def _accept_after_delay(self) -> None:
         self._paused = None
-        self._accept(1)  # nothing, if another worker took it meanwhile
+        self._accept(SPREAD_BATCH)  # nothing, if another worker took them meanwhile
         if self._loop is not None and self._paused is None:
             self._loop.add_reader(self._sock, self._accept_ready)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from mirror.api.listener import MAX_SPREAD_DELAY, Listener
 from tests.e2e.daemons import MirrorServer
@@ -69,6 +70,35 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
         await busy.stop()
         await idle.stop()
         sock.close()
+
+
+@pytest.mark.parametrize("open_connections", [0, 40])
+async def test_a_worker_of_several_takes_a_burst_a_few_at_a_time(open_connections: int) -> None:
+    """Connections waiting in the backlog are accepted a few per turn of the event loop, not
+    one per turn: under load each turn is slow, and a burst of clients would wait for its
+    turns one by one."""
+    sock = _listening()
+    port = sock.getsockname()[1]
+    waiting = 9
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(waiting)]
+    taken: asyncio.Queue[str] = asyncio.Queue()
+    turns = 0
+
+    def spread() -> int:
+        nonlocal turns
+        turns += 1
+        return open_connections
+
+    listener = Listener(sock, lambda: True, lambda: Taken("one", taken), 30.0, spread=spread)
+    listener.start()
+    try:
+        for _ in range(waiting):
+            await asyncio.wait_for(taken.get(), 5)
+        assert turns <= 3, f"{waiting} connections took {turns} turns"
+    finally:
+        await listener.stop()
+        for client in clients:
+            client.close()
 
 
 async def test_a_burst_of_connections_reaches_every_worker(
