@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -215,7 +216,8 @@ async def _send(
     if transport is None or transport.is_closing():
         raise ConnectionResetError("the client went away")
     if zero_copy:
-        await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+        with _full_segments(transport):
+            await asyncio.get_running_loop().sendfile(transport, file, offset, count)
         return
     while count > 0:
         data = await asyncio.to_thread(os.pread, file.fileno(), min(count, 1 << 20), offset)
@@ -224,3 +226,24 @@ async def _send(
         await response.write(data)
         offset += len(data)
         count -= len(data)
+
+
+@contextlib.contextmanager
+def _full_segments(transport: asyncio.BaseTransport) -> Iterator[None]:
+    """TCP_CORK while one sendfile runs, as nginx's `tcp_nopush`: with TCP_NODELAY on (aiohttp's
+    default) every return of the kernel's sendfile pushes its partial last segment at once;
+    corked, only full segments go, and lifting the cork afterwards sends the rest, so the bytes
+    of a blob still in flight never wait for its next piece, nor does the connection's next
+    answer. With 8 clients of a cached 256 MiB blob the machine spent 5-9% less CPU per byte
+    served, and the mirror went from 0.87-0.93x nginx's rate to 0.94-0.95x (README)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        yield
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    try:
+        yield
+    finally:
+        # The client may have gone and the socket with it; then there is nothing to push.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)

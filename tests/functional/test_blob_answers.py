@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,3 +152,39 @@ async def test_if_range_honours_the_range_only_for_this_blob(
     assert response.status == status
     blob.finish()
     assert await response.read() == (BLOB[:10] if status == 206 else BLOB)
+
+
+async def test_sendfile_sends_full_segments_and_holds_back_nothing_it_sent(blob: Blob) -> None:
+    """Each sendfile runs corked (TCP_CORK: full segments only, as nginx's `tcp_nopush`), and the
+    cork is lifted as soon as it returns: the bytes of a blob still in flight do not wait for
+    its next piece, and the connection's next answer does not wait behind the cork."""
+    loop = asyncio.get_running_loop()
+    real = loop.sendfile
+    corked: list[int] = []
+    sockets: list[Any] = []
+
+    async def spy(transport: Any, file: Any, offset: int = 0, count: int | None = None) -> int:
+        sock = transport.get_extra_info("socket")
+        sockets.append(sock)
+        corked.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK))
+        return int(await real(transport, file, offset, count))
+
+    def all_uncorked() -> bool:
+        return bool(sockets) and all(
+            s.fileno() < 0 or s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) == 0
+            for s in sockets
+        )
+
+    loop.sendfile = spy  # type: ignore[method-assign,assignment]
+    try:
+        response = await blob.client.get(PATH)
+        assert response.status == 200
+        # In flight, the mirror has sent what the upstream has so far, and now waits for more.
+        assert await response.content.readexactly(1024) == BLOB[:1024]
+        assert await wait_until(all_uncorked), "the cork outlived a sendfile"
+        blob.finish()
+        assert BLOB[:1024] + await response.read() == BLOB
+    finally:
+        loop.sendfile = real  # type: ignore[method-assign]
+    assert corked and set(corked) == {1}, corked
+    assert await wait_until(all_uncorked), "the cork outlived the answer"
