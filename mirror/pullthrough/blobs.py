@@ -170,6 +170,10 @@ class BlobService:
             await poll(settled, OTHER_START_WAIT)
             raise FillTaken(f"{digest} is being fetched by another process")
         with claim:
+            if is_claimed(self._spool, digest.hex) or self._store.find(digest):
+                # Another process's fill took the digest (and let go of this route) after our
+                # look for it: join that fill rather than open a download only to drop it.
+                raise FillTaken(f"{digest} is being fetched by another process")
             fill = self._fills.start(upstream, repo, digest, self._sizes.get(digest))
             await fill.started()
             return fill

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from mirror.pullthrough.follower import FollowedFill
 from tests.conftest import MirrorFactory
 from tests.faults import (
     FakeUpstream,
@@ -245,3 +247,35 @@ async def test_head_of_a_blob_in_flight_is_answered_from_the_fill(
     assert fake.seen("HEAD", PATH) == []
     stall.resume.set()
     assert await full.read() == BLOB[1024:]
+
+
+async def test_a_fill_another_instance_starts_after_a_look_found_none_is_joined(
+    make_mirror: MirrorFactory,
+    make_fake_upstream: FakeFactory,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request that looked for another process's fill of the blob just before that fill
+    took its claim, and then got the route's claim once the other let it go, joins that fill:
+    it asks the upstream for nothing (it used to send a GET and drop it after its headers)."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    first = await make_mirror(fake, cache_dir=cache_dir)
+    second = await make_mirror(fake, cache_dir=cache_dir)
+    leader = await _first_bytes(first)
+    real_find = FollowedFill.find.__func__  # type: ignore[attr-defined]
+    looks: list[bool] = []
+
+    async def find_too_early(cls: type[FollowedFill], *args: Any) -> FollowedFill | None:
+        looks.append(True)
+        # The first look happened before the leader's claim: it found nothing.
+        return None if len(looks) == 1 else await real_find(cls, *args)
+
+    monkeypatch.setattr(FollowedFill, "find", classmethod(find_too_early))
+    follower = await _first_bytes(second)
+    stall.resume.set()
+    for response in (leader, follower):
+        assert await response.read() == BLOB[1024:]
+    assert len(looks) >= 2
+    assert len(fake.seen("GET", PATH)) == 1
