@@ -257,7 +257,7 @@ async def test_a_fill_another_instance_starts_after_a_look_found_none_is_joined(
 ) -> None:
     """A request that looked for another process's fill of the blob just before that fill
     took its claim, and then got the route's claim once the other let it go, joins that fill:
-    it asks the upstream for nothing (it used to send a GET and drop it after its headers)."""
+    it asks the upstream for nothing, not even a download it would drop after the headers."""
     fake = await make_fake_upstream()
     stall = Stall()
     fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
