@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,30 @@ async def _first_bytes(client: TestClient[Any, Any]) -> aiohttp.ClientResponse:
     assert response.headers["Docker-Content-Digest"] == DIGEST
     assert await response.content.readexactly(1024)
     return response
+
+
+@dataclass
+class TwoInstances:
+    """Two mirrors on one cache directory (as workers or replicas are), the first filling BLOB
+    from an upstream that stalls after FIRST bytes, with its first client reading."""
+
+    fake: FakeUpstream
+    stall: Stall
+    first: TestClient[Any, Any]
+    second: TestClient[Any, Any]
+    leader: aiohttp.ClientResponse
+
+
+@pytest.fixture
+async def two(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> TwoInstances:
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    first = await make_mirror(fake, cache_dir=cache_dir)
+    second = await make_mirror(fake, cache_dir=cache_dir)
+    return TwoInstances(fake, stall, first, second, await _first_bytes(first))
 
 
 async def test_concurrent_pulls_share_one_upstream_get_and_stream_early(
@@ -157,40 +182,28 @@ async def test_unsatisfiable_range_on_a_blob_in_flight_is_416(
 
 
 async def test_two_instances_on_one_cache_dir_make_one_upstream_get(
-    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+    two: TwoInstances, cache_dir: Path
 ) -> None:
     """Workers or replicas sharing a cache directory fetch a blob once; the others tail it."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
-    first = await make_mirror(fake, cache_dir=cache_dir)
-    second = await make_mirror(fake, cache_dir=cache_dir)
-    leader = await _first_bytes(first)
-    followers = await asyncio.gather(*(_first_bytes(second) for _ in range(5)))
-    ranged = await second.get(PATH, headers={"Range": "bytes=10-19"})
+    followers = await asyncio.gather(*(_first_bytes(two.second) for _ in range(5)))
+    ranged = await two.second.get(PATH, headers={"Range": "bytes=10-19"})
     assert await ranged.read() == BLOB[10:20]
-    stall.resume.set()
-    for response in (leader, *followers):
+    two.stall.resume.set()
+    for response in (two.leader, *followers):
         assert await response.read() == BLOB[1024:]
-    assert len(fake.seen("GET", PATH)) == 1
+    assert len(two.fake.seen("GET", PATH)) == 1
     assert await wait_until(lambda: cached_blob(cache_dir, DIGEST).exists())
     assert cached_blob(cache_dir, DIGEST).read_bytes() == BLOB
 
 
 async def test_followers_in_another_instance_fail_when_the_fill_fails(
-    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+    two: TwoInstances, cache_dir: Path
 ) -> None:
     """A fill that dies in one process aborts the clients tailing it from another."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
-    first = await make_mirror(fake, cache_dir=cache_dir)
-    second = await make_mirror(fake, cache_dir=cache_dir)
-    leader = await _first_bytes(first)
-    follower = await _first_bytes(second)
-    await first.close()  # the filling instance shuts down mid-fill
-    stall.resume.set()
-    for response in (leader, follower):
+    follower = await _first_bytes(two.second)
+    await two.first.close()  # the filling instance shuts down mid-fill
+    two.stall.resume.set()
+    for response in (two.leader, follower):
         try:
             body = await response.read()
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
@@ -250,20 +263,11 @@ async def test_head_of_a_blob_in_flight_is_answered_from_the_fill(
 
 
 async def test_a_fill_another_instance_starts_after_a_look_found_none_is_joined(
-    make_mirror: MirrorFactory,
-    make_fake_upstream: FakeFactory,
-    cache_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    two: TwoInstances, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A request that looked for another process's fill of the blob just before that fill
     took its claim, and then got the route's claim once the other let it go, joins that fill:
     it asks the upstream for nothing, not even a download it would drop after the headers."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
-    first = await make_mirror(fake, cache_dir=cache_dir)
-    second = await make_mirror(fake, cache_dir=cache_dir)
-    leader = await _first_bytes(first)
     real_find = FollowedFill.find.__func__  # type: ignore[attr-defined]
     looks: list[bool] = []
 
@@ -273,9 +277,9 @@ async def test_a_fill_another_instance_starts_after_a_look_found_none_is_joined(
         return None if len(looks) == 1 else await real_find(cls, *args)
 
     monkeypatch.setattr(FollowedFill, "find", classmethod(find_too_early))
-    follower = await _first_bytes(second)
-    stall.resume.set()
-    for response in (leader, follower):
+    follower = await _first_bytes(two.second)
+    two.stall.resume.set()
+    for response in (two.leader, follower):
         assert await response.read() == BLOB[1024:]
     assert len(looks) >= 2
-    assert len(fake.seen("GET", PATH)) == 1
+    assert len(two.fake.seen("GET", PATH)) == 1
