@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.rss import descendants
@@ -61,23 +61,34 @@ class Service:
 
     def wait_http(self, url: str, timeout: float = 20.0) -> None:
         """Wait until `url` answers anything below 500; fail early if the process exits."""
+
+        def answers() -> bool:
+            try:
+                # Read to the end: a connection closed mid-answer is logged as incomplete.
+                with direct.open(url, timeout=2) as response:
+                    response.read()
+                return True
+            except urllib.error.HTTPError as e:
+                return e.code < 500
+            except OSError:
+                return False
+
+        self.wait_until(answers, f"answer {url}", timeout, interval=0.05)
+
+    def wait_until(
+        self, ready: Callable[[], bool], what: str, timeout: float = 20.0, interval: float = 0.02
+    ) -> None:
+        """Wait until `ready()` is true; fail early if the process exits, and after `timeout`
+        with "<name> did not <what>"."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.exited()
             if status is not None:
                 raise RuntimeError(f"{self.name} exited with {status}: {self.log_tail()}")
-            try:
-                # Read to the end: a connection closed mid-answer is logged as incomplete.
-                with direct.open(url, timeout=2) as response:
-                    response.read()
+            if ready():
                 return
-            except urllib.error.HTTPError as e:
-                if e.code < 500:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} did not answer {url} within {timeout:.0f}s")
+            time.sleep(interval)
+        raise RuntimeError(f"{self.name} did not {what} within {timeout:.0f}s")
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM by PID, then SIGKILL if it does not exit in time.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,19 +68,19 @@ class MirrorServer(Service):
             self.stop()  # also ends workers a supervisor forked, which nothing else would
             raise
 
-    def _wait_workers_ready(self, timeout: float = 20.0) -> None:
+    def _wait_workers_ready(self) -> None:
         """The first worker answers while the others may still be starting (a core's worth
         of imports for a tenth of a second or more), which a figure measured at once would
         count: wait for the supervisor's word that every worker accepts."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                if line.startswith("{") and json.loads(line).get("event") == "workers ready":
-                    return
-            if (status := self.exited()) is not None:
-                raise RuntimeError(f"{self.name} exited with {status}: {self.log_tail()}")
-            time.sleep(0.02)
-        raise RuntimeError(f"{self.name}: its workers were not all ready within {timeout:.0f}s")
+
+        def ready() -> bool:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+            return any(
+                line.startswith("{") and json.loads(line).get("event") == "workers ready"
+                for line in lines
+            )
+
+        self.wait_until(ready, "have all its workers ready")
 
     def problems(self) -> LogProblems:
         """What in the mirror's log suggests something went wrong."""
