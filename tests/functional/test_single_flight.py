@@ -36,6 +36,17 @@ FIRST = 512 * 1024  # what the slow upstream sends before it stalls
 CLIENTS = 20
 
 
+async def _stalling(
+    make_fake_upstream: FakeFactory, first: int = FIRST
+) -> tuple[FakeUpstream, Stall]:
+    """An upstream that sends the first `first` bytes of BLOB at PATH, then stalls until its
+    `Stall` is resumed."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(PATH, slow_content(BLOB, stall, first=first))
+    return fake, stall
+
+
 async def _first_bytes(client: TestClient[Any, Any]) -> aiohttp.ClientResponse:
     response = await client.get(PATH)
     assert response.status == 200
@@ -61,9 +72,7 @@ class TwoInstances:
 async def two(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> TwoInstances:
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    fake, stall = await _stalling(make_fake_upstream)
     first = await make_mirror(fake, cache_dir=cache_dir)
     second = await make_mirror(fake, cache_dir=cache_dir)
     return TwoInstances(fake, stall, first, second, await _first_bytes(first))
@@ -73,9 +82,7 @@ async def test_concurrent_pulls_share_one_upstream_get_and_stream_early(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> None:
     """20 clients, one upstream GET; each gets its first bytes before the upstream finishes."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    fake, stall = await _stalling(make_fake_upstream)
     client = await make_mirror(fake)
     responses = await asyncio.wait_for(
         asyncio.gather(*(_first_bytes(client) for _ in range(CLIENTS))), 20
@@ -92,9 +99,7 @@ async def test_fill_completes_when_the_first_client_goes_away(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> None:
     """The fill belongs to the mirror: the client that started it leaving stops nothing."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=len(BLOB) // 10))
+    fake, stall = await _stalling(make_fake_upstream, first=len(BLOB) // 10)
     client = await make_mirror(fake)
     first = await _first_bytes(client)
     others = await asyncio.gather(*(_first_bytes(client) for _ in range(CLIENTS - 1)))
@@ -148,9 +153,7 @@ async def test_range_on_a_blob_in_flight_is_answered_from_the_spool(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> None:
     """A range already downloaded is served (206) at once, with no second upstream fetch."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    fake, stall = await _stalling(make_fake_upstream)
     client = await make_mirror(fake)
     full = await _first_bytes(client)
     ranged = await client.get(PATH, headers={"Range": "bytes=1000-1999"})
@@ -171,10 +174,8 @@ async def test_unsatisfiable_range_on_a_blob_in_flight_is_416(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
 ) -> None:
     """A range past the end is refused with the blob's size, as for a cached blob."""
-    fake = await make_fake_upstream()
-    stall = Stall()
+    fake, stall = await _stalling(make_fake_upstream)
     stall.resume.set()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
     client = await make_mirror(fake)
     response = await client.get(PATH, headers={"Range": f"bytes={len(BLOB) + 10}-"})
     assert response.status == 416
@@ -248,9 +249,7 @@ async def test_head_of_a_blob_in_flight_is_answered_from_the_fill(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
 ) -> None:
     """A probe of a blob being downloaded needs no upstream HEAD: the fill knows its size."""
-    fake = await make_fake_upstream()
-    stall = Stall()
-    fake.route(PATH, slow_content(BLOB, stall, first=FIRST))
+    fake, stall = await _stalling(make_fake_upstream)
     client = await make_mirror(fake)
     full = await _first_bytes(client)
     head = await client.head(PATH)
