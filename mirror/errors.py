@@ -75,7 +75,19 @@ class Unauthorized(MirrorError):
 
 
 class Unsupported(MirrorError):
+    """A method the mirror does not take there; RFC 9110 §15.5.6 has a 405 name the methods it
+    does, and what a mirror serves, it serves read-only."""
+
     code, status = "UNSUPPORTED", 405
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Allow": "GET, HEAD"})
+
+
+class BadRequest(MirrorError):
+    """A request that is not valid HTTP/1.1, refused before any route sees it."""
+
+    code, status = "UNSUPPORTED", 400
 
 
 class TooManyRequests(MirrorError):

@@ -68,7 +68,7 @@ async def serving(
 
     listener = Listener(
         sock,
-        connections.make_room,
+        connections,
         handler if ready is None else front,
         settings.send_timeout,
         ssl_context,

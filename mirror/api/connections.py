@@ -13,9 +13,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
 from mirror import log
+from mirror.api.middlewares import error_response
+from mirror.errors import BadRequest, MirrorError
 
 # What an aiohttp server calls with each parsed request.
 ServerHandler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -38,28 +40,36 @@ class Connections:
         self._open: set[Connection] = set()
         # Insertion order is the order they became idle: the first is the one to close.
         self._idle: dict[Connection, None] = {}
+        self._reserved = 0  # given room, and not yet opened
 
     @property
     def count(self) -> int:
         return len(self._open)
 
     def make_room(self) -> bool:
-        """Whether one more connection may open, closing the longest idle one if need be."""
-        if len(self._open) < self.limit:
-            return True
-        if not self._idle:
-            return False
-        oldest = next(iter(self._idle))
-        self._forget(oldest)
-        # What aiohttp's keep-alive timeout does to an idle connection: close it now.
-        oldest.force_close()
+        """Whether one more connection may open, closing the longest idle one if need be; its
+        place is kept until it opens or is `abandoned`, so a burst accepted in one go, before
+        any of it has opened, stays within the cap too."""
+        if len(self._open) + self._reserved >= self.limit:
+            if not self._idle:
+                return False
+            oldest = next(iter(self._idle))
+            self._forget(oldest)
+            # What aiohttp's keep-alive timeout does to an idle connection: close it now.
+            oldest.force_close()
+        self._reserved += 1
         return True
+
+    def abandoned(self) -> None:
+        """A connection given room never opened (gone, or a failed TLS handshake)."""
+        self._reserved = max(0, self._reserved - 1)
 
     @property
     def open(self) -> list[Connection]:
         return list(self._open)
 
     def opened(self, connection: Connection) -> None:
+        self._reserved = max(0, self._reserved - 1)
         self._open.add(connection)
         self._idle[connection] = None
 
@@ -137,6 +147,30 @@ class ClientConnection(web.RequestHandler):
             log.warn_once("malformed requests refused", error=type(error).__name__)
             return
         super().log_exception(*args, **kwargs)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it cannot parse, in the OCI error format of every other
+        refusal, and without aiohttp's text, which echoes the request's bytes."""
+        # aiohttp's own: it logs, and raises once an answer has begun (nothing may follow).
+        super().handle_error(request, status, exc, message)
+        error = _malformed(exc) if status == 400 else MirrorError("internal error")
+        response = error_response(error)
+        response.force_close()
+        return response
+
+
+def _malformed(exc: BaseException | None) -> MirrorError:
+    if isinstance(exc, LineTooLong):
+        return BadRequest("a request line or header field is too long")
+    if isinstance(exc, BadHttpMethod) and "HTTPS" in exc.message:
+        return BadRequest("received HTTPS traffic on a plain HTTP port")
+    return BadRequest("the request is not valid HTTP/1.1")
 
 
 def tracked(handler: ServerHandler) -> ServerHandler:

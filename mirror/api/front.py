@@ -62,6 +62,7 @@ class FrontConnection(asyncio.Protocol):
         self._checked = 0  # how much of an incomplete head in the buffer was found plain
         self._writing_paused = False
         self._reading_paused = False
+        self._eof = False  # the client has sent all it will (a half-close)
         self._in_progress = 0  # requests aiohttp's handler is answering
         self._answered_at = 0.0  # when the connection opened, or a request was last answered
         self._clock = time.monotonic  # the event loop's clock, once connected
@@ -87,10 +88,17 @@ class FrontConnection(asyncio.Protocol):
             self._answer()
         self._pace_reading()
 
-    def eof_received(self) -> None:
-        # As aiohttp's handler does: the transport closes once what was written is sent.
-        if self._handler is not None:
+    def eof_received(self) -> bool | None:
+        """The client sent all it will (`shutdown(SHUT_WR)`, as `nc -N` does): what it asked
+        for is answered before the connection closes, as Go's servers and nginx do. Once
+        aiohttp's handler has the connection for good, the transport closes as aiohttp has it
+        (once what was written is sent); over TLS, asyncio closes it in any case."""
+        if self._reader is _Reader.HANDLER:
+            assert self._handler is not None
             self._handler.eof_received()
+            return None
+        self._eof = True
+        return not self._answered_all()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle_timer is not None:
@@ -113,6 +121,7 @@ class FrontConnection(asyncio.Protocol):
             self._handler.resume_writing()
         if self._reader is _Reader.FRONT:
             self._answer()
+            self._close_if_answered_all()
         self._pace_reading()
 
     # what `Connections` and aiohttp's handler tell it
@@ -196,7 +205,17 @@ class FrontConnection(asyncio.Protocol):
     def _resume_front(self) -> None:
         if self._reader is _Reader.FRONT and self._transport is not None:
             self._answer()
+            self._close_if_answered_all()
             self._pace_reading()
+
+    def _answered_all(self) -> bool:
+        """Whether every whole request received is answered: none lent, none waiting for the
+        client to read earlier answers (an incomplete head is never answered)."""
+        return self._reader is _Reader.FRONT and _END not in self._buffer
+
+    def _close_if_answered_all(self) -> None:
+        if self._eof and self._transport is not None and self._answered_all():
+            self._transport.close()  # what was written still goes out
 
     def _lend(self, request: bytes) -> None:
         """aiohttp's handler answers `request` (one whole request with no body); the bytes
@@ -225,6 +244,8 @@ class FrontConnection(asyncio.Protocol):
     def _pace_reading(self) -> None:
         """Read while the client reads its answers and what waits in the buffer is small;
         aiohttp's handler paces its own reading once it has the connection."""
+        if self._eof:
+            return  # nothing more to read
         pause = self._reader is not _Reader.HANDLER and (
             self._writing_paused or len(self._buffer) > MAX_AHEAD
         )

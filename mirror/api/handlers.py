@@ -21,7 +21,7 @@ from mirror.api.responses import (
     send_blob,
     send_streamed,
 )
-from mirror.errors import ManifestUnknown, Unsupported
+from mirror.errors import ManifestUnknown, NameUnknown, Unsupported
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
@@ -142,6 +142,10 @@ async def referrers(request: web.Request) -> web.StreamResponse:
 
 
 async def unsupported(request: web.Request) -> web.Response:
+    """Any other /v2/ path: nothing there to read (the same answer to GET and HEAD), and
+    nothing to write."""
+    if request.method in ("GET", "HEAD"):
+        raise NameUnknown(f"no such endpoint: {request.path[:200]}")
     raise Unsupported(
         f"{request.method} {request.path[:200]} is not supported by a pull-through mirror"
     )

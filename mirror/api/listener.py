@@ -35,6 +35,7 @@ import os
 import socket
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 from mirror import log
 from mirror.errors import Busy, error_body, out_of_descriptors
@@ -72,6 +73,14 @@ TOO_MANY_CONNECTIONS = refusal("the mirror has too many connections; retry short
 OUT_OF_DESCRIPTORS = refusal("the mirror is out of file descriptors; retry shortly")
 
 
+class Admission(Protocol):
+    """The cap on connections (`mirror.api.connections.Connections`)."""
+
+    def make_room(self) -> bool: ...
+
+    def abandoned(self) -> None: ...
+
+
 class Listener:
     """Accepts connections on a listening socket from `start()` to `stop()`.
 
@@ -83,7 +92,7 @@ class Listener:
     def __init__(
         self,
         sock: socket.socket,
-        make_room: Callable[[], bool],
+        admission: Admission,
         protocol_factory: Callable[[], asyncio.Protocol],
         send_timeout: float,
         ssl_context: ssl.SSLContext | None = None,
@@ -92,7 +101,7 @@ class Listener:
         """`spread`, in a worker of several: how many connections it has open."""
         self._sock = sock
         self._spread = spread
-        self._make_room = make_room
+        self._admission = admission
         self._protocol_factory = protocol_factory
         self._ssl_context = ssl_context
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +170,7 @@ class Listener:
                 return
             if self._spare is None:
                 self._spare = _open_spare()
-            if not self._make_room():
+            if not self._admission.make_room():
                 self._refuse(client, TOO_MANY_CONNECTIONS, "too many connections")
                 continue
             task = asyncio.ensure_future(self._connect(client))
@@ -177,6 +186,7 @@ class Listener:
             )
         except (OSError, ssl.SSLError, TimeoutError):  # gone, a failed handshake, no memory
             client.close()
+            self._admission.abandoned()
 
     def _accept_failed(self, error: OSError) -> bool:
         """Handle a failed accept; True when accepting may go on at once."""

@@ -80,6 +80,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 def _number(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"  # leading zeros are allowed, and mean nothing
     return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 

@@ -54,7 +54,11 @@ class ReadyAnswers:
         async def answer(base: web.BaseRequest) -> web.StreamResponse:
             # The application's runner made the server, with the application's request factory.
             request = cast(web.Request, base)
-            if request.method not in _READS or (ready := hot.get(hot.key(request))) is None:
+            if (
+                request.method not in _READS
+                or "Expect" in request.headers  # answered (100 or 417) by the application
+                or (ready := hot.get(hot.key(request))) is None
+            ):
                 return await handler(request)
             facts = log.begin_request(ids.next())
             started = time.perf_counter()

@@ -13,7 +13,7 @@ from typing import BinaryIO, Protocol
 from aiohttp import web
 
 from mirror import log
-from mirror.api.middlewares import abort
+from mirror.api.middlewares import API_VERSION, abort
 from mirror.api.ranges import etag_matches, requested_range
 from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
@@ -69,6 +69,7 @@ def blob_headers(digest: Digest, namespace: str | None) -> dict[str, str]:
     """The headers of every blob answer, cached, in flight or pushed, GET or HEAD."""
     headers = {
         "Content-Type": "application/octet-stream",
+        **API_VERSION,  # blob answers are prepared by their handler, not the middleware
         "Docker-Content-Digest": str(digest),
         "ETag": f'"{digest}"',
         "Accept-Ranges": "bytes",
@@ -155,8 +156,8 @@ async def send_streamed(
     sent = 0
     async with contextlib.aclosing(body.chunks(start, end)) as chunks:
         first = await anext(chunks, b"")  # StorageUnavailable here is still a 503
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             chunk = first
             while chunk:
                 await response.write(chunk)
@@ -182,9 +183,10 @@ async def send_blob(
     response, start, end = _response(request, headers, body.size)
     if response.status == 304:
         return response
-    await response.prepare(request)
     sent = 0
     try:
+        # A client gone before the headers went out is no error of the mirror's.
+        await response.prepare(request)
         # Closed at once when the client goes away, so a fill stops counting it as a reader.
         async with contextlib.aclosing(body.segments(start, end)) as segments:
             async for file, offset, count in segments:

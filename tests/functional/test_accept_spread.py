@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from mirror.api.connections import Connections
 from mirror.api.listener import MAX_SPREAD_DELAY, Listener
 from tests.e2e.daemons import MirrorServer
 from tests.support.registry import Registry
@@ -29,6 +30,10 @@ class Taken(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._taken.put_nowait(self._name)
         transport.close()
+
+
+def _uncapped() -> Connections:
+    return Connections(limit=1 << 30)
 
 
 def _listening() -> socket.socket:
@@ -49,8 +54,8 @@ async def test_the_least_busy_listener_takes_the_next_connection() -> None:
     sock = _listening()
     port = sock.getsockname()[1]
     taken: asyncio.Queue[str] = asyncio.Queue()
-    busy = Listener(sock.dup(), lambda: True, lambda: Taken("busy", taken), 30.0, spread=lambda: 40)
-    idle = Listener(sock.dup(), lambda: True, lambda: Taken("idle", taken), 30.0, spread=lambda: 0)
+    busy = Listener(sock.dup(), _uncapped(), lambda: Taken("busy", taken), 30.0, spread=lambda: 40)
+    idle = Listener(sock.dup(), _uncapped(), lambda: Taken("idle", taken), 30.0, spread=lambda: 0)
     busy.start()
     idle.start()
     try:
@@ -89,7 +94,7 @@ async def test_a_worker_of_several_takes_a_burst_a_few_at_a_time(open_connection
         turns += 1
         return open_connections
 
-    listener = Listener(sock, lambda: True, lambda: Taken("one", taken), 30.0, spread=spread)
+    listener = Listener(sock, _uncapped(), lambda: Taken("one", taken), 30.0, spread=spread)
     listener.start()
     try:
         for _ in range(waiting):

@@ -144,3 +144,31 @@ async def test_adversarial_paths_never_500_and_never_write_outside_the_cache(
     assert not _escaped(marker)
     response = await client.get("/v2/")
     assert response.status == 200, "the mirror must keep answering"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2", "/v2/seed/schema2/blobs/uploads/", "/v2/seed/schema2/blobs"]
+)
+async def test_reads_of_paths_with_nothing_there_are_404_alike_for_get_and_head(
+    make_mirror: MirrorFactory, registry: Registry, path: str
+) -> None:
+    """No resource there: 404 (as the CNCF registry answers), and HEAD's headers are GET's."""
+    client = await make_mirror(registry)
+    answers = {}
+    for method in ("GET", "HEAD"):
+        response = await client.request(method, path)
+        if method == "GET":
+            await assert_oci_error(response, 404, "NAME_UNKNOWN")
+        answers[method] = (response.status, response.headers["Content-Length"])
+    assert answers["GET"] == answers["HEAD"]
+
+
+async def test_a_405_names_the_methods_the_mirror_takes(
+    make_mirror: MirrorFactory, registry: Registry
+) -> None:
+    """RFC 9110 §15.5.6: every 405 carries `Allow`."""
+    client = await make_mirror(registry)
+    for path in ("/v2/seed/schema2/manifests/v1", "/v2/seed/schema2/tags/list", "/v2/x"):
+        response = await client.put(path, data=b"{}")
+        await assert_oci_error(response, 405, "UNSUPPORTED")
+        assert response.headers["Allow"] == "GET, HEAD"

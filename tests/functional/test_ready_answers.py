@@ -107,3 +107,20 @@ async def test_ready_answers_are_counted_as_manifest_hits(
     assert found.get("mirror_requests_total", **labels, cache="miss") == 1
     assert found.get("mirror_requests_total", **labels, cache="hit") == 5
     assert found.get("mirror_served_bytes_total", cache="hit") == 5 * len(seeded.oci.manifest)
+
+
+async def test_an_expectation_on_a_hot_manifest_gets_the_full_paths_answer(
+    serve: ServeFactory, seeded: Seeded
+) -> None:
+    """An `Expect` the mirror does not meet is refused with 417 whether or not the manifest
+    is hot; a ready answer would have ignored it."""
+    served = await serve()
+    repo, tag = seeded.oci_ref
+    url = f"{served.url}/v2/{repo}/manifests/{tag}"
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in ("cold", "hot"):
+            status, _, _ = await _request(session, "GET", url, Accept=ACCEPT_ALL, Expect="x")
+            statuses.append(status)
+            assert (await _request(session, "GET", url, Accept=ACCEPT_ALL))[0] == 200
+    assert statuses == [417, 417]
