@@ -32,7 +32,9 @@ def page_size(value: str | None) -> int | None:
     if value is None:
         return None
     if not _PAGE_SIZE.fullmatch(value):
-        raise PaginationNumberInvalid(f"n must be a non-negative integer, not {value[:50]!r}")
+        raise PaginationNumberInvalid(
+            f"n must be a non-negative integer of at most 9 digits, not {value[:50]!r}"
+        )
     return int(value)
 
 
