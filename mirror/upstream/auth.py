@@ -12,6 +12,7 @@ s3.amazonaws.com). A realm on an IP address gets them only if it is the upstream
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -180,7 +181,11 @@ class Authenticator:
             params["service"] = service
         what = f"the token service of {name}"
         try:
-            async with self._pool.open("GET", url.update_query(params), headers) as resp:
+            # Its own deadline: the fetch is shared, and outlives any one request waiting on it.
+            async with (
+                asyncio.timeout(self._pool.deadline),
+                self._pool.open("GET", url.update_query(params), headers) as resp,
+            ):
                 if resp.status in (401, 403):
                     raise Denied(f"{what} refused the mirror's credentials")
                 if resp.status != 200:
