@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -356,5 +357,52 @@ def token_endpoint(token: str, expires_in: int = 300) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         body = json.dumps({"token": token, "access_token": token, "expires_in": expires_in})
         return web.Response(body=body.encode(), headers={"Content-Type": "application/json"})
+
+    return handler
+
+
+# A trickle sends a byte this often: well inside any read timeout a test sets, so only a limit
+# on the whole exchange ever stops it.
+TRICKLE_INTERVAL = 0.2
+
+
+def trickling_head(upstream: FakeUpstream) -> Handler:
+    """Answer with a status line and headers that never end, one byte every `TRICKLE_INTERVAL`
+    (until the client goes away or the fake upstream is torn down)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        for byte in itertools.chain(b"HTTP/1.1 200 OK\r\nX-Filler: ", itertools.repeat(ord("a"))):
+            if transport.is_closing() or upstream.release.is_set():
+                break
+            transport.write(bytes([byte]))
+            await asyncio.sleep(TRICKLE_INTERVAL)
+        transport.abort()
+        return web.Response()  # never sent: the connection is gone
+
+    return handler
+
+
+def trickling_body(upstream: FakeUpstream, data: bytes, media_type: str) -> Handler:
+    """Send the headers at once (HEAD is answered whole), then `data` one byte every
+    `TRICKLE_INTERVAL`."""
+    digest = sha256_digest(data)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": media_type, "Docker-Content-Digest": digest}
+        )
+        response.content_length = len(data)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        for i in range(len(data)):
+            if upstream.release.is_set():
+                break
+            await response.write(data[i : i + 1])
+            await asyncio.sleep(TRICKLE_INTERVAL)
+        await response.write_eof()
+        return response
 
     return handler

@@ -206,6 +206,13 @@ OPTIONS: tuple[Option, ...] = (
         flag=False,
         target=Target.EVERY_UPSTREAM,
     ),
+    Option(
+        "api_timeout",
+        v.seconds,
+        "seconds an upstream answer other than a blob body may take in all",
+        flag=False,
+        target=Target.EVERY_UPSTREAM,
+    ),
 )
 
 BY_KEY = {option.key: option for option in OPTIONS}

@@ -28,6 +28,9 @@ from mirror.config.values import (
 )
 
 DEFAULT_TAG_TTL = 300.0
+# Without an `api_timeout`, an upstream exchange other than a blob body may take this many read
+# timeouts in all: room for a slow answer, and a bound on one that trickles forever.
+API_TIMEOUT_READS = 2
 # What Docker's config.json calls Docker Hub.
 _DOCKER_HUB_AUTH_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
 
@@ -52,6 +55,10 @@ class UpstreamSettings:
     connect_timeout: float = 10.0
     # Time allowed between two reads from the upstream; a hung upstream fails after this.
     read_timeout: float = 30.0
+    # Time allowed for all of an exchange other than a blob body (manifests, revalidations,
+    # tag lists, referrers, tokens), however steadily it trickles; None: `API_TIMEOUT_READS`
+    # read timeouts. Blob bodies have none: a big layer on a slow link takes long.
+    api_timeout: float | None = None
     max_connections: int = 100
     max_fills: int | None = None  # blob downloads at once from this registry; None: no own cap
     tag_ttl: float | None = None  # None: the global --tag-ttl (Settings fills it in)
@@ -72,6 +79,13 @@ class UpstreamSettings:
             if fnmatch.fnmatchcase(tag, rule.pattern):
                 return rule.seconds
         return self.tag_ttl if self.tag_ttl is not None else DEFAULT_TAG_TTL
+
+    @property
+    def api_deadline(self) -> float:
+        """Seconds an exchange other than a blob body may take before it fails as a timeout."""
+        if self.api_timeout is not None:
+            return self.api_timeout
+        return API_TIMEOUT_READS * self.read_timeout
 
     def allows(self, repo: str) -> bool:
         if any(fnmatch.fnmatchcase(repo, p) for p in self.deny):
@@ -96,6 +110,7 @@ _HOST = re.compile(
 _VALUES: dict[str, Callable[[str, Any], Any]] = {
     "connect_timeout": seconds,
     "read_timeout": seconds,
+    "api_timeout": seconds,
     "breaker_reset": seconds,
     "tag_ttl": seconds_or_zero,
     "max_connections": counter(1, 10_000),

@@ -12,6 +12,7 @@ s3.amazonaws.com). A realm on an IP address gets them only if it is the upstream
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import json
@@ -24,7 +25,7 @@ from publicsuffixlist import PublicSuffixList
 from yarl import URL
 
 from mirror.config.upstreams import UpstreamSettings
-from mirror.errors import Denied, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mirror.errors import Denied, MirrorError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mirror.flight import SingleFlight
 from mirror.upstream.pool import MAX_TOKEN_SIZE, Pool, read_limited
 from mirror.upstream.targets import RefusedAddress, TargetGuard, literal_address
@@ -131,30 +132,46 @@ class Authenticator:
         return "Basic " + base64.b64encode(raw).decode()
 
     async def authorization(self, scope: str) -> str | None:
-        """What to send before any challenge is seen for this request (the last one we saw)."""
+        """What to send before any challenge is seen for this request: the answer to the last
+        challenge that was answered.
+
+        Only a guess: the request may need no token at all (an upstream may challenge for
+        some repositories only). So a token that cannot be had now sends the request without
+        one, for its own challenge, if any, to decide; and nothing is guessed again until a
+        realm gives a token for a challenge."""
         challenge = self._challenge
         if challenge is None:
             return None
         if challenge.scheme == "basic":
             return self._basic
-        return await self._bearer(challenge, scope, refresh=False)
+        try:
+            return await self._bearer(challenge, scope, None)
+        except MirrorError:
+            if self._challenge is challenge:
+                self._challenge = None
+            return None
 
     async def answer(self, header: str | None, scope: str, failed: str | None) -> str | None:
         """An `Authorization` for a fresh 401, or None when retrying would not help."""
         challenge = parse_challenge(header or "")
         if challenge is None:
             return None
-        self._challenge = challenge
         if challenge.scheme == "basic":
+            self._challenge = challenge
             basic = self._basic
             return basic if basic != failed else None
-        token = await self._bearer(challenge, scope, refresh=True)
+        token = await self._bearer(challenge, scope, failed)
+        # Kept for guessing only once its realm gave a token: a broken realm named in one
+        # repository's challenge must not stand in front of requests that need none.
+        self._challenge = challenge
         return token if token != failed else None
 
-    async def _bearer(self, challenge: Challenge, scope: str, *, refresh: bool) -> str:
+    async def _bearer(self, challenge: Challenge, scope: str, failed: str | None) -> str:
+        """A token for the challenge: the cached one, unless that is what `failed`."""
         # quay.io often sends no scope: the repository scope is what a pull needs anyway.
         key = (challenge.params.get("realm", ""), challenge.params.get("service", ""), scope)
-        if not refresh and (cached := self._tokens.get(key)) is not None:
+        cached = self._tokens.get(key)
+        if cached is not None and cached.authorization != failed:
             return cached.authorization
         return (await self._fetching.run(key, lambda: self._fetch_and_keep(key))).authorization
 
@@ -180,7 +197,11 @@ class Authenticator:
             params["service"] = service
         what = f"the token service of {name}"
         try:
-            async with self._pool.open("GET", url.update_query(params), headers) as resp:
+            # Its own deadline: the fetch is shared, and outlives any one request waiting on it.
+            async with (
+                asyncio.timeout(self._pool.deadline),
+                self._pool.open("GET", url.update_query(params), headers) as resp,
+            ):
                 if resp.status in (401, 403):
                     raise Denied(f"{what} refused the mirror's credentials")
                 if resp.status != 200:

@@ -13,6 +13,7 @@ anything else the caller raises passes through untouched and counts for nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -159,18 +160,27 @@ class UpstreamClient:
             )
         if await self.health.is_open():
             raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
-        exchange = await self.authorized(pool, method, url, headers, repo)
+        # The pool's deadline covers everything the caller waits for: the pool, redirects,
+        # challenges and tokens, and reading the body it is handed.
+        deadline = asyncio.timeout(pool.deadline)
         try:
-            await self._check_status(exchange.response, repo, not_found)
-        except BaseException:
-            exchange.close()
-            raise
-        try:
-            yield exchange.response
-        except aiohttp.ClientError as e:  # reading the body failed: the upstream's doing
-            raise await self._failure(e) from e
-        finally:
-            exchange.close()
+            async with deadline:
+                exchange = await self.authorized(pool, method, url, headers, repo)
+                try:
+                    await self._check_status(exchange.response, repo, not_found)
+                except BaseException:
+                    exchange.close()
+                    raise
+                try:
+                    yield exchange.response
+                except aiohttp.ClientError as e:  # reading the body failed: the upstream's doing
+                    raise await self._failure(e) from e
+                finally:
+                    exchange.close()
+        except TimeoutError as e:
+            if not deadline.expired():
+                raise  # the caller's own
+            raise await self._overdue(e) from e
 
     async def authorized(
         self, pool: Pool, method: str, url: URL, headers: Mapping[str, str], repo: str
@@ -245,6 +255,14 @@ class UpstreamClient:
             await self.health.failed()
             return UpstreamUnavailable(f"{self.name} is unreachable")
         return UpstreamError(f"{self.name} failed: {type(e).__name__}")
+
+    async def _overdue(self, e: TimeoutError) -> UpstreamTimeout:
+        """A request past the API pool's deadline: a timeout like any other, for the circuit
+        breaker and for stale-if-error."""
+        self.stats.failed(e)
+        await self.health.failed()
+        deadline = self.settings.api_deadline
+        return UpstreamTimeout(f"{self.name} did not answer within {deadline:g} s (api_timeout)")
 
     async def _observe(self, resp: aiohttp.ClientResponse) -> None:
         """What every answer tells: the upstream is up, and how much of its limit is left."""

@@ -6,6 +6,11 @@ revalidation never waits behind downloads. A request that finds its pool full wa
 connect timeout, then fails as `UpstreamUnavailable`: a tag with a cached answer is then served
 stale, and nothing hangs.
 
+The session bounds only connection set-up and the gap between two reads, which an upstream
+sending a byte now and then never passes. So the API pool also carries a deadline for all of a
+logical request (`UpstreamClient.request` and the token fetch hold to it); the blob pool has
+none, since a big layer on a slow link takes long however healthy the upstream.
+
 The two pools count their requests apart but share one session: its idle keep-alive connections
 and its DNS answers serve both, so the first blob of a pull goes out on the connection its
 manifest just used, with no new TCP and TLS handshake before the client's first byte.
@@ -49,10 +54,18 @@ class Exchange:
 
 class Pool:
     """Requests over a shared session, at most `size` at once, each waiting at most `wait` s
-    for its turn."""
+    for its turn; `deadline`: the seconds its users give a whole request (None: no limit)."""
 
-    def __init__(self, session: aiohttp.ClientSession, size: int, wait: float, what: str) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        size: int,
+        wait: float,
+        what: str,
+        deadline: float | None = None,
+    ) -> None:
         self.session = session
+        self.deadline = deadline
         self._size = size
         self._wait = wait
         self._what = what
@@ -98,9 +111,10 @@ class Pools:
         network: Network,
         name: str,
     ) -> None:
-        """`max_connections` each: no total timeout (big layers take long), but bounded
-        connection set-up and per-read waits, and no transparent decompression (it would
-        change digests). Names resolve through the guard."""
+        """`max_connections` each: no total timeout in the session (big layers take long; the
+        API pool's deadline is held above it), but bounded connection set-up and per-read
+        waits, and no transparent decompression (it would change digests). Names resolve
+        through the guard."""
         timeout = aiohttp.ClientTimeout(
             total=None,
             # Set-up as a whole (DNS, TCP, TLS); the pool's own wait comes before it.
@@ -123,7 +137,7 @@ class Pools:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         wait = settings.connect_timeout
-        self.api = Pool(self._session, size, wait, f"to {name}")
+        self.api = Pool(self._session, size, wait, f"to {name}", settings.api_deadline)
         self.blobs = Pool(self._session, size, wait, f"for blobs from {name}")
 
     async def close(self) -> None:

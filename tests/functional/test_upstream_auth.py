@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
-from tests.faults import FakeUpstream, api_root, basic_auth, content, redirect
+from tests.faults import (
+    FakeUpstream,
+    api_root,
+    basic_auth,
+    bearer_auth,
+    content,
+    redirect,
+    token_endpoint,
+)
 from tests.support.images import make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
@@ -163,3 +176,69 @@ async def test_a_repository_the_token_grants_nothing_for_is_name_unknown(
             assert "does not exist" in message and "credentials" in message, message
             assert "authentication required" not in message
         assert any("repository:nobody/here:pull" in r.scopes for r in tokens.requests())
+
+
+async def garbage(request: web.Request) -> web.StreamResponse:
+    """A token realm that answers 200 with no token in it."""
+    return web.Response(body=b"<html>not a token</html>", content_type="text/html")
+
+
+OPEN = "/v2/lib/open"
+LOCKED = "/v2/lib/locked"
+
+
+async def open_and_locked(
+    make_fake_upstream: FakeFactory, make_mirror: MirrorFactory
+) -> tuple[FakeUpstream, TestClient[Any, Any], bytes]:
+    """An upstream where lib/open needs no token and lib/locked needs one from /token (a
+    working realm until a test breaks it); a mirror over it, tags always stale; a blob of
+    lib/open's."""
+    fake = await make_fake_upstream()
+    image = make_image(seed="open-and-locked")
+    manifest = content(image.manifest, image.media_type)
+    layer = image.layers[0]
+    fake.route(f"{OPEN}/manifests/v1", manifest)
+    fake.route(f"{OPEN}/blobs/{layer.digest}", content(layer.data))
+    realm = f"{fake.url}/token"
+    fake.route(f"{LOCKED}/manifests/v1", bearer_auth(realm, "fake", "t", "x", manifest))
+    fake.route("/token", token_endpoint("t"))
+    return fake, await make_mirror(fake, tag_ttl=0), layer.digest
+
+
+async def test_a_broken_token_realm_fails_only_the_repositories_that_need_a_token(
+    make_fake_upstream: FakeFactory, make_mirror: MirrorFactory
+) -> None:
+    """A challenge whose realm answers garbage is a 502 for its repository, and costs
+    requests elsewhere that need no token nothing, however often it is met."""
+    fake, client, layer = await open_and_locked(make_fake_upstream, make_mirror)
+    fake.route("/token", garbage)
+    headers = {"Accept": ACCEPT_ALL}
+    for _ in range(2):
+        assert (await client.get(f"{OPEN}/manifests/v1", headers=headers)).status == 200
+        response = await client.get(f"{LOCKED}/manifests/v1", headers=headers)
+        document = await assert_oci_error(response, 502, "UNAVAILABLE")
+        assert "token service" in document["errors"][0]["message"]
+    assert (await client.get(f"{OPEN}/manifests/v1", headers=headers)).status == 200
+    assert (await client.get(f"{OPEN}/blobs/{layer}")).status == 200
+    assert len(fake.seen("GET", "/token")) == 2, "requests to lib/open waited on the realm"
+
+
+async def test_a_token_realm_that_breaks_later_costs_requests_needing_no_token_nothing(
+    make_fake_upstream: FakeFactory, make_mirror: MirrorFactory
+) -> None:
+    """A token asked for ahead of a challenge, from a realm that worked before, is only a
+    guess: when the realm fails, the request goes out without one and is answered; a token
+    already held keeps serving its repository."""
+    fake, client, layer = await open_and_locked(make_fake_upstream, make_mirror)
+    headers = {"Accept": ACCEPT_ALL}
+    assert (await client.get(f"{LOCKED}/manifests/v1", headers=headers)).status == 200
+    fake.route("/token", garbage)
+    blob = await client.get(f"{OPEN}/blobs/{layer}")
+    assert blob.status == 200, await blob.text()
+    assert (await client.get(f"{OPEN}/manifests/v1", headers=headers)).status == 200
+    assert len(fake.seen("GET", "/token")) == 2, "the failed realm was asked again"
+    with structlog.testing.capture_logs() as logs:
+        response = await client.get(f"{LOCKED}/manifests/v1", headers=headers)
+    assert response.status == 200
+    assert [e["cache"] for e in logs if e.get("event") == "request"] == ["hit"]
+    assert len(fake.seen("GET", "/token")) == 2, "the token held for lib/locked was not reused"

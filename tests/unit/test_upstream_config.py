@@ -122,6 +122,7 @@ def test_every_per_upstream_option_is_read(tmp_path: Path) -> None:
         'ttl = [{ tags = "latest", seconds = 60 }, { tags = "v*", seconds = 86400 }]\n'
         "connect_timeout = 5\n"
         "read_timeout = 20\n"
+        "api_timeout = 25\n"
         "max_connections = 50\n"
         'allow = ["library/*"]\n'
         'deny = ["library/secret*"]\n'
@@ -139,6 +140,7 @@ def test_every_per_upstream_option_is_read(tmp_path: Path) -> None:
         TtlRule(pattern="v*", seconds=86400.0),
     )
     assert (hub.connect_timeout, hub.read_timeout, hub.max_connections) == (5.0, 20.0, 50)
+    assert hub.api_deadline == 25.0
     assert hub.allow == ("library/*",)
     assert hub.deny == ("library/secret*",)
     assert (hub.rate_limit_reserve, hub.breaker_failures, hub.breaker_reset) == (7, 4, 2.5)
@@ -148,10 +150,22 @@ def test_an_upstream_without_options_gets_the_documented_defaults(tmp_path: Path
     """Only a URL: 10 s connect, 30 s read, 100 connections, global TTL, no rules, no creds."""
     ghcr = load(tmp_path, '[upstreams."ghcr.io"]\nurl = "https://ghcr.io"\n').upstream
     assert (ghcr.connect_timeout, ghcr.read_timeout, ghcr.max_connections) == (10.0, 30.0, 100)
+    assert ghcr.api_timeout is None and ghcr.api_deadline == 60.0  # twice the read timeout
     assert ghcr.tag_ttl == 300.0 and ghcr.ttl_rules == ()  # the global TTL, resolved once
     assert ghcr.allow == () and ghcr.deny == ()
     assert (ghcr.rate_limit_reserve, ghcr.breaker_failures, ghcr.breaker_reset) == (10, 3, 5.0)
     assert ghcr.username is None and ghcr.password is None
+
+
+def test_api_timeout_follows_the_read_timeout_unless_set(tmp_path: Path) -> None:
+    """Unset, the deadline is two read timeouts, wherever the read timeout came from; set in
+    the environment, it applies to every upstream under their own tables."""
+    text = '[upstreams."a.test"]\nurl = "https://a.test"\n[upstreams."b.test"]\n'
+    text += 'url = "https://b.test"\ndefault = true\nread_timeout = 4\napi_timeout = 3\n'
+    upstreams = by_name(load(tmp_path, text, MIRROR_READ_TIMEOUT="7"))
+    assert (upstreams["a.test"].api_deadline, upstreams["b.test"].api_deadline) == (14.0, 3.0)
+    upstreams = by_name(load(tmp_path, text, MIRROR_API_TIMEOUT="9"))
+    assert (upstreams["a.test"].api_deadline, upstreams["b.test"].api_deadline) == (9.0, 3.0)
 
 
 def test_passwords_come_from_the_file_or_the_named_variable_and_never_print(
@@ -260,6 +274,7 @@ def test_unknown_keys_are_refused_by_name(tmp_path: Path, table: str, key: str) 
         ('url = "not a url"', "url"),
         ('connect_timeout = "soon"', "connect_timeout"),
         ("read_timeout = -1", "read_timeout"),
+        ("api_timeout = 0", "api_timeout"),
         ("max_connections = 0", "max_connections"),
         ('max_connections = "many"', "max_connections"),
         ("tag_ttl = -5", "tag_ttl"),
