@@ -43,6 +43,7 @@ from mirror.storage.spool import (
     readable_end,
     spool_segments,
 )
+from mirror.upstream.failures import describe
 
 MAX_ATTEMPTS = 4
 INLINE_FIRST = 256 << 10  # a first chunk this small is written on the event loop
@@ -270,7 +271,7 @@ class BlobFill:
                     writer = SpoolWriter(fd, hasher, self._wrote)
                 await writer.put(chunk)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
+            raise UpstreamError(f"the upstream's body broke off: it {describe(e)}") from e
         finally:
             if writer is not None:
                 # What it was handed is written before the spool file may close, or a resumed
