@@ -1,8 +1,11 @@
-"""How much one download may write: what the cache could keep of one blob (`Limits.room`: no
-more than `--max-size`, nor than what its disk can give beyond `--min-free` and the disk's
-reserve). A size announced past that is refused before any header goes out; a body that runs
-past it is cut off. No upstream can then fill the disk that every other download and every
-metadata write needs, whatever it announces or streams."""
+"""How much one download may write: no more than its disk can give beyond `--min-free` and the
+disk's reserve (`Limits.room`), and, when the upstream announced no size, no more than the cache
+may hold (`--max-size`) either. A size announced past the disk's room is refused before any
+header goes out; a body that runs past its bound is cut off. No upstream can then fill the disk
+that every other download and every metadata write needs, whatever it announces or streams.
+
+A blob announced bigger than the cap but within the disk's room is still streamed to its
+clients (through the spool) and not kept: a layer the cache cannot hold passes through it."""
 
 from __future__ import annotations
 
@@ -33,12 +36,14 @@ class FillBound:
         self._space = space  # None: nothing bounds the fill but its announced size
         self._digest = digest
         self._limit: int | None = None
+        self._announced = False  # the upstream said how big the blob is
         self._room: Room | None = None
         self._by_cap = False
         self._next_look = 0
 
     def admit(self, size: int | None) -> None:
-        """Refuse, before anything is written, a blob that is bigger than the cache could keep."""
+        """Refuse, before anything is written, a blob bigger than the disk could take."""
+        self._announced = size is not None
         self._look(0)
         if size is not None and self._limit is not None and size > self._limit:
             raise self._refusal(f"is {size} bytes", size)
@@ -57,8 +62,9 @@ class FillBound:
         self._room = room = self._space.room()
         # What this fill has written already left the disk's free space.
         disk = received + room.disk
-        self._by_cap = room.cap is not None and room.cap <= disk
-        self._limit = max(0, min(disk, room.cap) if room.cap is not None else disk)
+        # An announced size is held to itself already: only the disk bounds it.
+        self._by_cap = not self._announced and room.cap is not None and room.cap <= disk
+        self._limit = max(0, room.cap if self._by_cap and room.cap is not None else disk)
         self._next_look = received + LOOK_EVERY
 
     def _refusal(self, what: str, size: int) -> StorageFull:

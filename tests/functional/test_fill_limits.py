@@ -227,7 +227,7 @@ SOCKET_BUFFERS = 32 * MiB
 @pytest.mark.parametrize(
     ("limits", "named"),
     [
-        ({"max_size": 100 * MiB, "min_free": 1 << 30}, "--max-size"),
+        ({"max_size": 100 * MiB, "min_free": 1 << 30}, "disk"),
         ({"min_free": 1 << 30}, "disk"),
         ({}, "disk"),
     ],
@@ -239,8 +239,8 @@ async def test_a_blob_announced_bigger_than_the_cache_could_keep_is_refused_befo
     limits: dict[str, int],
     named: str,
 ) -> None:
-    """`Content-Length: 10000000000000` is past the cap, and past what any test disk holds:
-    507 with an OCI error naming the bound, the upstream let go, nothing in the spool."""
+    """`Content-Length: 10000000000000` is past what any test disk holds, cap or none: 507
+    with an OCI error naming the bound, the upstream let go, nothing in the spool."""
     fake = await make_fake_upstream()
     upstream = Endless(length=10_000_000_000_000)
     fake.route(ANY_PATH, upstream)

@@ -72,11 +72,22 @@ class _Space:
         self.told_out_of_space += 1
 
 
-def test_an_announced_size_past_the_cap_is_refused_naming_the_cap() -> None:
-    """10 TB against a 100 MiB cap: 507, and the message says which setting."""
+def test_an_announced_size_past_the_cap_passes_through_while_the_disk_has_room() -> None:
+    """A 1 GiB layer against a 100 MiB cap is streamed (and not kept): only the disk bounds a
+    size the upstream announced."""
     bound = FillBound(_Space(Room(cap=100 * MiB, disk=10 * GiB)), DIGEST)
+    bound.admit(GiB)
+    bound.check(GiB)
+
+
+def test_a_body_of_no_announced_size_is_cut_off_past_the_cap_naming_it() -> None:
+    """With no size announced, a body past the cap could never be kept: 507 (its client's
+    body breaks off), and the message says which setting."""
+    bound = FillBound(_Space(Room(cap=100 * MiB, disk=10 * GiB)), DIGEST)
+    bound.admit(None)
+    bound.check(100 * MiB)
     with pytest.raises(StorageFull, match="--max-size") as refused:
-        bound.admit(10_000_000_000_000)
+        bound.check(100 * MiB + 1)
     assert refused.value.status == 507
 
 
@@ -121,14 +132,15 @@ def test_without_limits_a_blob_the_disk_could_take_were_the_cache_emptied_starts
 
 def test_with_limits_or_past_the_cap_nothing_more_is_evicted() -> None:
     """The room counted what eviction could free already; and a cap is no want of space."""
-    for room in (
-        Room(None, 10 * MiB, evicting=True, whole_disk=100 * MiB),
-        Room(5 * MiB, 10 * MiB, evicting=False, whole_disk=100 * MiB),
-    ):
-        space = _Space(room)
-        with pytest.raises(StorageFull):
-            FillBound(space, DIGEST).admit(50 * MiB)
-        assert space.told_out_of_space == 0
+    space = _Space(Room(None, 10 * MiB, evicting=True, whole_disk=100 * MiB))
+    with pytest.raises(StorageFull):
+        FillBound(space, DIGEST).admit(50 * MiB)
+    space = _Space(Room(5 * MiB, 10 * MiB, evicting=False, whole_disk=100 * MiB))
+    bound = FillBound(space, DIGEST)
+    bound.admit(None)
+    with pytest.raises(StorageFull, match="--max-size"):
+        bound.check(6 * MiB)
+    assert space.told_out_of_space == 0
 
 
 def test_without_a_space_nothing_is_bounded() -> None:
