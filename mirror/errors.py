@@ -206,6 +206,7 @@ class ManifestTooLarge(MirrorError):
 
 
 class StorageFull(MirrorError):
-    """The cache's file system has no room for what a client pushes (RFC 4918 §11.5)."""
+    """The cache has no room for what a client pushes, or for a blob it would download (past
+    `--max-size`, or past what its disk can give): RFC 4918 §11.5."""
 
     code, status = "UNAVAILABLE", 507

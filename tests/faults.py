@@ -1,4 +1,5 @@
-"""In-process fake upstreams that misbehave on purpose: stall, die, lie, throttle, hang, challenge.
+"""In-process fake upstreams that misbehave on purpose: stall, die, lie, throttle, hang, challenge,
+never end.
 
 A `FakeUpstream` answers `/v2/` and whatever paths a test scripts with `route()`, and records every
 request it receives (method, path with query, headers), so a test can assert both what the client
@@ -406,3 +407,29 @@ def trickling_body(upstream: FakeUpstream, data: bytes, media_type: str) -> Hand
         return response
 
     return handler
+
+
+@dataclass
+class Endless:
+    """An upstream blob with no end: counts what it sent, and knows when its reader left."""
+
+    length: int | None = None  # the Content-Length it announces; None: chunked
+    sent: int = 0
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if self.length is None:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = self.length
+        await response.prepare(request)
+        chunk = b"\0" * (1 << 20)
+        try:
+            while True:
+                await response.write(chunk)
+                self.sent += len(chunk)
+        except ConnectionError:
+            return response
+        finally:
+            self.stopped.set()

@@ -20,7 +20,7 @@ from pathlib import Path
 from mirror import log
 from mirror.cache.helper import PassHelper
 from mirror.cache.passes import PassJob, PassResult
-from mirror.cache.usage import Limits, UsageCounter
+from mirror.cache.usage import Limits, Room, UsageCounter
 from mirror.config import SizeLimit
 from mirror.oci.digest import Digest
 
@@ -110,6 +110,12 @@ class Evictor:
         self._out_of_space = True
         self._hold_until = 0.0
         self._wake.set()
+
+    def room(self) -> Room:
+        """What one more blob may take (`Limits.room`), for a download to stay within: one
+        `statvfs` of the cache's disk, cheap enough for the event loop."""
+        usage = None if self._counted is None else self._counted + self._unsent
+        return self._limits.room(self._limits.disk(), usage)
 
     async def reserve(self, size: int) -> None:
         """Before `size` bytes are committed: evict first if they would take the cache past

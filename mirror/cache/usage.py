@@ -15,15 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mirror.config import SizeLimit
+from mirror.storage.disk import Disk
 
 # Eviction stops this far under the cap, so that it does not run again at the next blob.
 LOW_WATER = 0.9
 
 
 @dataclass(frozen=True, slots=True)
-class Disk:
-    total: int
-    free: int  # available to an unprivileged writer (what a fill can use)
+class Room:
+    """The most one more blob may take, in bytes: `cap`, the cache's cap (None without one);
+    `disk`, what its file system can give it, counting what eviction could free when
+    `evicting` (limits are set); `whole_disk`, what it could give were the cache empty."""
+
+    cap: int | None
+    disk: int
+    evicting: bool = False
+    whole_disk: int = 0
+
+    @property
+    def most(self) -> int:
+        return self.disk if self.cap is None else min(self.cap, self.disk)
 
 
 class Limits:
@@ -39,14 +50,24 @@ class Limits:
         return self.max_size is not None or self.min_free is not None
 
     def disk(self) -> Disk:
-        st = os.statvfs(self._root)
-        return Disk(st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize)
+        return Disk.of(self._root)
 
     def cap(self, disk: Disk) -> int | None:
         return None if self.max_size is None else self.max_size.resolve(disk.total)
 
     def keep_free(self, disk: Disk) -> int | None:
         return None if self.min_free is None else self.min_free.resolve(disk.total)
+
+    def room(self, disk: Disk, usage: int | None) -> Room:
+        """What one more blob may take: no more than the cap, nor than the disk's free space
+        and what eviction could free for it (the cache's `usage`; all the disk holds while
+        nobody has counted it), past what must stay free (`min_free`, and at least the disk's
+        reserve). Without limits nothing is evicted to make room."""
+        keep = max(self.keep_free(disk) or 0, disk.reserve)
+        evictable = 0
+        if self.active:
+            evictable = disk.total - disk.free if usage is None else usage
+        return Room(self.cap(disk), disk.free + evictable - keep, self.active, disk.total - keep)
 
     def excess(self, usage: int, disk: Disk) -> int:
         """Bytes to evict: down to the low-water mark once over the cap, and up to a little

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mirror.cache.inventory import Inventory, Scanner, Stores
-from mirror.cache.usage import Disk, Limits
+from mirror.cache.usage import Limits
 from mirror.commands import Command
 from mirror.commands.cachedir import (
     count,
@@ -19,6 +19,7 @@ from mirror.commands.cachedir import (
 )
 from mirror.config import S3Settings, Settings
 from mirror.oci.digest import Digest
+from mirror.storage.disk import Disk
 from mirror.storage.s3.usage import BucketUsage, bucket_usage
 
 

@@ -31,12 +31,10 @@ from mirror.pullthrough.blobs import CachedBlob
 from mirror.pullthrough.routing import LocalRoute, Route
 from mirror.pullthrough.slots import FillSlots
 from mirror.storage.blobs import BlobStore
+from mirror.storage.disk import Disk
 from mirror.storage.spool import mark_verified, open_spool
 
 UPLOADS = "uploads"  # the one key uploads take their slots under
-# Room left on the disk beyond a declared body, so that the cache's own writes still fit (a
-# sixteenth of the file system when that is less).
-DISK_RESERVE = 64 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +184,8 @@ class LocalBlobs:
         if length is None:
             return
         try:
-            stats = os.statvfs(self._uploads.root)
+            disk = Disk.of(self._uploads.root)
         except OSError:
             return
-        reserve = min(DISK_RESERVE, stats.f_blocks * stats.f_frsize // 16)
-        if length + reserve > stats.f_bavail * stats.f_frsize:
+        if length + disk.reserve > disk.free:
             raise StorageFull(f"the mirror's disk has no room for {length} more bytes")

@@ -6,7 +6,8 @@ every client goes away, unless the download slot it holds is wanted by another b
 reads it. Readers follow the spool's one rule (mirror/storage/spool.py): the last byte only once
 the digest is verified, so a wrong or short body always ends in an aborted connection, never a
 clean response. A body cut off mid-way is resumed with an upstream `Range` request when the
-upstream honours it.
+upstream honours it. No fill writes more than the cache could keep of one blob
+(mirror/pullthrough/bounds.py).
 
 A fill claims its digest (mirror/storage/claims.py) only once the upstream has answered with the
 blob, so a request through a repository the upstream refuses, or that answers slowly, never holds
@@ -29,8 +30,10 @@ from typing import BinaryIO, Protocol
 import aiohttp
 
 from mirror import log
+from mirror.cache.usage import Room
 from mirror.errors import Busy, MirrorError, UpstreamError
 from mirror.oci.digest import Digest
+from mirror.pullthrough.bounds import FillBound
 from mirror.pullthrough.slots import FillSlots
 from mirror.pullthrough.sources import BlobSource, announced_size, check_resumed
 from mirror.pullthrough.spool_writer import SpoolWriter, write_all
@@ -43,6 +46,7 @@ from mirror.storage.spool import (
     readable_end,
     spool_segments,
 )
+from mirror.upstream.failures import describe
 
 MAX_ATTEMPTS = 4
 INLINE_FIRST = 256 << 10  # a first chunk this small is written on the event loop
@@ -63,7 +67,10 @@ class FillTaken(Exception):
 
 
 class Space(Protocol):
-    """What keeps the cache within its size: asked before each commit, told of a full disk."""
+    """What keeps the cache within its size: asked what a download may write, asked before
+    each commit, told of a full disk."""
+
+    def room(self) -> Room: ...
 
     async def reserve(self, size: int) -> None: ...
 
@@ -100,6 +107,7 @@ class BlobFill:
         self._final = final
         self._spool = spool
         self._written = 0
+        self._bound = FillBound(None, digest)  # the one `run` is given replaces it
         self._verified = False  # every byte is there and hashes to the digest
         self._committed = False
         self._error: BaseException | None = None
@@ -148,6 +156,8 @@ class BlobFill:
                 upstream.open_blob(repo, self.digest) as first,
             ):
                 size = announced_size(first, self._expected, upstream.name)
+                self._bound = FillBound(space, self.digest)
+                self._bound.admit(size)
                 claim = Claim.try_take(self._spool, self.digest.hex)
                 if claim is None:
                     raise FillTaken(f"{self.digest} is being fetched through another route")
@@ -260,6 +270,7 @@ class BlobFill:
                     raise UpstreamError(
                         f"upstream sent more than the {self.size} bytes of the blob"
                     )
+                self._bound.check(total)
                 received(len(chunk))
                 if writer is None and total == len(chunk) and total <= INLINE_FIRST:
                     write_all(fd, chunk)
@@ -270,7 +281,7 @@ class BlobFill:
                     writer = SpoolWriter(fd, hasher, self._wrote)
                 await writer.put(chunk)
         except (aiohttp.ClientError, TimeoutError) as e:
-            raise UpstreamError(f"the upstream's body broke off: {type(e).__name__}") from e
+            raise UpstreamError(f"the upstream's body broke off: it {describe(e)}") from e
         finally:
             if writer is not None:
                 # What it was handed is written before the spool file may close, or a resumed

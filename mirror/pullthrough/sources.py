@@ -43,10 +43,25 @@ class BlobSource(Protocol):
 
 def announced_size(resp: aiohttp.ClientResponse, expected: int | None, name: str) -> int | None:
     """The blob's size: what the upstream announces, checked against what a manifest said."""
-    announced = resp.content_length
+    announced = _whole_blob(resp, name) if resp.status == 206 else resp.content_length
     if announced is not None and expected is not None and announced != expected:
         raise UpstreamError(f"{name} announced {announced} bytes for a blob of {expected}")
     return announced if announced is not None else expected
+
+
+def _whole_blob(resp: aiohttp.ClientResponse, name: str) -> int:
+    """The size of a blob sent as a 206 (RFC 9110 §15.3.7) to a request for all of it, which
+    will do only if its `Content-Range` holds every byte."""
+    answered = content_range(resp.headers.get("Content-Range"))
+    size = answered.size if answered is not None else None
+    if (
+        answered is None
+        or size is None
+        or (answered.first, answered.last) != (0, size - 1)
+        or resp.content_length not in (None, size)
+    ):
+        raise UpstreamError(f"{name} answered a request for a whole blob with part of it")
+    return size
 
 
 def check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -> None:
@@ -61,3 +76,5 @@ def check_resumed(resp: aiohttp.ClientResponse, offset: int, size: int | None) -
         raise UpstreamError("upstream cannot resume the download (Range not honoured)")
     if answered.size is not None and answered.size != size:
         raise UpstreamError("upstream changed the blob's size while resuming")
+    if size is not None and answered.last != size - 1:
+        raise UpstreamError("upstream resumed the download with less than the rest of it")

@@ -9,6 +9,7 @@ from yarl import URL
 
 from mirror.errors import UpstreamError
 from mirror.oci.digest import Digest
+from mirror.upstream.failures import describe
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, read_limited
 from mirror.upstream.registry import FetchedManifest
 
@@ -60,7 +61,7 @@ class Peers:
                 ),
             )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as e:
-            raise PeerGone(f"{peer}: {type(e).__name__}") from e
+            raise PeerGone(f"{peer} {describe(e)}") from e
         if response.status not in (200, 206):
             response.release()
             if response.status == 404:

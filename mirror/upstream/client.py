@@ -43,6 +43,7 @@ from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
 from mirror.upstream import headers as parse
 from mirror.upstream.auth import Authenticator, is_insufficient_scope
+from mirror.upstream.failures import describe
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.pool import MAX_ERROR_SIZE, Exchange, Pool, Pools, read_limited
 from mirror.upstream.targets import Network, RefusedAddress, TargetGuard
@@ -254,7 +255,7 @@ class UpstreamClient:
         if isinstance(e, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError)):
             await self.health.failed()
             return UpstreamUnavailable(f"{self.name} is unreachable")
-        return UpstreamError(f"{self.name} failed: {type(e).__name__}")
+        return UpstreamError(f"{self.name} {describe(e)}")
 
     async def _overdue(self, e: TimeoutError) -> UpstreamTimeout:
         """A request past the API pool's deadline: a timeout like any other, for the circuit

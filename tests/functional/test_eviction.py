@@ -340,8 +340,8 @@ async def test_a_full_disk_evicts_and_the_next_pull_succeeds(
     registry: Registry,
     seeded: Seeded,
 ) -> None:
-    """With no cap set, a download that runs out of space is cut off (never a clean short
-    body, nothing partial kept), old images are evicted, and the retry succeeds."""
+    """With no cap set, a download the disk has no room for is refused (or cut off, never a
+    clean short body, nothing partial kept), old images are evicted, and the retry succeeds."""
     cache_dir = small_disk / "cache"
     old = make_image(layer_sizes=(6 * 1024 * KIB,), seed="crowding")
     push_image(registry.url, "full/old", "v1", old)

@@ -1,5 +1,6 @@
 """No client can make the mirror download any number of blobs at once: fills beyond the caps
-wait their turn, then fail with 503, and a fill nobody reads gives way to one that is wanted."""
+wait their turn, then fail with 503, and a fill nobody reads gives way to one that is wanted.
+Nor can any upstream make one download bigger than the cache could keep."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from mirror.config import Settings, UpstreamSettings
+from mirror.config import Settings, SizeLimit, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, Handler, Stall, slow_content
+from tests.faults import Endless, FakeUpstream, Handler, Stall, slow_content
 from tests.support.images import sha256_digest
-from tests.support.oci import assert_oci_error, cached_blob, wait_until
+from tests.support.oci import assert_oci_error, cached_blob, spool_files, wait_until
 
 FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
@@ -32,11 +34,18 @@ async def _mirror(
     mirror_from: MirrorFromSettings,
     cache_dir: Path,
     *upstreams: UpstreamSettings,
-    max_fills: int,
-    fill_wait: float,
+    max_fills: int = 32,
+    fill_wait: float = 20.0,
+    max_size: int | None = None,
+    min_free: int | None = None,
 ) -> Client:
     settings = Settings(
-        cache_dir=cache_dir, upstreams=upstreams, max_fills=max_fills, fill_wait=fill_wait
+        cache_dir=cache_dir,
+        upstreams=upstreams,
+        max_fills=max_fills,
+        fill_wait=fill_wait,
+        max_size=SizeLimit(bytes=max_size) if max_size is not None else None,
+        min_free=SizeLimit(bytes=min_free) if min_free is not None else None,
     )
     return await mirror_from(settings)
 
@@ -205,3 +214,108 @@ async def test_a_fill_that_is_read_is_never_given_up(
     await assert_oci_error(refused, 503, "UNAVAILABLE")
     stall.resume.set()
     assert await reading.read() == data1[1024:]
+
+
+ANY_DIGEST = "sha256:" + "5e" * 32
+ANY_PATH = f"/v2/lib/app/blobs/{ANY_DIGEST}"
+MiB = 1 << 20
+# What may be on its way between the fake and the mirror when the mirror lets go: the two
+# sockets' buffers on loopback, generously.
+SOCKET_BUFFERS = 32 * MiB
+
+
+@pytest.mark.parametrize(
+    ("limits", "named"),
+    [
+        ({"max_size": 100 * MiB, "min_free": 1 << 30}, "disk"),
+        ({"min_free": 1 << 30}, "disk"),
+        ({}, "disk"),
+    ],
+)
+async def test_a_blob_announced_bigger_than_the_cache_could_keep_is_refused_before_any_header(
+    mirror_from: MirrorFromSettings,
+    make_fake_upstream: FakeFactory,
+    cache_dir: Path,
+    limits: dict[str, int],
+    named: str,
+) -> None:
+    """`Content-Length: 10000000000000` is past what any test disk holds, cap or none: 507
+    with an OCI error naming the bound, the upstream let go, nothing in the spool."""
+    fake = await make_fake_upstream()
+    upstream = Endless(length=10_000_000_000_000)
+    fake.route(ANY_PATH, upstream)
+    client = await _mirror(
+        mirror_from, cache_dir, UpstreamSettings(url=fake.url, default=True), **limits
+    )
+    response = await client.get(ANY_PATH)
+    document = await assert_oci_error(response, 507, "UNAVAILABLE")
+    assert named in document["errors"][0]["message"], document
+    assert await asyncio.wait_for(upstream.stopped.wait(), 5) is True
+    assert spool_files(cache_dir) == []
+
+
+async def test_an_endless_chunked_blob_is_cut_off_at_the_cap_and_not_kept(
+    mirror_from: MirrorFromSettings, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """With no size announced, the fill stops once it has more than the cap: its client's
+    body breaks off (never a clean end), the upstream is let go, the spool is emptied."""
+    fake = await make_fake_upstream()
+    upstream = Endless()
+    fake.route(ANY_PATH, upstream)
+    client = await _mirror(
+        mirror_from, cache_dir, UpstreamSettings(url=fake.url, default=True), max_size=8 * MiB
+    )
+    response = await client.get(ANY_PATH)
+    assert response.status == 200
+    received = 0
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for chunk in response.content.iter_any():
+            received += len(chunk)
+    assert received <= 8 * MiB
+    assert await asyncio.wait_for(upstream.stopped.wait(), 5) is True
+    assert upstream.sent < 8 * MiB + SOCKET_BUFFERS, upstream.sent
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, ANY_DIGEST).exists()
+
+
+async def test_an_endless_blob_whose_client_left_stops_at_the_cap(
+    mirror_from: MirrorFromSettings, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """The fill belongs to the app and outlives its client, but not past the cap."""
+    fake = await make_fake_upstream()
+    upstream = Endless()
+    fake.route(ANY_PATH, upstream)
+    client = await _mirror(
+        mirror_from, cache_dir, UpstreamSettings(url=fake.url, default=True), max_size=8 * MiB
+    )
+    leaving = await _started(client, ANY_PATH)
+    leaving.close()
+    assert await asyncio.wait_for(upstream.stopped.wait(), 5) is True
+    assert upstream.sent < 8 * MiB + SOCKET_BUFFERS, upstream.sent
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+
+
+async def test_a_big_chunked_blob_with_no_limits_set_comes_whole(
+    mirror_from: MirrorFromSettings, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """A body with no size, past several looks at the disk, is not held to any bound but the
+    disk's own room: it arrives intact and is kept."""
+    data = hashlib.sha256(b"big").digest() * (72 * MiB // 32)
+    digest = sha256_digest(data)
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(data), 4 * MiB):
+            await response.write(data[start : start + 4 * MiB])
+        await response.write_eof()
+        return response
+
+    fake = await make_fake_upstream()
+    fake.route(f"/v2/lib/app/blobs/{digest}", chunked)
+    client = await _mirror(mirror_from, cache_dir, UpstreamSettings(url=fake.url, default=True))
+    response = await client.get(f"/v2/lib/app/blobs/{digest}")
+    assert response.status == 200
+    assert await response.read() == data
+    assert await wait_until(lambda: cached_blob(cache_dir, digest).exists())

@@ -1,18 +1,31 @@
-"""A full disk costs the cache nothing it had: the download fails cleanly and the rest serves."""
+"""A full disk costs the cache nothing it had: a download it cannot hold is refused or fails
+cleanly, and the rest serves."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.support.oci import ACCEPT_ALL, assert_broken, cached_blob, spool_files, wait_until
+from tests.faults import Endless, FakeUpstream, Stall, slow_content
+from tests.support.images import sha256_digest
+from tests.support.oci import (
+    ACCEPT_ALL,
+    assert_broken,
+    assert_oci_error,
+    cached_blob,
+    spool_files,
+    wait_until,
+)
 from tests.support.registry import Registry
+
+FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 
 @pytest.fixture
@@ -29,10 +42,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
-async def test_a_full_disk_fails_the_download_and_keeps_the_cache_whole(
+async def test_a_blob_the_disk_cannot_hold_is_refused_and_the_cache_stays_whole(
     make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, small_disk: Path
 ) -> None:
-    """The client sees a broken transfer, no partial file stays, cached content still serves."""
+    """An announced size past the disk's room is 507 before any header, as for a push; no
+    partial file stays, cached content still serves."""
     cache_dir = small_disk / "cache"
     client = await make_mirror(registry, cache_dir=cache_dir)
     repo, tag = seeded.schema2_ref
@@ -42,8 +56,10 @@ async def test_a_full_disk_fails_the_download_and_keeps_the_cache_whole(
 
     big_repo, _ = seeded.big_ref
     big = seeded.big.layers[0]
-    await assert_broken(await client.get(f"/v2/{big_repo}/blobs/{big.digest}"), big.data)
-    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    refused = await client.get(f"/v2/{big_repo}/blobs/{big.digest}")
+    document = await assert_oci_error(refused, 507, "UNAVAILABLE")
+    assert "disk" in document["errors"][0]["message"], document
+    assert spool_files(cache_dir) == []
     assert not cached_blob(cache_dir, big.digest).exists()
 
     assert await (await client.get(f"/v2/{repo}/blobs/{small.digest}")).read() == small.data
@@ -52,13 +68,56 @@ async def test_a_full_disk_fails_the_download_and_keeps_the_cache_whole(
     assert await manifest.read() == seeded.schema2.manifest
 
 
+async def test_a_disk_that_fills_up_during_a_download_fails_it_and_keeps_the_cache_whole(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, small_disk: Path
+) -> None:
+    """A blob that fit when it started, on a disk something else fills meanwhile: its client
+    sees a broken transfer, and no partial file stays."""
+    data = bytes(range(256)) * 4096  # 1 MiB
+    digest = sha256_digest(data)
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(f"/v2/lib/app/blobs/{digest}", slow_content(data, stall, first=64 << 10))
+    cache_dir = small_disk / "cache"
+    client = await make_mirror(fake, cache_dir=cache_dir)
+    response = await client.get(f"/v2/lib/app/blobs/{digest}")
+    assert response.status == 200
+    await stall.first_sent.wait()
+    _fill_up(small_disk)
+    stall.resume.set()
+    await assert_broken(response, data)
+    assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    assert not cached_blob(cache_dir, digest).exists()
+
+
+async def test_an_endless_body_stops_before_the_disk_fills(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, small_disk: Path
+) -> None:
+    """With no size announced, a download is cut off while the disk still has its reserve:
+    never by a failed write, which would take the room every other write needs."""
+    fake = await make_fake_upstream()
+    upstream = Endless()
+    path = "/v2/lib/app/blobs/sha256:" + "5e" * 32
+    fake.route(path, upstream)
+    cache_dir = small_disk / "cache"
+    client = await make_mirror(fake, cache_dir=cache_dir)
+    with structlog.testing.capture_logs() as logs:
+        response = await client.get(path)
+        await assert_broken(response, b"")
+        assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+    refusals = [e for e in logs if e["event"] == "blob too large to keep"]
+    assert [e["bound"] for e in refusals] == ["disk"], logs
+    assert not [e for e in logs if e["event"] == "blob fill failed"], logs
+    assert upstream.stopped.is_set()
+
+
 def _fill_up(directory: Path) -> None:
     """Write until the file system has no space left."""
-    with open(directory / "filler", "wb") as f:
+    # Unbuffered: nothing is left to write (and fail again) when the file is closed.
+    with open(directory / "filler", "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * (64 << 10))
-                f.flush()
         except OSError:
             pass
 

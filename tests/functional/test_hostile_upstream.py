@@ -239,3 +239,71 @@ async def test_a_tag_list_that_is_not_one_is_a_clean_502(
         fake.route("/v2/lib/app/tags/list", handler)
         response = await client.get("/v2/lib/app/tags/list")
         await assert_oci_error(response, 502, "UNAVAILABLE")
+
+
+def partial(
+    data: bytes, first: int, last: int
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A 206 with bytes [first, last] of `data`, whatever the request asked for."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"bytes {first}-{last}/{len(data)}",
+        }
+        return web.Response(status=206, body=data[first : last + 1], headers=headers)
+
+    return handler
+
+
+async def test_a_part_of_a_blob_answering_a_request_for_all_of_it_is_a_clean_502(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """A 206 with the first 100 of 4096 bytes, to a GET with no Range: 502 before any header,
+    never a 200 that breaks off."""
+    data = bytes(range(256)) * 16
+    path = f"/v2/lib/app/blobs/{sha256_digest(data)}"
+    fake = await make_fake_upstream()
+    fake.route(path, partial(data, 0, 99))
+    client = await public_mirror(fake)
+    document = await assert_oci_error(await client.get(path), 502, "UNAVAILABLE")
+    assert "part of it" in document["errors"][0]["message"], document
+
+
+async def test_a_206_that_holds_the_whole_blob_is_served(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """`Content-Range: bytes 0-4095/4096` is all of it: the client gets the blob, with 200."""
+    data = bytes(range(256)) * 16
+    path = f"/v2/lib/app/blobs/{sha256_digest(data)}"
+    fake = await make_fake_upstream()
+    fake.route(path, partial(data, 0, len(data) - 1))
+    client = await public_mirror(fake)
+    response = await client.get(path)
+    assert response.status == 200
+    assert response.headers["Content-Length"] == str(len(data))
+    assert await response.read() == data
+
+
+async def test_a_body_longer_than_its_content_length_is_a_502_said_in_words(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """Bytes after the announced body are not HTTP: a clean 502 whose message says so, with no
+    class name of the HTTP library in it."""
+    fake = await make_fake_upstream()
+
+    async def overlong(request: web.Request) -> web.StreamResponse:
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(BLOB)}\r\n\r\n".encode()
+        assert request.transport is not None
+        # Written by hand: aiohttp itself never sends more than the length it announced.
+        request.transport.write(head + BLOB + b"and then some more")
+        await fake.release.wait()
+        request.transport.close()
+        return web.Response()
+
+    fake.route(BLOB_PATH, overlong)
+    client = await public_mirror(fake)
+    document = await assert_oci_error(await client.get(BLOB_PATH), 502, "UNAVAILABLE")
+    message = document["errors"][0]["message"]
+    assert "not valid HTTP" in message, message
+    assert "Error" not in message and "aiohttp" not in message, message

@@ -60,6 +60,7 @@ class Source:
 
         content = SimpleNamespace(iter_chunks=chunks)
         yield SimpleNamespace(
+            status=200,
             content=content,
             content_length=len(BODY),
             connection=SimpleNamespace(protocol=self.connection),
