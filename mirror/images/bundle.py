@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from mirror.images.archive import CONTAINERD_NAME, REF_NAME, blob_path
-from mirror.oci.contents import MAX_INDEX_DEPTH, Descriptor, InvalidManifest, read_contents
+from mirror.oci.contents import (
+    MAX_INDEX_DEPTH,
+    Descriptor,
+    InvalidManifest,
+    read_contents,
+    served_type,
+)
 from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import is_media_type
 from mirror.oci.reference import ImageReference, InvalidReference, parse_reference
 from mirror.upstream.pool import MAX_MANIFEST_SIZE
 
@@ -119,6 +126,9 @@ class Bundle:
         raw_entries = _json(index, "index.json")["manifests"]
         for n, entry in enumerate(contents.manifests):
             where = f"index.json manifests[{n}]"
+            if not is_media_type(entry.media_type):
+                # image-spec descriptor.md: it MUST comply with RFC 6838.
+                raise BadBundle(f"{where}: {entry.media_type[:64]!r} is not a media type")
             name = _name(raw_entries[n], where)
             if name is not None and str(name) in names:
                 raise BadBundle(f"{where}: {name} is named twice")
@@ -159,8 +169,11 @@ class Bundle:
                     f"blob {blob.digest} has {member.size} bytes; its manifest says {blob.size}"
                 )
             plan.blobs[blob.digest] = member
-        # The document's own mediaType is what its registry served it as.
-        media_type = contents.media_type or entry.media_type
+        try:
+            # The document's own mediaType is what its registry served it as.
+            media_type = served_type(contents.media_type or entry.media_type)
+        except InvalidManifest as e:
+            raise BadBundle(f"manifest {entry.digest}: {e}") from None
         plan.manifests[entry.digest] = (media_type, data)
         return media_type
 
