@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
+from mirror.images.bundle import MAX_MEMBERS
 from tests.conftest import MirrorFromSettings, Seeded
 from tests.support.cli import mirror_cli, upstream_config
 from tests.support.images import OCI_MANIFEST, Image
@@ -231,6 +232,13 @@ def retyped(files: dict[str, bytes], own: str | None, entry: str) -> dict[str, b
     return {blob(digest): data, "index.json": json.dumps(index).encode()}
 
 
+def crowded(bundle: Path, out: Path, extra: int) -> Path:
+    """The bundle gzip'd, after `extra` empty members (a few bytes of gzip each)."""
+    header = tarfile.TarInfo("empty").tobuf(tarfile.PAX_FORMAT)
+    out.write_bytes(gzip.compress(header * extra + bundle.read_bytes(), compresslevel=1))
+    return out
+
+
 def files_under(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
 
@@ -262,6 +270,7 @@ def renamed(index: bytes, new_name: str) -> bytes:
         "manifest type has a line break",
         "manifest type is not a manifest type",
         "manifest type from index.json is not one",
+        "too many members",
     ],
 )
 async def test_a_bad_bundle_is_one_line_and_imports_nothing(
@@ -304,6 +313,8 @@ async def test_a_bad_bundle_is_one_line_and_imports_nothing(
         rewrite(good, bad, retyped(files, "text/html", OCI_MANIFEST))
     elif case == "manifest type from index.json is not one":
         rewrite(good, bad, retyped(files, None, "text/html"))
+    elif case == "too many members":
+        bad = crowded(good, tmp_path / "bad.tar.gz", MAX_MEMBERS)
     else:
         rewrite(good, bad, {"index.json": renamed(files["index.json"], "ghcr.io/seed/x:v1")})
     cache = tmp_path / "far-cache"
@@ -328,6 +339,7 @@ async def test_a_bad_bundle_is_one_line_and_imports_nothing(
         "manifest type has a line break": "is not a media type (RFC 6838)",
         "manifest type is not a manifest type": "'text/html' is not a manifest type",
         "manifest type from index.json is not one": "'text/html' is not a manifest type",
+        "too many members": f"more than {MAX_MEMBERS} members",
     }[case]
     assert expected in line, line
     assert files_under(cache / "tags") == files_under(cache / "manifests") == []
