@@ -15,12 +15,25 @@ from pathlib import Path
 from typing import IO, Any
 
 from mirror.images.archive import CONTAINERD_NAME, REF_NAME, blob_path
-from mirror.oci.contents import MAX_INDEX_DEPTH, Descriptor, InvalidManifest, read_contents
+from mirror.oci.contents import (
+    MAX_INDEX_DEPTH,
+    Descriptor,
+    InvalidManifest,
+    read_contents,
+    served_type,
+)
 from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import is_media_type
 from mirror.oci.reference import ImageReference, InvalidReference, parse_reference
 from mirror.upstream.pool import MAX_MANIFEST_SIZE
 
 MAX_INDEX_SIZE = 16 << 20
+# An export writes one member per manifest and blob, and a handful more: a bundle of a
+# thousand images has some twenty thousand. Every header read stays in memory (some 500 bytes
+# each, with the names and pax records besides), so these bound what an archive can make the
+# import hold, whatever its size compressed.
+MAX_MEMBERS = 50_000
+MAX_HEADER_BYTES = 16 << 20
 
 
 class BadBundle(Exception):
@@ -56,27 +69,41 @@ class Bundle:
         except OSError as e:
             raise BadBundle(f"cannot be read: {e.strerror}") from None
         try:
-            members = self._tar.getmembers()
-            self._check_complete(members)
+            self._members = self._read_members()
         except (tarfile.TarError, EOFError, OSError) as e:
             self._tar.close()
             raise BadBundle(f"the archive is truncated or damaged ({e})") from None
         except BadBundle:
             self._tar.close()
             raise
-        self._members = {os.path.normpath(m.name).lstrip("/"): m for m in members if m.isreg()}
+
+    def _read_members(self) -> dict[str, tarfile.TarInfo]:
+        """The regular members by name, read one header at a time and refused past the bounds
+        (tarfile keeps every header it reads, so a bound on what it reads bounds memory)."""
+        members: dict[str, tarfile.TarInfo] = {}
+        header_bytes = end = 0
+        for count, member in enumerate(self._tar, 1):
+            header_bytes += _header_size(member)
+            if count > MAX_MEMBERS:
+                raise BadBundle(f"more than {MAX_MEMBERS} members, more than image bundles have")
+            if header_bytes > MAX_HEADER_BYTES:
+                raise BadBundle(f"member names and headers of more than {MAX_HEADER_BYTES} bytes")
+            end = max(end, member.offset_data + member.size)
+            if member.isreg():
+                members[os.path.normpath(member.name).lstrip("/")] = member
+        self._check_complete(end)
+        return members
 
     def close(self) -> None:
         self._tar.close()
 
-    def _check_complete(self, members: list[tarfile.TarInfo]) -> None:
+    def _check_complete(self, end: int) -> None:
         """A tar cut short may still list its first members; an uncompressed one must at least
-        hold every member's data and the end-of-archive blocks."""
+        hold every member's data (up to `end`) and the end-of-archive blocks."""
         if not isinstance(self._tar.fileobj, io.BufferedReader):
             return  # compressed: a cut-off stream fails as it is read
         size = self.path.stat().st_size
-        ends = [m.offset_data + m.size for m in members]
-        if max(ends, default=0) > size or self._tar.offset + 2 * tarfile.BLOCKSIZE > size:
+        if end > size or self._tar.offset + 2 * tarfile.BLOCKSIZE > size:
             raise BadBundle("the archive is truncated")
 
     def member(self, digest: Digest) -> tarfile.TarInfo | None:
@@ -119,6 +146,9 @@ class Bundle:
         raw_entries = _json(index, "index.json")["manifests"]
         for n, entry in enumerate(contents.manifests):
             where = f"index.json manifests[{n}]"
+            if not is_media_type(entry.media_type):
+                # image-spec descriptor.md: it MUST comply with RFC 6838.
+                raise BadBundle(f"{where}: {entry.media_type[:64]!r} is not a media type")
             name = _name(raw_entries[n], where)
             if name is not None and str(name) in names:
                 raise BadBundle(f"{where}: {name} is named twice")
@@ -159,10 +189,19 @@ class Bundle:
                     f"blob {blob.digest} has {member.size} bytes; its manifest says {blob.size}"
                 )
             plan.blobs[blob.digest] = member
-        # The document's own mediaType is what its registry served it as.
-        media_type = contents.media_type or entry.media_type
+        try:
+            # The document's own mediaType is what its registry served it as.
+            media_type = served_type(contents.media_type or entry.media_type)
+        except InvalidManifest as e:
+            raise BadBundle(f"manifest {entry.digest}: {e}") from None
         plan.manifests[entry.digest] = (media_type, data)
         return media_type
+
+
+def _header_size(member: tarfile.TarInfo) -> int:
+    """The bytes of a member's header that its size does not bound: names and pax records."""
+    pax = sum(len(key) + len(value) for key, value in member.pax_headers.items())
+    return len(member.name) + len(member.linkname) + pax
 
 
 def _json(data: bytes, name: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from cachetools import LRUCache
 
 from mirror.errors import MirrorError
 from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import MANIFEST_TYPES, is_media_type
 
 # An index inside an index is allowed by the spec; deeper nesting is not an image.
 MAX_INDEX_DEPTH = 3
@@ -49,20 +50,30 @@ class Contents:
 def read_contents(data: bytes) -> Contents:
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise InvalidManifest("the manifest is not JSON") from None
     if not isinstance(document, dict):
         raise InvalidManifest("the manifest is not a JSON object")
     if document.get("schemaVersion") == 1:
         raise InvalidManifest("Docker schema 1 manifests are not supported")
-    media_type = document.get("mediaType")
+    media_type = _declared_type(document)
     if "manifests" in document:
         manifests = _descriptors(document["manifests"], "manifests")
-        return Contents(manifests, (), media_type if isinstance(media_type, str) else None)
+        return Contents(manifests, (), media_type)
     if "config" not in document or "layers" not in document:
         raise InvalidManifest("the manifest has neither manifests nor config and layers")
     blobs = (_descriptor(document["config"], "config"), *_descriptors(document["layers"], "layers"))
-    return Contents((), blobs, media_type if isinstance(media_type, str) else None)
+    return Contents((), blobs, media_type)
+
+
+def _declared_type(document: dict[str, Any]) -> str | None:
+    """The document's `mediaType`; an empty one is none (as distribution reads it)."""
+    media_type = document.get("mediaType")
+    if media_type is None or media_type == "":
+        return None
+    if not isinstance(media_type, str):
+        raise InvalidManifest("mediaType is not a string")
+    return media_type
 
 
 def _descriptors(value: Any, field: str) -> tuple[Descriptor, ...]:
@@ -89,11 +100,29 @@ def _descriptor(value: Any, field: str) -> Descriptor:
 
 def media_type_of(data: bytes, fallback: str) -> str:
     """The manifest's own `mediaType` field where it has one (OCI image-spec: it SHOULD, and
-    Docker's types always do), else what the upstream's Content-Type said."""
+    Docker's types always do), else what its source said (an upstream's Content-Type, a
+    bundle's index entry); InvalidManifest when that is no manifest type (`served_type`).
+    Bytes that are not a JSON object have no such field: their source's type decides."""
     try:
-        return read_contents(data).media_type or fallback
-    except InvalidManifest:
-        return fallback
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        document = None
+    declared = _declared_type(document) if isinstance(document, dict) else None
+    return served_type(declared or fallback)
+
+
+def served_type(media_type: str) -> str:
+    """`media_type` if a manifest may be served as it, else InvalidManifest.
+
+    Every answer sends it as its Content-Type: a value with a line break would split the
+    header (aiohttp refuses to send it), a long one bloats every answer, and one that is not a
+    manifest type (text/html) has clients misread the bytes, and browsers render them."""
+    if media_type in MANIFEST_TYPES:
+        return media_type
+    shown = repr(media_type[:64]) + ("..." if len(media_type) > 64 else "")
+    if not is_media_type(media_type):
+        raise InvalidManifest(f"media type {shown} is not a media type (RFC 6838)")
+    raise InvalidManifest(f"media type {shown} is not a manifest type")
 
 
 class BlobSizes:

@@ -8,6 +8,7 @@ import aiohttp
 from yarl import URL
 
 from mirror.errors import UpstreamError
+from mirror.oci.contents import InvalidManifest, media_type_of
 from mirror.oci.digest import Digest
 from mirror.upstream.failures import describe
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, read_limited
@@ -87,6 +88,10 @@ class Peers:
             raise PeerGone(f"{peer}: {e}") from e
         if Digest.of(data, digest.algorithm) != digest:
             raise PeerGone(f"{peer} sent a manifest that is not {digest}")
+        try:
+            media_type = media_type_of(data, media_type)
+        except InvalidManifest as e:
+            raise PeerGone(f"{peer} sent manifest {digest}, whose {e}") from None
         return FetchedManifest(digest, media_type, data)
 
     async def close(self) -> None:

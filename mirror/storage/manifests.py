@@ -17,6 +17,7 @@ from mirror import log
 from mirror.errors import StorageUnavailable
 from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import MANIFEST_TYPES
 from mirror.storage import files
 from mirror.storage.backend import ManifestBackend
 from mirror.storage.files import StoredFile
@@ -106,7 +107,11 @@ class ManifestStore:
         # read protects clients from a file damaged after the fact.
         if Digest.of(data, digest.algorithm) != digest:
             return None
-        return StoredManifest(digest, str(meta["mediaType"]), data)
+        media_type = meta.get("mediaType") if isinstance(meta, dict) else None
+        if not isinstance(media_type, str) or media_type not in MANIFEST_TYPES:
+            # Damaged, or kept by a version that took any type: fetched (and written) again.
+            return None
+        return StoredManifest(digest, media_type, data)
 
     def _write(self, manifest: StoredManifest) -> None:
         path = self._layout.manifest(manifest.digest)

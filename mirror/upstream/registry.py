@@ -26,8 +26,9 @@ from mirror.errors import (
 )
 from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
+from mirror.oci.contents import InvalidManifest, media_type_of
 from mirror.oci.digest import Digest
-from mirror.oci.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT
+from mirror.oci.mediatypes import MANIFEST_TYPES, OCI_INDEX, UPSTREAM_ACCEPT
 from mirror.oci.names import validate_tag
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.pool import (
@@ -44,7 +45,8 @@ MAX_TAG_PAGES = 1000
 
 @dataclass(frozen=True, slots=True)
 class ManifestHead:
-    """What an upstream HEAD says of a manifest; the digest may be missing."""
+    """What an upstream HEAD says of a manifest; the digest may be missing, and the size is
+    missing too when the HEAD cannot stand for the manifest."""
 
     digest: Digest | None
     media_type: str
@@ -61,6 +63,8 @@ class Listing:
 
 @dataclass(frozen=True, slots=True)
 class FetchedManifest:
+    """Verified bytes, and the manifest type they are served as."""
+
     digest: Digest
     media_type: str
     data: bytes
@@ -110,9 +114,11 @@ class UpstreamRegistry:
         async with self._api(
             "HEAD", repo, f"manifests/{reference}", {"Accept": UPSTREAM_ACCEPT}, ManifestUnknown
         ) as resp:
-            return ManifestHead(
-                _digest_header(resp.headers), _media_type(resp.headers), resp.content_length
-            )
+            media_type = _media_type(resp.headers)
+            # A type no manifest is served as leaves the size unsaid: only a GET, whose body
+            # may name its own type, can then answer.
+            size = resp.content_length if media_type in MANIFEST_TYPES else None
+            return ManifestHead(_digest_header(resp.headers), media_type, size)
 
     async def get_manifest(self, repo: str, reference: str) -> FetchedManifest:
         """GET and verify: the bytes must hash to the requested digest, or to the one the
@@ -132,6 +138,10 @@ class UpstreamRegistry:
         actual = Digest.of(data, expected.algorithm if expected else "sha256")
         if expected is not None and actual != expected:
             raise UpstreamError(f"{self.name} sent a manifest whose digest is not {expected}")
+        try:
+            media_type = media_type_of(data, media_type)
+        except InvalidManifest as e:
+            raise UpstreamError(f"{self.name} sent manifest {reference}, whose {e}") from None
         return FetchedManifest(actual, media_type, data)
 
     async def head_blob(self, repo: str, digest: Digest) -> int | None:

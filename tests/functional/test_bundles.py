@@ -18,9 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
+from mirror.images.bundle import MAX_MEMBERS
 from tests.conftest import MirrorFromSettings, Seeded
 from tests.support.cli import mirror_cli, upstream_config
-from tests.support.images import Image
+from tests.support.images import OCI_MANIFEST, Image
 from tests.support.oci import ACCEPT_ALL
 from tests.support.processes import free_port
 from tests.support.registry import Registry
@@ -198,7 +199,7 @@ async def test_export_refuses_what_is_not_cached_and_writes_nothing(
 
 
 def rewrite(bundle: Path, out: Path, changes: dict[str, bytes | None]) -> Path:
-    """A copy of `bundle` with members replaced (bytes) or left out (None)."""
+    """A copy of `bundle` with members replaced or added (bytes) or left out (None)."""
     with tarfile.open(bundle) as source, tarfile.open(out, "w") as target:
         for member in source.getmembers():
             data = source.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
@@ -209,6 +210,32 @@ def rewrite(bundle: Path, out: Path, changes: dict[str, bytes | None]) -> Path:
                 data = replacement
                 member.size = len(data)
             target.addfile(member, io.BytesIO(data) if member.isreg() else None)
+        for name, data in changes.items():
+            if data is not None and name not in source.getnames():
+                added = tarfile.TarInfo(name)
+                added.size = len(data)
+                target.addfile(added, io.BytesIO(data))
+    return out
+
+
+def retyped(files: dict[str, bytes], own: str | None, entry: str) -> dict[str, bytes | None]:
+    """Changes that put in the image's place a copy of its manifest whose own mediaType is
+    `own` (None: it has none), named in index.json with the type `entry`."""
+    manifest = json.loads(files[blob(json.loads(files["index.json"])["manifests"][0]["digest"])])
+    manifest.pop("mediaType")
+    if own is not None:
+        manifest["mediaType"] = own
+    data = json.dumps(manifest).encode()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    index = json.loads(files["index.json"])
+    index["manifests"][0].update(mediaType=entry, digest=digest, size=len(data))
+    return {blob(digest): data, "index.json": json.dumps(index).encode()}
+
+
+def crowded(bundle: Path, out: Path, extra: int) -> Path:
+    """The bundle gzip'd, after `extra` empty members (a few bytes of gzip each)."""
+    header = tarfile.TarInfo("empty").tobuf(tarfile.PAX_FORMAT)
+    out.write_bytes(gzip.compress(header * extra + bundle.read_bytes(), compresslevel=1))
     return out
 
 
@@ -239,6 +266,11 @@ def renamed(index: bytes, new_name: str) -> bytes:
         "manifest does not match its digest",
         "name does not parse",
         "registry not mirrored",
+        "index entry type has a line break",
+        "manifest type has a line break",
+        "manifest type is not a manifest type",
+        "manifest type from index.json is not one",
+        "too many members",
     ],
 )
 async def test_a_bad_bundle_is_one_line_and_imports_nothing(
@@ -273,6 +305,16 @@ async def test_a_bad_bundle_is_one_line_and_imports_nothing(
         rewrite(good, bad, {manifest: files[manifest].replace(b"   ", b"  ")})
     elif case == "name does not parse":
         rewrite(good, bad, {"index.json": renamed(files["index.json"], "docker.io/Seed/X:v1")})
+    elif case == "index entry type has a line break":
+        rewrite(good, bad, retyped(files, None, OCI_MANIFEST + "\r\nX-Injected: 1"))
+    elif case == "manifest type has a line break":
+        rewrite(good, bad, retyped(files, OCI_MANIFEST + "\r\nX-Injected: 1", OCI_MANIFEST))
+    elif case == "manifest type is not a manifest type":
+        rewrite(good, bad, retyped(files, "text/html", OCI_MANIFEST))
+    elif case == "manifest type from index.json is not one":
+        rewrite(good, bad, retyped(files, None, "text/html"))
+    elif case == "too many members":
+        bad = crowded(good, tmp_path / "bad.tar.gz", MAX_MEMBERS)
     else:
         rewrite(good, bad, {"index.json": renamed(files["index.json"], "ghcr.io/seed/x:v1")})
     cache = tmp_path / "far-cache"
@@ -293,6 +335,11 @@ async def test_a_bad_bundle_is_one_line_and_imports_nothing(
         "manifest does not match its digest": "the bytes do not match the digest",
         "name does not parse": "must be lowercase",
         "registry not mirrored": "ghcr.io",
+        "index entry type has a line break": "manifests[0]: 'application/vnd.oci.image.manifest",
+        "manifest type has a line break": "is not a media type (RFC 6838)",
+        "manifest type is not a manifest type": "'text/html' is not a manifest type",
+        "manifest type from index.json is not one": "'text/html' is not a manifest type",
+        "too many members": f"more than {MAX_MEMBERS} members",
     }[case]
     assert expected in line, line
     assert files_under(cache / "tags") == files_under(cache / "manifests") == []

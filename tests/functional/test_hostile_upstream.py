@@ -1,6 +1,7 @@
 """A hostile or broken upstream: redirects and token realms that leave the upstream's address
-class, oversized bodies, and numeric headers no parser expects. Each is a clean OCI error (or a
-normal answer), never a 500, and no request reaches a refused address."""
+class, oversized bodies, numeric headers no parser expects, manifests of no manifest type. Each
+is a clean OCI error (or a normal answer), never a 500, and no request reaches a refused
+address."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from mirror.config import Settings, UpstreamSettings
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, MAX_TAG_LIST_SIZE, MAX_TOKEN_SIZE
 from tests.conftest import MirrorFromSettings
 from tests.faults import FakeUpstream, bearer_auth, content, error, redirect, token_endpoint
-from tests.support.images import make_image, sha256_digest
+from tests.support.cache import cached_tags
+from tests.support.images import OCI_MANIFEST, make_image, sha256_digest
 from tests.support.network import PRIVATE_LOOPBACK, loopback_network
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
@@ -307,3 +309,61 @@ async def test_a_body_longer_than_its_content_length_is_a_502_said_in_words(
     message = document["errors"][0]["message"]
     assert "not valid HTTP" in message, message
     assert "Error" not in message and "aiohttp" not in message, message
+
+
+def retyped(manifest: bytes, media_type: str) -> bytes:
+    """The manifest with its own mediaType field set to `media_type` (a JSON string: escapes
+    may put line breaks in it)."""
+    document = json.loads(manifest)
+    document["mediaType"] = media_type
+    return json.dumps(document).encode()
+
+
+def kept_manifests(cache_dir: Path) -> list[Path]:
+    """The manifests and sidecars on disk."""
+    return sorted(p for p in cache_dir.glob("manifests/**/*") if p.is_file())
+
+
+@pytest.mark.parametrize(
+    "media_type",
+    [OCI_MANIFEST + "\r\nX-Injected: 1", "text/html", "application/" + "x" * 100_000],
+    ids=["line-break", "not-a-manifest-type", "100-KB"],
+)
+async def test_a_manifest_of_no_manifest_type_is_a_clean_502_and_never_kept(
+    make_fake_upstream: FakeFactory,
+    public_mirror: Callable[..., Awaitable[Client]],
+    cache_dir: Path,
+    media_type: str,
+) -> None:
+    """Its own mediaType is what the mirror would send as Content-Type: by tag or by digest,
+    every pull is refused, and neither the manifest nor the tag is kept."""
+    fake = await make_fake_upstream()
+    data = retyped(make_image(oci=True, seed="hostile-media-type").manifest, media_type)
+    digest_path = f"/v2/lib/app/manifests/{sha256_digest(data)}"
+    for path in (MANIFEST_PATH, digest_path):
+        fake.route(path, content(data, OCI_MANIFEST))
+    client = await public_mirror(fake)
+    for path in (MANIFEST_PATH, digest_path, MANIFEST_PATH, digest_path):
+        response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+        document = await assert_oci_error(response, 502, "UNAVAILABLE")
+        message = document["errors"][0]["message"]
+        assert "is not a" in message and len(message) < 300, message[:300]
+    assert kept_manifests(cache_dir) == []
+    assert cached_tags(cache_dir) == set()
+
+
+async def test_a_head_of_no_manifest_type_is_not_relayed(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """An upstream HEAD whose Content-Type is no manifest type cannot answer a client's HEAD:
+    the GET's body, which names its own type, does."""
+    fake = await make_fake_upstream()
+    image = make_image(oci=True, seed="hostile-head-type")
+    path = f"/v2/lib/app/manifests/{image.digest}"
+    fake.route(path, content(image.manifest, "text/html"))
+    client = await public_mirror(fake)
+    response = await client.head(path, headers={"Accept": ACCEPT_ALL})
+    assert response.status == 200
+    assert response.headers["Content-Type"] == OCI_MANIFEST
+    assert response.headers["Content-Length"] == str(len(image.manifest))
+    assert [r.method for r in fake.seen(path=path)] == ["HEAD", "GET"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from multidict import CIMultiDict
 
 from tests.conftest import MirrorFactory, Seeded
 from tests.support.images import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from tests.support.oci import ACCEPT_ALL, ACCEPT_NO_INDEX, assert_oci_error
+from tests.support.oci import ACCEPT_ALL, ACCEPT_NO_INDEX, assert_oci_error, cached_manifest
 from tests.support.registry import Registry
 
 
@@ -181,3 +184,38 @@ async def test_unknown_repository_is_a_404(make_mirror: MirrorFactory, registry:
     client = await make_mirror(registry)
     response = await client.get("/v2/no/such/repo/manifests/v1", headers={"Accept": ACCEPT_ALL})
     await assert_oci_error(response, 404, "NAME_UNKNOWN", "MANIFEST_UNKNOWN")
+
+
+@pytest.mark.parametrize(
+    "sidecar",
+    [
+        json.dumps({"mediaType": OCI_MANIFEST + "\r\nX-Injected: 1"}),
+        '{"mediaType": "text/html"}',
+        '{"mediaType": ["x"]}',
+        "{}",
+        "[]",
+    ],
+    ids=["line-break", "not-a-manifest-type", "not-a-string", "no-type", "not-an-object"],
+)
+async def test_a_cached_manifest_of_no_manifest_type_is_fetched_again(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path, sidecar: str
+) -> None:
+    """A sidecar an older version wrote with any type, or a damaged one, is a miss: the
+    manifest comes again, by tag or by digest, and the sidecar is written anew."""
+    repo, tag = seeded.oci_ref
+    image = seeded.oci
+    stored = cached_manifest(cache_dir, image.digest)
+    kept = stored.with_name(stored.name + ".json")
+    for reference in (tag, image.digest):
+        client = await make_mirror(registry)
+        path = f"/v2/{repo}/manifests/{reference}"
+        assert (await client.get(path, headers={"Accept": ACCEPT_ALL})).status == 200
+        await client.close()
+        kept.write_text(sidecar)
+        client = await make_mirror(registry)
+        response = await client.get(path, headers={"Accept": ACCEPT_ALL})
+        assert response.status == 200, await response.text()
+        assert await response.read() == image.manifest
+        assert response.headers["Content-Type"] == OCI_MANIFEST
+        assert json.loads(kept.read_bytes()) == {"mediaType": OCI_MANIFEST}
+        await client.close()

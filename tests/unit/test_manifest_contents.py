@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from mirror.oci.contents import InvalidManifest, read_contents
+from mirror.oci.contents import InvalidManifest, media_type_of, read_contents
+from mirror.oci.mediatypes import DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST, is_media_type
 from tests.support.images import make_image, make_index
 
 
@@ -45,9 +46,57 @@ def test_an_index_lists_its_manifests_with_their_platforms() -> None:
          "no mediaType"),
         (json.dumps({"config": {"mediaType": "x", "digest": "sha256:" + "0" * 64, "size": -1},
                      "layers": []}).encode(), "no valid size"),
+        (json.dumps({"mediaType": ["x"], "manifests": []}).encode(), "mediaType is not a string"),
+        (b"[" * 100_000, "not JSON"),
     ],
 )  # fmt: skip
 def test_unreadable_manifests_say_why(document: bytes, why: str) -> None:
     """A manifest whose references cannot be read is refused with the reason."""
     with pytest.raises(InvalidManifest, match=why):
         read_contents(document)
+
+
+def oci_manifest(media_type: object) -> bytes:
+    """An OCI image manifest whose own mediaType field is `media_type`."""
+    document = json.loads(make_image(oci=True, seed="media-types").manifest)
+    document["mediaType"] = media_type
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("media_type", "why"),
+    [
+        (OCI_MANIFEST + "\r\nX-Injected: 1", "not a media type"),
+        (OCI_MANIFEST + "\n", "not a media type"),
+        (OCI_MANIFEST + "; charset=utf-8", "not a media type"),
+        ("application/" + "x" * 100_000, "not a media type"),
+        ("text/html", "not a manifest type"),
+        ("application/vnd.oci.image.config.v1+json", "not a manifest type"),
+    ],
+)
+def test_a_manifest_is_never_served_as_what_is_no_manifest_type(media_type: str, why: str) -> None:
+    """Its own mediaType decides, whatever its source's type; the refusal quotes it escaped
+    and cut short."""
+    with pytest.raises(InvalidManifest, match=why) as refused:
+        media_type_of(oci_manifest(media_type), OCI_MANIFEST)
+    assert len(str(refused.value)) < 200 and "\n" not in str(refused.value)
+
+
+def test_a_manifest_without_its_own_type_goes_by_its_sources() -> None:
+    """No mediaType field (or an empty one), or no JSON at all: the source's type, checked."""
+    document = json.loads(oci_manifest(None))
+    del document["mediaType"]
+    for data in (json.dumps(document).encode(), oci_manifest(""), b"{not json"):
+        assert media_type_of(data, OCI_MANIFEST) == OCI_MANIFEST
+        with pytest.raises(InvalidManifest, match="not a manifest type"):
+            media_type_of(data, "application/json")
+    signed = b'{"schemaVersion": 1, "fsLayers": [], "signatures": []}'
+    assert media_type_of(signed, DOCKER_SCHEMA1_SIGNED) == DOCKER_SCHEMA1_SIGNED
+
+
+def test_media_types_follow_rfc_6838() -> None:
+    """type/subtype of restricted names, 127 characters each at most, nothing else."""
+    for good in (OCI_MANIFEST, "a/b", "application/vnd.cncf.helm.config.v1+json", "x/" + "y" * 127):
+        assert is_media_type(good), good
+    for bad in ("", "a", "/b", "a/", "a/b/c", "a/b c", "a/b\n", "a/b;p=1", "x/" + "y" * 128):
+        assert not is_media_type(bad), bad

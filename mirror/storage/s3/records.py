@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 
 from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import MANIFEST_TYPES
 from mirror.storage.manifests import StoredManifest
 from mirror.storage.s3.bucket import Bucket
 from mirror.storage.tags import TagRecord, parse_record, parse_tag_list
@@ -35,6 +36,8 @@ class S3Manifests:
         if found is None or Digest.of(found[0], digest.algorithm) != digest:
             return None  # absent, or damaged in the store: fetched again
         data, media_type = found
+        if media_type not in MANIFEST_TYPES:
+            return None  # kept by a version that took any type: fetched again
         return StoredManifest(digest, media_type, data)
 
     async def put(self, digest: Digest, media_type: str, data: bytes) -> StoredManifest:
