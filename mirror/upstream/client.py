@@ -162,8 +162,10 @@ class UpstreamClient:
         if await self.health.is_open():
             raise UpstreamUnavailable(f"{self.name} is failing; it is not contacted for now")
         # The pool's deadline covers everything the caller waits for: the pool, redirects,
-        # challenges and tokens, and reading the body it is handed.
-        deadline = asyncio.timeout(pool.deadline)
+        # challenges and tokens, and reading the body it is handed. A pool with none (blobs)
+        # still gets its answer's head within the API deadline; only the body may take long.
+        whole = pool.deadline is not None
+        deadline = asyncio.timeout(pool.deadline if whole else self.settings.api_deadline)
         try:
             async with deadline:
                 exchange = await self.authorized(pool, method, url, headers, repo)
@@ -172,6 +174,8 @@ class UpstreamClient:
                 except BaseException:
                     exchange.close()
                     raise
+                if not whole:
+                    deadline.reschedule(None)
                 try:
                     yield exchange.response
                 except aiohttp.ClientError as e:  # reading the body failed: the upstream's doing
@@ -258,8 +262,8 @@ class UpstreamClient:
         return UpstreamError(f"{self.name} {describe(e)}")
 
     async def _overdue(self, e: TimeoutError) -> UpstreamTimeout:
-        """A request past the API pool's deadline: a timeout like any other, for the circuit
-        breaker and for stale-if-error."""
+        """A request past the API deadline (a blob's, before its body): a timeout like any
+        other, for the circuit breaker and for stale-if-error."""
         self.stats.failed(e)
         await self.health.failed()
         deadline = self.settings.api_deadline

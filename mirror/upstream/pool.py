@@ -9,7 +9,8 @@ stale, and nothing hangs.
 The session bounds only connection set-up and the gap between two reads, which an upstream
 sending a byte now and then never passes. So the API pool also carries a deadline for all of a
 logical request (`UpstreamClient.request` and the token fetch hold to it); the blob pool has
-none, since a big layer on a slow link takes long however healthy the upstream.
+none, since a big layer on a slow link takes long however healthy the upstream (the head of its
+answer is held to the same deadline, though).
 
 The two pools count their requests apart but share one session: its idle keep-alive connections
 and its DNS answers serve both, so the first blob of a pull goes out on the connection its

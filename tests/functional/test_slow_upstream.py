@@ -1,7 +1,7 @@
 """An upstream that answers, but too slowly ever to finish: headers or bodies trickled a byte at
 a time, each byte inside the read timeout. Manifests, revalidations and tokens are bounded as a
-whole (`api_timeout`): a cached tag is served stale, a miss is a clean 504; blob bodies are not,
-since a big layer on a slow link takes long."""
+whole (`api_timeout`): a cached tag is served stale, a miss is a clean 504; blob bodies are not
+(only the head of their answer is), since a big layer on a slow link takes long."""
 
 from __future__ import annotations
 
@@ -143,3 +143,17 @@ async def test_api_timeout_bounds_manifests_but_not_a_steady_blob_body(
     assert response.status == 200
     assert await response.read() == layer
     assert time.monotonic() - started > 0.5 * 4, "the blob did not outlast api_timeout"
+
+
+async def test_a_blob_whose_answer_head_trickles_is_a_504_in_bounded_time(
+    slow_mirror: SlowMirror, make_fake_upstream: FakeFactory
+) -> None:
+    """Only a blob's body may take long: headers that never end are held to `api_timeout`
+    like any other answer, and the client gets a clean 504 rather than a wait without end."""
+    fake = await make_fake_upstream()
+    blob_path = f"/v2/lib/app/blobs/{sha256_digest(b'never')}"
+    fake.route(blob_path, trickling_head(fake))
+    client = await slow_mirror(fake)
+    response, elapsed = await timed(client, blob_path)
+    await assert_oci_error(response, 504, "UNAVAILABLE")
+    assert elapsed < DEADLINE + 1.5, f"the error took {elapsed:.1f}s"
