@@ -17,6 +17,7 @@ from mirror.api.keys import (
     ACCESS,
     BLOBS,
     EXPOSITION,
+    HOLDINGS,
     HOT_ANSWERS,
     LISTINGS,
     LOCAL,
@@ -40,6 +41,7 @@ from mirror.metrics.exposition import Exposition, Publisher
 from mirror.metrics.hooks import unobserved
 from mirror.metrics.recorder import CacheUsage, Metrics
 from mirror.metrics.serving import shared_directory
+from mirror.pullthrough.holdings import RepoHoldings
 from mirror.pullthrough.listings import ListingService
 from mirror.services import open_services
 from mirror.upstream.targets import Network
@@ -90,6 +92,10 @@ async def _services(
         app[MANIFESTS] = services.manifests
         app[BLOBS] = services.blobs
         app[LISTINGS] = ListingService(services.tag_store)
+        if settings.access:
+            app[HOLDINGS] = RepoHoldings(
+                services.layout, services.tag_store, services.manifest_store
+            )
         app[META] = services.meta
         app[UPKEEP] = services.upkeep
         app[HOT_ANSWERS] = HotAnswers()

@@ -10,7 +10,16 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.hot import HotAnswer
-from mirror.api.keys import BLOBS, HOT_ANSWERS, LISTINGS, MANIFESTS, METRICS, ROUTER, UPKEEP
+from mirror.api.keys import (
+    BLOBS,
+    HOLDINGS,
+    HOT_ANSWERS,
+    LISTINGS,
+    MANIFESTS,
+    METRICS,
+    ROUTER,
+    UPKEEP,
+)
 from mirror.api.middlewares import API_VERSION
 from mirror.api.responses import (
     blob_head,
@@ -55,12 +64,21 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     route = _route(request)
     reference = request.match_info["reference"]
     service = request.app[MANIFESTS]
+    holdings = request.app.get(HOLDINGS)
     if by_digest := looks_like_digest(reference):
+        digest = Digest.parse(reference)
+        if holdings is not None and not await holdings.holds(
+            route.upstream.name, route.repo, digest
+        ):
+            # Cached through another repository, perhaps: this one's upstream decides.
+            await route.upstream.head_manifest(route.repo, reference)
         answer = await service.by_digest(
-            route.upstream, route.repo, Digest.parse(reference), head=request.method == "HEAD"
+            route.upstream, route.repo, digest, head=request.method == "HEAD"
         )
     else:
         answer = await service.by_tag(route.upstream, route.repo, validate_tag(reference))
+    if holdings is not None:
+        await holdings.hold_manifest(route.upstream.name, route.repo, answer.digest, answer.data)
     if not is_acceptable(answer.media_type, accepted_types(request.headers.getall("Accept", []))):
         # Never convert: a client that cannot read what the reference points to gets a 404,
         # as distribution answers (and the client falls back to the upstream).
@@ -88,6 +106,12 @@ async def manifest(request: web.Request) -> web.StreamResponse:
 async def blob(request: web.Request) -> web.StreamResponse:
     route = _route(request)
     digest = Digest.parse(request.match_info["digest"])
+    holdings = request.app.get(HOLDINGS)
+    if holdings is not None and not await holdings.holds(route.upstream.name, route.repo, digest):
+        # Cached (or being fetched) through another repository, perhaps: this one's upstream
+        # decides, before the cache may answer.
+        await route.upstream.head_blob(route.repo, digest)
+        await holdings.hold(route.upstream.name, route.repo, (digest,))
     service = request.app[BLOBS]
     cached = service.cached(digest)
     headers = blob_headers(digest, route.namespace)

@@ -15,6 +15,7 @@ from mirror.meta.store import MetadataStore
 from mirror.metrics.exposition import Exposition
 from mirror.metrics.recorder import Metrics
 from mirror.pullthrough.blobs import BlobService
+from mirror.pullthrough.holdings import RepoHoldings
 from mirror.pullthrough.listings import ListingService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
@@ -30,6 +31,8 @@ REQUEST_IDS = web.AppKey("request_ids", RequestIds)
 READINESS = web.AppKey("readiness", Readiness)
 ACCESS = web.AppKey("access", AccessPolicy)
 LOCAL = web.AppKey("local", LocalRegistry)
+# Only with `[[access]]` rules: which content each mirrored repository may be answered with.
+HOLDINGS = web.AppKey("holdings", RepoHoldings)
 # Who the request logged in as (absent: nobody, or no --htpasswd); set by the auth middleware.
 USER = web.RequestKey("user", str)
 # Only with metrics on (`metrics = false` leaves them out).

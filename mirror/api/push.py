@@ -19,7 +19,7 @@ from yarl import URL
 
 from mirror import log
 from mirror.api.handlers import unsupported
-from mirror.api.keys import ACCESS, LOCAL, ROUTER, USER
+from mirror.api.keys import ACCESS, HOLDINGS, LOCAL, ROUTER, USER
 from mirror.api.middlewares import Handler
 from mirror.api.responses import (
     blob_head,
@@ -43,7 +43,7 @@ from mirror.local.uploads import upload_range
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.pullthrough.listings import page_size, paginate
-from mirror.pullthrough.routing import LocalRoute
+from mirror.pullthrough.routing import LocalRoute, Route
 
 LocalHandler = Callable[[web.Request, LocalRoute], Awaitable[web.StreamResponse]]
 # distribution-spec: `<range>` "MUST match ^[0-9]+-[0-9]+$"; a `bytes=` or `bytes ` prefix, which
@@ -229,6 +229,13 @@ async def _mount(request: web.Request, route: LocalRoute) -> Digest | None:
     target = f"{source.registry}/{source.repo}"
     if not request.app[ACCESS].allows(request.get(USER), PULL, target):
         return None
+    holdings = request.app.get(HOLDINGS)
+    if (
+        holdings is not None
+        and isinstance(source, Route)
+        and not await holdings.holds(source.registry, source.repo, digest)
+    ):
+        return None  # the blob is cached, but not known to be that repository's
     return digest if await request.app[LOCAL].blobs.mount(route, digest, source) else None
 
 

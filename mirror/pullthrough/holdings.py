@@ -1,0 +1,160 @@
+"""Which content each mirrored repository holds, for mirrors whose access rules tell
+repositories apart.
+
+The cache keeps content by digest, whichever repository it came through, and would answer any
+repository's request for it. With `[[access]]` rules that would let a client who may pull one
+repository read another's by its digest (every pull prints its manifest's). So, there, content
+is served through a repository only once that repository is known to hold it:
+
+- it was answered through it: a manifest, and everything that manifest names (a registry keeps
+  a manifest only with its blobs and child manifests in the same repository);
+- one of its tags leads to it (images imported or prefetched, caches from before this record);
+- or its upstream says so, asked through it (a HEAD, which its own access rules answer).
+
+What is known is kept in one append-only file per repository beside its tags, so every process
+on the cache directory, and a restart, knows it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cachetools import LRUCache
+
+from mirror.oci.contents import InvalidManifest, read_contents
+from mirror.oci.digest import Digest
+from mirror.storage.layout import CacheLayout
+from mirror.storage.manifests import ManifestStore
+from mirror.storage.tags import TagStore
+
+# Repositories whose holdings are kept in memory; the others are read again when asked for.
+REPOSITORIES = 256
+# A repository's tags are walked for what they lead to at most this often: a request for a
+# digest no tag leads to must not make the mirror read every manifest each time.
+WALK_EVERY = 60.0
+# An index inside an index is allowed; deeper is no image (as mirror/oci/contents.py reads it).
+MAX_DEPTH = 3
+
+
+@dataclass
+class _Known:
+    digests: set[str] = field(default_factory=set)
+    read: int = 0  # bytes of the file read into `digests`
+    walked: float = float("-inf")  # when its tags were last walked
+
+
+class RepoHoldings:
+    """What each mirrored repository is known to hold."""
+
+    def __init__(self, layout: CacheLayout, tags: TagStore, manifests: ManifestStore) -> None:
+        self._layout = layout
+        self._tags = tags
+        self._manifests = manifests
+        self._known: LRUCache[tuple[str, str], _Known] = LRUCache(maxsize=REPOSITORIES)
+
+    async def holds(self, upstream: str, repo: str, digest: Digest) -> bool:
+        """Whether the repository is known to hold `digest`, from its record or its tags."""
+        known = self._of(upstream, repo)
+        if digest.hex in known.digests:
+            return True
+        known.read = await asyncio.to_thread(self._read, self._path(upstream, repo), known)
+        if digest.hex in known.digests:
+            return True
+        now = time.monotonic()
+        if now - known.walked < WALK_EVERY:
+            return False
+        known.walked = now
+        found = await self._reachable(upstream, repo)
+        await self.hold(upstream, repo, found)
+        return digest in found
+
+    async def hold(self, upstream: str, repo: str, digests: Iterable[Digest]) -> None:
+        """Record that the repository holds `digests`."""
+        known = self._of(upstream, repo)
+        new = {d.hex for d in digests} - known.digests
+        if not new:
+            return
+        known.digests |= new
+        await asyncio.to_thread(self._append, self._path(upstream, repo), new)
+
+    async def hold_manifest(
+        self, upstream: str, repo: str, digest: Digest, data: bytes | None
+    ) -> None:
+        """Record a manifest answered through the repository, and what it names (when its
+        bytes are at hand: a HEAD may have been answered from an upstream HEAD)."""
+        await self.hold(upstream, repo, (digest, *_named(data)) if data else (digest,))
+
+    def _of(self, upstream: str, repo: str) -> _Known:
+        key = (upstream, repo)
+        known = self._known.get(key)
+        if known is None:
+            known = self._known[key] = _Known()
+        return known
+
+    def _path(self, upstream: str, repo: str) -> Path:
+        # Beside the repository's `_tags` and `_list`, which no repository component can be
+        # named like (mirror/storage/layout.py).
+        return self._layout.tags_of(upstream, repo).with_name("_held")
+
+    @staticmethod
+    def _read(path: Path, known: _Known) -> int:
+        """Add what other processes appended since `known.read`; the new offset."""
+        try:
+            with open(path, "rb") as f:
+                f.seek(known.read)
+                data = f.read()
+        except FileNotFoundError:
+            return known.read
+        # Only whole lines: another process may be half-way through its append.
+        whole = data[: data.rfind(b"\n") + 1]
+        known.digests.update(line.decode("ascii", "replace") for line in whole.split())
+        return known.read + len(whole)
+
+    @staticmethod
+    def _append(path: Path, hexes: set[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = "".join(f"{h}\n" for h in sorted(hexes)).encode("ascii")
+        # One write with O_APPEND: records of several processes never interleave within a line.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+    async def _reachable(self, upstream: str, repo: str) -> set[Digest]:
+        """Every manifest and blob the repository's recorded tags lead to, in the cache."""
+        found: set[Digest] = set()
+        pending: list[tuple[Digest, int]] = []
+        for tag in await self._tags.recorded(upstream, repo):
+            record = await self._tags.get(upstream, repo, tag)
+            if record is not None:
+                pending.append((record.parsed_digest, 0))
+        while pending:
+            digest, depth = pending.pop()
+            if digest in found:
+                continue
+            found.add(digest)
+            stored = await self._manifests.get(digest)
+            if stored is None or depth > MAX_DEPTH:
+                continue
+            try:
+                contents = read_contents(stored.data)
+            except InvalidManifest:
+                continue
+            found.update(b.digest for b in contents.blobs)
+            pending.extend((m.digest, depth + 1) for m in contents.manifests)
+        return found
+
+
+def _named(data: bytes) -> tuple[Digest, ...]:
+    """The blobs and child manifests a manifest names (none when it cannot be read)."""
+    try:
+        contents = read_contents(data)
+    except InvalidManifest:
+        return ()
+    return (*(b.digest for b in contents.blobs), *(m.digest for m in contents.manifests))
