@@ -8,11 +8,16 @@ port, open to every address, since Kubernetes probes come from the node.
 
 Under `--workers N` every worker serves the admin address (each binds it with SO_REUSEPORT, so
 no descriptor has to be handed down) and whichever answers reports every worker's values.
+
+The admin address is held to the limits of the registry's port (`mirror.api.serving`), with a
+cap of its own (ADMIN_CONNECTIONS): a scraper and a few browsers need few connections, and
+clients that hold many must not take the descriptors the registry's clients need.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +26,7 @@ from aiohttp import web
 from mirror.api import status
 from mirror.api.keys import EXPOSITION, SETTINGS
 from mirror.api.middlewares import RequestIds, request_middleware
+from mirror.api.serving import serve_app
 from mirror.config import Settings
 from mirror.config.values import AddressRange
 from mirror.errors import Denied
@@ -28,6 +34,7 @@ from mirror.metrics.summary import summarize
 
 # The Prometheus text format every Prometheus version reads (the names need no escaping).
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+ADMIN_CONNECTIONS = 64
 
 
 def is_allowed(remote: str | None, ranges: tuple[AddressRange, ...]) -> bool:
@@ -76,15 +83,32 @@ async def admin_listener(
 ) -> AsyncIterator[None]:
     """Serve the admin endpoints on `address` (`--admin-listen`), with the main app's state,
     for as long as the block runs."""
-    host, port = address
     app = web.Application(middlewares=[request_middleware(RequestIds())])
     app[SETTINGS] = settings
     app[EXPOSITION] = main[EXPOSITION]
     add_admin_routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_grace)
-    await runner.setup()
+    with _listening(address) as sock:
+        async with serve_app(
+            app,
+            sock,
+            limit=ADMIN_CONNECTIONS,
+            send_timeout=settings.send_timeout,
+            shutdown_grace=settings.shutdown_grace,
+            settle=0,
+        ):
+            yield
+
+
+def _listening(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        await web.TCPSite(runner, host, port, reuse_port=True).start()
-        yield
-    finally:
-        await runner.cleanup()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # one per worker
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import ipaddress
+import json
+import socket
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from mirror.api.admin import is_allowed
+from mirror.api.admin import ADMIN_CONNECTIONS, is_allowed
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
+from tests.support.clients import is_closed_by_server
 from tests.support.metrics import Scrape
-from tests.support.oci import assert_oci_error
+from tests.support.oci import assert_oci_error, wait_until
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
@@ -118,3 +123,50 @@ async def test_metrics_off_removes_the_admin_endpoints(
     for path in ("/metrics", "/"):
         await assert_oci_error(await client.get(path), 404, "NAME_UNKNOWN")
     assert (await client.get("/v2/")).status == 200
+
+
+async def test_the_admin_listener_holds_to_a_connection_cap_and_answers_bad_bytes_in_oci(
+    mirror_from: MirrorFromSettings, registry: Registry, cache_dir: Path
+) -> None:
+    """Clients that open many connections to the admin address and never finish a request
+    hold at most ADMIN_CONNECTIONS of them (the longest idle are closed for newcomers, as on
+    the registry's port), and a scrape is still answered; bytes that are not HTTP get the OCI
+    400 that quotes nothing."""
+    port = free_port()
+    await mirror_from(_settings(registry, cache_dir, admin_listen=("127.0.0.1", port)))
+    held = []
+    try:
+        for _ in range(ADMIN_CONNECTIONS + 20):
+            held.append(await _send(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"))  # unfinished
+        scraped = await _exchange(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert scraped.startswith(b"HTTP/1.1 200 "), scraped[:200]
+        assert await wait_until(lambda: sum(map(is_closed_by_server, held)) >= 21)
+        raw = await _exchange(port, b"G<script>ET / HTTP/1.1\r\n\r\n")
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b" 400 " in head.split(b"\r\n")[0], raw
+        assert json.loads(body)["errors"][0]["code"] == "UNSUPPORTED"
+        assert b"script" not in body
+    finally:
+        for sock in held:
+            sock.close()
+
+
+async def _send(port: int, data: bytes) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    await loop.sock_sendall(sock, data)
+    return sock
+
+
+async def _exchange(port: int, request: bytes) -> bytes:
+    """One request with `Connection: close` added, and all the answer."""
+    loop = asyncio.get_running_loop()
+    sock = await _send(port, request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+    with contextlib.closing(sock):
+        raw = b""
+        async with asyncio.timeout(10):
+            while chunk := await loop.sock_recv(sock, 65536):
+                raw += chunk
+        return raw
