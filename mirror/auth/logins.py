@@ -49,8 +49,10 @@ def basic_credentials(header: str) -> tuple[str, str]:
     if scheme.lower() != "basic":
         raise Unauthorized("this registry accepts Basic credentials only")
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        # b64decode refuses a str with anything but ASCII in it by a bare ValueError, and a
+        # header of raw bytes (decoded by aiohttp with surrogateescape) is such a str.
+        decoded = base64.b64decode(token.strip().encode("ascii"), validate=True).decode()
+    except (binascii.Error, UnicodeError):
         raise Unauthorized("malformed Basic credentials") from None
     user, sep, password = decoded.partition(":")
     if not sep or not user:
