@@ -8,8 +8,10 @@ that write the cache.
 
 Failed logins cost bounded work: a client address whose checks failed `MAX_FAILURES` times in a
 row is answered `429` without any bcrypt round until `FAILURE_WINDOW` passes with no new
-attempt; a header that just failed fails again from memory; and no more than `MAX_PENDING`
-checks wait or run at once in a process, beyond which new ones are refused at once.
+attempt; its checks still under way count as failures until they end, so that sending guesses
+all at once gets no more of them checked; a header that just failed fails again from memory;
+and no more than `MAX_PENDING` checks wait or run at once in a process, beyond which new ones
+are refused at once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
@@ -80,6 +83,8 @@ class Logins:
         self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="bcrypt")
         self._pending = 0
+        self._in_flight: dict[str, int] = {}  # checks under way, by client address
+        self._checking: dict[bytes, asyncio.Future[str | None]] = {}  # by header, as _checked
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -102,28 +107,64 @@ class Logins:
             if known is None:
                 raise Unauthorized("wrong user name or password")
             return known
-        user, password = basic_credentials(header)
-        if self._failures.get(client, 0) >= MAX_FAILURES:
+        check = self._checking.get(key)
+        if check is None:
+            # Requests sent together with the same new header (a pull's first layers) share
+            # one check, which counts once against their address.
+            user, password = basic_credentials(header)
+            self._admit(client)
+            # Counted before the check first runs, so that requests of the same instant see it.
+            self._pending += 1
+            self._in_flight[client] = self._in_flight.get(client, 0) + 1
+            check = asyncio.ensure_future(
+                self._check(key, user, password, entries.get(user), client)
+            )
+            self._checking[key] = check
+            check.add_done_callback(functools.partial(self._checked_one, key, client))
+        known = await asyncio.shield(check)
+        if known is None:
+            raise Unauthorized("wrong user name or password")
+        return known
+
+    def _admit(self, client: str) -> None:
+        """Refuse a new check for `client` beyond its failures' allowance, counting those under
+        way as failed, or beyond the process's."""
+        failures = self._failures.get(client, 0)
+        if failures >= MAX_FAILURES:
             raise TooManyRequests(
                 "too many failed logins from this address; try again later",
                 headers={"Retry-After": str(int(FAILURE_WINDOW))},
+            )
+        if failures + self._in_flight.get(client, 0) >= MAX_FAILURES:
+            raise TooManyRequests(
+                "too many logins from this address are being checked; try again shortly",
+                headers={"Retry-After": "1"},
             )
         if self._pending >= MAX_PENDING:
             raise TooManyRequests(
                 "too many logins are being checked; try again shortly",
                 headers={"Retry-After": "1"},
             )
-        hashed = entries.get(user)
-        self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(self._pool, _matches, password, hashed or _STAND_IN)
-        finally:
-            self._pending -= 1
+
+    async def _check(
+        self, key: bytes, user: str, password: str, hashed: bytes | None, client: str
+    ) -> str | None:
+        """One bcrypt round, its outcome remembered under `key`."""
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._pool, _matches, password, hashed or _STAND_IN)
         if ok and hashed is not None:
             self._checked[key] = user
             return user
         self._checked[key] = None
         self._failures[client] = self._failures.get(client, 0) + 1
         log.get_logger().warning("login failed", user=user[:100], client=client)
-        raise Unauthorized("wrong user name or password")
+        return None
+
+    def _checked_one(self, key: bytes, client: str, _check: object) -> None:
+        """Give the check's places back however it ended, cancelled before it ran included."""
+        del self._checking[key]
+        self._pending -= 1
+        if (left := self._in_flight[client] - 1) > 0:
+            self._in_flight[client] = left
+        else:
+            del self._in_flight[client]
