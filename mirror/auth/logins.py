@@ -24,7 +24,8 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -42,8 +43,20 @@ MAX_PENDING = 32
 THREADS = 2
 # bcrypt reads at most 72 bytes of a password; htpasswd -B hashes those and ignores the rest.
 BCRYPT_MAX_PASSWORD = 72
-# Checked when the user name is unknown, so that a wrong name takes as long as a wrong password.
-_STAND_IN = bcrypt.hashpw(b"stand-in", bcrypt.gensalt(rounds=5))
+DEFAULT_COST = 5  # htpasswd -B's, for a file with no readable cost
+
+
+def stand_in(hashes: Iterable[bytes]) -> bytes:
+    """A hash checked when the user name is unknown, so that a wrong name takes as long as a
+    wrong password: of the cost most of `hashes` have (the higher on a tie).
+
+    The check's time depends on the cost alone, so a fresh salt and a hash nobody's password
+    makes (bcrypt's alphabet has no hash of all dots) do, without a bcrypt round to make it.
+    """
+    # A bcrypt hash is $2?$CC$ then 22 characters of salt and 31 of hash.
+    costs = Counter(int(h[4:6]) for h in hashes if h[4:6].isdigit() and 4 <= int(h[4:6]) <= 31)
+    cost = max(costs, key=lambda c: (costs[c], c)) if costs else DEFAULT_COST
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 def basic_credentials(header: str) -> tuple[str, str]:
@@ -77,7 +90,8 @@ class Logins:
         self, htpasswd: HtpasswdFile, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._htpasswd = htpasswd
-        self._version = htpasswd.version
+        self._version = -1  # the first request reads the users as if they had just changed
+        self._stand_in = b""
         self._key = os.urandom(32)  # what the remembered headers are hashed with
         self._checked: TTLCache[bytes, str | None] = TTLCache(REMEMBERED, REMEMBER_FOR, timer=clock)
         self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
@@ -98,8 +112,9 @@ class Logins:
         if not header:
             return None
         entries = await self._htpasswd.entries()
-        if self._htpasswd.version != self._version:  # users or passwords may have changed
+        if self._htpasswd.version != self._version:  # users, passwords or costs may have changed
             self._version = self._htpasswd.version
+            self._stand_in = stand_in(entries.values())
             self._checked.clear()
         key = hmac.digest(self._key, header.encode(errors="surrogateescape"), hashlib.sha256)
         if key in self._checked:
@@ -151,7 +166,7 @@ class Logins:
     ) -> str | None:
         """One bcrypt round, its outcome remembered under `key`."""
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(self._pool, _matches, password, hashed or _STAND_IN)
+        ok = await loop.run_in_executor(self._pool, _matches, password, hashed or self._stand_in)
         if ok and hashed is not None:
             self._checked[key] = user
             return user

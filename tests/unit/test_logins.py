@@ -136,6 +136,39 @@ async def test_guesses_sent_at_once_get_no_more_checks_than_the_limit(
         logins.close()
 
 
+async def test_an_unknown_name_costs_a_round_of_the_files_own_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash checked for a name not in the file has the cost most of its hashes have, and
+    follows the file when it is rewritten with another: an unknown name takes as long as a
+    wrong password."""
+    checked: list[bytes] = []
+    real = logins_module._matches
+
+    def recording(password: str, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(logins_module, "_matches", recording)
+    clock = Clock()
+    users = tmp_path / "users"
+    entries = [htpasswd_entry("a", "pw", cost=7), htpasswd_entry("b", "pw", cost=7)]
+    users.write_text("\n".join([*entries, htpasswd_entry("c", "pw", cost=4)]) + "\n")
+    logins = Logins(HtpasswdFile(users, clock=clock, interval=1.0), clock=clock)
+    try:
+        for header in (basic("a", "wrong"), basic("ghost", "pw")):
+            with pytest.raises(Unauthorized):
+                await logins.user(header, "10.0.0.1")
+        assert [hashed[:7] for hashed in checked] == [b"$2y$07$", b"$2b$07$"]
+        users.write_text(htpasswd_entry("a", "pw", cost=6) + "\n")
+        clock.now += 2
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ghost", "other"), "10.0.0.1")
+        assert checked[-1][:7] == b"$2b$06$"
+    finally:
+        logins.close()
+
+
 async def test_a_changed_file_is_reloaded_and_forgets_remembered_logins(tmp_path: Path) -> None:
     """Once the interval passes, a rewritten file is read: a removed user is refused at once
     even though the header was remembered, and a new user gets in."""
