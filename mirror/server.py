@@ -77,7 +77,7 @@ async def serving(
     try:
         listener.start()
         yield connections
-        await listener.stop()
+        await listener.stop(settings.shutdown_grace)
         await asyncio.sleep(settle)
         # aiohttp's shutdown closes the idle connections it has; a front's may never have
         # reached it.
@@ -85,5 +85,5 @@ async def serving(
             if isinstance(connection, FrontConnection):
                 connection.close_if_idle()
     finally:
-        await listener.stop()
+        await listener.stop(settings.shutdown_grace)
         await runner.cleanup()
