@@ -51,6 +51,10 @@ SPREAD_DELAY = 100e-6  # per open connection, before a worker of several accepts
 MAX_SPREAD_DELAY = 0.001
 SPREAD_BATCH = 4  # what a worker of several accepts at most in one turn
 LINGER = 2.0  # how long a refused connection may take to send its request and read the 503
+# A TLS handshake takes a few round trips; one still unfinished after this long is a client
+# gone quiet (or one holding a place on purpose), and its place under the cap is given back.
+# asyncio's own default is 60 s.
+HANDSHAKE_TIMEOUT = 5.0
 MAX_LINGERING = 64
 
 
@@ -87,7 +91,7 @@ class Listener:
     Accepting is a reader callback on the socket, not a task awaiting `sock_accept`: stopping
     removes the callback, so no connection is ever taken from the kernel's queue and then
     dropped, and a connection being set up (a TLS handshake) when the process stops is finished
-    and served, not cut."""
+    and served, unless it takes longer than the shutdown grace."""
 
     def __init__(
         self,
@@ -119,10 +123,11 @@ class Listener:
         self._spare = _open_spare()
         self._loop.add_reader(self._sock, self._accept_ready)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = HANDSHAKE_TIMEOUT) -> None:
         """Stop accepting and close the socket: alone, the process now refuses connections;
         with `--workers N`, the other workers' sockets take them. Connections accepted
-        already are set up and handed to the server (it drains them)."""
+        already are set up and handed to the server (it drains them); those whose TLS
+        handshake is not done within `grace` seconds are closed."""
         if self._loop is None:
             return
         loop, self._loop = self._loop, None
@@ -131,7 +136,11 @@ class Listener:
             self._paused.cancel()
         self._sock.close()
         if self._connecting:
-            await asyncio.wait(self._connecting)
+            _, late = await asyncio.wait(self._connecting, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         for task in self._lingering:
             task.cancel()
         if self._spare is not None:
@@ -182,11 +191,18 @@ class Listener:
             if self._has_user_timeout:
                 client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, self._user_timeout)
             await asyncio.get_running_loop().connect_accepted_socket(
-                self._protocol_factory, client, ssl=self._ssl_context
+                self._protocol_factory,
+                client,
+                ssl=self._ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context else None,
             )
         except (OSError, ssl.SSLError, TimeoutError):  # gone, a failed handshake, no memory
             client.close()
             self._admission.abandoned()
+        except asyncio.CancelledError:  # stopping, and the handshake is still not done
+            client.close()
+            self._admission.abandoned()
+            raise
 
     def _accept_failed(self, error: OSError) -> bool:
         """Handle a failed accept; True when accepting may go on at once."""

@@ -83,7 +83,7 @@ async def serve_app(
     try:
         listener.start()
         yield connections
-        await listener.stop()
+        await listener.stop(shutdown_grace)
         await asyncio.sleep(settle)
         # aiohttp's shutdown closes the idle connections it has; a front's may never have
         # reached it.
@@ -91,5 +91,5 @@ async def serve_app(
             if isinstance(connection, FrontConnection):
                 connection.close_if_idle()
     finally:
-        await listener.stop()
+        await listener.stop(shutdown_grace)
         await runner.cleanup()

@@ -8,8 +8,10 @@ that write the cache.
 
 Failed logins cost bounded work: a client address whose checks failed `MAX_FAILURES` times in a
 row is answered `429` without any bcrypt round until `FAILURE_WINDOW` passes with no new
-attempt; a header that just failed fails again from memory; and no more than `MAX_PENDING`
-checks wait or run at once in a process, beyond which new ones are refused at once.
+attempt; its checks still under way count as failures until they end, so that sending guesses
+all at once gets no more of them checked; a header that just failed fails again from memory;
+and no more than `MAX_PENDING` checks wait or run at once in a process, beyond which new ones
+are refused at once.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import bcrypt
@@ -39,8 +43,20 @@ MAX_PENDING = 32
 THREADS = 2
 # bcrypt reads at most 72 bytes of a password; htpasswd -B hashes those and ignores the rest.
 BCRYPT_MAX_PASSWORD = 72
-# Checked when the user name is unknown, so that a wrong name takes as long as a wrong password.
-_STAND_IN = bcrypt.hashpw(b"stand-in", bcrypt.gensalt(rounds=5))
+DEFAULT_COST = 5  # htpasswd -B's, for a file with no readable cost
+
+
+def stand_in(hashes: Iterable[bytes]) -> bytes:
+    """A hash checked when the user name is unknown, so that a wrong name takes as long as a
+    wrong password: of the cost most of `hashes` have (the higher on a tie).
+
+    The check's time depends on the cost alone, so a fresh salt and a hash nobody's password
+    makes (bcrypt's alphabet has no hash of all dots) do, without a bcrypt round to make it.
+    """
+    # A bcrypt hash is $2?$CC$ then 22 characters of salt and 31 of hash.
+    costs = Counter(int(h[4:6]) for h in hashes if h[4:6].isdigit() and 4 <= int(h[4:6]) <= 31)
+    cost = max(costs, key=lambda c: (costs[c], c)) if costs else DEFAULT_COST
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 def basic_credentials(header: str) -> tuple[str, str]:
@@ -49,8 +65,10 @@ def basic_credentials(header: str) -> tuple[str, str]:
     if scheme.lower() != "basic":
         raise Unauthorized("this registry accepts Basic credentials only")
     try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        # b64decode refuses a str with anything but ASCII in it by a bare ValueError, and a
+        # header of raw bytes (decoded by aiohttp with surrogateescape) is such a str.
+        decoded = base64.b64decode(token.strip().encode("ascii"), validate=True).decode()
+    except (binascii.Error, UnicodeError):
         raise Unauthorized("malformed Basic credentials") from None
     user, sep, password = decoded.partition(":")
     if not sep or not user:
@@ -72,12 +90,15 @@ class Logins:
         self, htpasswd: HtpasswdFile, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._htpasswd = htpasswd
-        self._version = htpasswd.version
+        self._version = -1  # the first request reads the users as if they had just changed
+        self._stand_in = b""
         self._key = os.urandom(32)  # what the remembered headers are hashed with
         self._checked: TTLCache[bytes, str | None] = TTLCache(REMEMBERED, REMEMBER_FOR, timer=clock)
         self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="bcrypt")
         self._pending = 0
+        self._in_flight: dict[str, int] = {}  # checks under way, by client address
+        self._checking: dict[bytes, asyncio.Future[str | None]] = {}  # by header, as _checked
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -91,8 +112,9 @@ class Logins:
         if not header:
             return None
         entries = await self._htpasswd.entries()
-        if self._htpasswd.version != self._version:  # users or passwords may have changed
+        if self._htpasswd.version != self._version:  # users, passwords or costs may have changed
             self._version = self._htpasswd.version
+            self._stand_in = stand_in(entries.values())
             self._checked.clear()
         key = hmac.digest(self._key, header.encode(errors="surrogateescape"), hashlib.sha256)
         if key in self._checked:
@@ -100,28 +122,64 @@ class Logins:
             if known is None:
                 raise Unauthorized("wrong user name or password")
             return known
-        user, password = basic_credentials(header)
-        if self._failures.get(client, 0) >= MAX_FAILURES:
+        check = self._checking.get(key)
+        if check is None:
+            # Requests sent together with the same new header (a pull's first layers) share
+            # one check, which counts once against their address.
+            user, password = basic_credentials(header)
+            self._admit(client)
+            # Counted before the check first runs, so that requests of the same instant see it.
+            self._pending += 1
+            self._in_flight[client] = self._in_flight.get(client, 0) + 1
+            check = asyncio.ensure_future(
+                self._check(key, user, password, entries.get(user), client)
+            )
+            self._checking[key] = check
+            check.add_done_callback(functools.partial(self._checked_one, key, client))
+        known = await asyncio.shield(check)
+        if known is None:
+            raise Unauthorized("wrong user name or password")
+        return known
+
+    def _admit(self, client: str) -> None:
+        """Refuse a new check for `client` beyond its failures' allowance, counting those under
+        way as failed, or beyond the process's."""
+        failures = self._failures.get(client, 0)
+        if failures >= MAX_FAILURES:
             raise TooManyRequests(
                 "too many failed logins from this address; try again later",
                 headers={"Retry-After": str(int(FAILURE_WINDOW))},
+            )
+        if failures + self._in_flight.get(client, 0) >= MAX_FAILURES:
+            raise TooManyRequests(
+                "too many logins from this address are being checked; try again shortly",
+                headers={"Retry-After": "1"},
             )
         if self._pending >= MAX_PENDING:
             raise TooManyRequests(
                 "too many logins are being checked; try again shortly",
                 headers={"Retry-After": "1"},
             )
-        hashed = entries.get(user)
-        self._pending += 1
-        try:
-            loop = asyncio.get_running_loop()
-            ok = await loop.run_in_executor(self._pool, _matches, password, hashed or _STAND_IN)
-        finally:
-            self._pending -= 1
+
+    async def _check(
+        self, key: bytes, user: str, password: str, hashed: bytes | None, client: str
+    ) -> str | None:
+        """One bcrypt round, its outcome remembered under `key`."""
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(self._pool, _matches, password, hashed or self._stand_in)
         if ok and hashed is not None:
             self._checked[key] = user
             return user
         self._checked[key] = None
         self._failures[client] = self._failures.get(client, 0) + 1
         log.get_logger().warning("login failed", user=user[:100], client=client)
-        raise Unauthorized("wrong user name or password")
+        return None
+
+    def _checked_one(self, key: bytes, client: str, _check: object) -> None:
+        """Give the check's places back however it ended, cancelled before it ran included."""
+        del self._checking[key]
+        self._pending -= 1
+        if (left := self._in_flight[client] - 1) > 0:
+            self._in_flight[client] = left
+        else:
+            del self._in_flight[client]

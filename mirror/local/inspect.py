@@ -41,10 +41,11 @@ class PushedManifest:
 def inspect(data: bytes, digest: Digest, content_type: str | None) -> PushedManifest:
     """Check a pushed manifest; `MANIFEST_INVALID` saying why when it cannot be stored."""
     try:
-        document = json.loads(data)
+        # read_contents first: it also refuses JSON nested past the parser's recursion limit.
         contents = read_contents(data)
-    except (ValueError, InvalidManifest) as e:
+    except InvalidManifest as e:
         raise ManifestInvalid(f"not a manifest: {e}") from None
+    document = json.loads(data)
     declared = document.get("mediaType")
     sent = (content_type or "").split(";", 1)[0].strip().lower() or None
     if declared is not None and not isinstance(declared, str):

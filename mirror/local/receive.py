@@ -2,9 +2,12 @@
 
 The body is read in batches; each batch is written and hashed in a thread while the next one
 is read, so a push runs at the speed of the disk or of SHA-256, whichever is slower, and the
-event loop only moves buffers. What was written stays written when the body breaks off or the
-request is cancelled (the client may resume from there); after any other error (a full disk, a
-body longer than declared) the file is cut back to where the request began.
+event loop only moves buffers. What was written stays written when the body breaks off, stalls
+or the request is cancelled (the client may resume from there); after any other error (a full
+disk, a body longer than declared) the file is cut back to where the request began.
+
+A body that sends nothing for `IDLE_TIMEOUT` is treated as broken off: an upload holds one of
+a few slots while its body streams, and a client that stops sending must not keep it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from mirror.errors import SizeInvalid, StorageFull
 
 BATCH = 1 << 20
+# Shorter than the default `fill_wait` (20 s), so that a push waiting for a slot held by a
+# stalled body gets it before its own wait ends.
+IDLE_TIMEOUT = 10.0
 
 
 class Body(Protocol):
@@ -30,10 +36,10 @@ class Body(Protocol):
 
 
 class BodyCut(Exception):
-    """The client's body broke off; `written` bytes of it were written."""
+    """The client's body broke off or stalled; `written` bytes of it were written."""
 
-    def __init__(self, written: int) -> None:
-        super().__init__(f"the request body broke off after {written} bytes")
+    def __init__(self, written: int, how: str = "broke off") -> None:
+        super().__init__(f"the request body {how} after {written} bytes")
         self.written = written
 
 
@@ -51,13 +57,16 @@ async def receive(
     buffered: list[bytes] = []
     size = 0
     pending: asyncio.Future[None] | None = None
-    cut = False
+    cut: str | None = None
     try:
         while True:
             try:
-                chunk = await body.readany()
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    chunk = await body.readany()
             except (HttpProcessingError, ConnectionError, asyncio.IncompleteReadError):
-                chunk, cut = b"", True
+                chunk, cut = b"", "broke off"
+            except TimeoutError:
+                chunk, cut = b"", f"sent nothing for {IDLE_TIMEOUT:g} s"
             if limit is not None and written + size + len(chunk) > limit:
                 raise SizeInvalid(f"the body is longer than the {limit} bytes declared")
             if chunk:
@@ -87,8 +96,8 @@ async def receive(
         # Cancelled (the client went away, where the server cancels its handler): what was
         # written stays, as for a body that broke off.
         raise
-    if cut:
-        raise BodyCut(written)
+    if cut is not None:
+        raise BodyCut(written, cut)
     return written
 
 

@@ -42,7 +42,10 @@ class LocalRegistry:
         self.store = LocalStore(layout)
         self.uploads = UploadSessions(uploads_dir(layout.root), clock=clock)
         slots = FillSlots(
-            settings.max_uploads, lambda _key: settings.max_uploads, settings.fill_wait
+            settings.max_uploads,
+            lambda _key: settings.max_uploads,
+            settings.fill_wait,
+            busy="{used} uploads are running and {waiting} waiting; no upload slot freed",
         )
         self.blobs = LocalBlobs(self.store, self.uploads, blobs, slots)
         # A repository's links and revisions are in the cache directory alone, and so are its

@@ -20,8 +20,16 @@ from mirror.errors import Busy
 ROOM_CHECK_INTERVAL = 0.5
 
 
+# What a wait past the deadline says; `FillSlots` of other work (uploads) say their own.
+BUSY = "{used} downloads are running and {waiting} waiting; no download slot for {key} freed"
+
+
 class FillSlots:
-    def __init__(self, total: int, per_upstream: Callable[[str], int], wait: float) -> None:
+    def __init__(
+        self, total: int, per_upstream: Callable[[str], int], wait: float, busy: str = BUSY
+    ) -> None:
+        """`busy` is formatted with `used`, `waiting` and `key` (the upstream)."""
+        self._busy = busy
         self._total = total
         self._per_upstream = per_upstream
         self._wait = wait
@@ -76,9 +84,9 @@ class FillSlots:
                 granted.cancel()
             if isinstance(e, asyncio.CancelledError):
                 raise
+            busy = self._busy.format(used=self._used.total(), waiting=self.waiting, key=upstream)
             raise Busy(
-                f"{self._used.total()} downloads are running and {self.waiting} waiting; "
-                f"no download slot for {upstream} freed within {self._wait:.0f} s",
+                f"{busy} within {self._wait:g} s",
                 retry_after=max(1, round(self._wait)),
             ) from None
 

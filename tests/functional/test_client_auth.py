@@ -17,6 +17,7 @@ from mirror.api.keys import SETTINGS
 from mirror.config import Settings, UpstreamSettings
 from mirror.config.access import parse_access
 from tests.conftest import MirrorFromSettings, RegistryFactory, Seeded, seed_registry
+from tests.support.clients import raw_exchange
 from tests.support.htpasswd import write_htpasswd
 from tests.support.oci import ACCEPT_ALL, wait_until
 from tests.support.registry import Registry
@@ -129,6 +130,25 @@ async def test_wrong_credentials_are_401_whatever_the_rules(
     ghost = base64.b64encode(b"ghost:a-password-1").decode()
     response = await client.get("/v2/", headers={"Authorization": f"Basic {ghost}"})
     assert response.status == 401
+
+
+async def test_credentials_that_are_not_ascii_are_401_without_a_traceback(
+    secured: MakeMirror, registry: Registry, seeded: Seeded
+) -> None:
+    """Raw latin-1 bytes or UTF-8 text where base64 belongs are malformed credentials: 401
+    with the challenge, nothing logged as an unexpected error."""
+    client = await secured(registry)
+    repo, tag = seeded.schema2_ref
+    with structlog.testing.capture_logs() as logs:
+        for value in ("Basic \xe9\xe9", "Basic \u00e9t\u00e9".encode().decode("latin-1")):
+            for path in ("/v2/", f"/v2/{repo}/manifests/{tag}"):
+                answer = await raw_exchange(
+                    client.host, client.port, "GET", path, {"Authorization": value}
+                )
+                assert answer.status == 401, (value, path)
+                assert answer.headers["www-authenticate"] == CHALLENGE
+                assert json.loads(answer.body)["errors"][0]["code"] == "UNAUTHORIZED"
+    assert not [entry for entry in logs if entry["log_level"] in ("error", "critical")]
 
 
 async def test_a_denied_pull_looks_the_same_whether_or_not_the_content_is_cached(

@@ -6,12 +6,20 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
+import time
 from pathlib import Path
 
 import pytest
 import structlog
 
+from mirror.api import listener
+from mirror.config import Settings, UpstreamSettings
+from mirror.server import serving
+from mirror.tls import ServerTls
+from mirror.workers import listening_socket
 from tests.conftest import Seeded
+from tests.support.certs import CertificateAuthority
 from tests.support.clients import (
     is_closed_by_server,
     open_connection,
@@ -146,3 +154,88 @@ async def test_idle_connections_are_closed_to_make_room(serve: ServeFactory) -> 
         assert not is_closed_by_server(kept_alive)
         await loop.sock_sendall(kept_alive, request_bytes("/v2/"))
         assert (await loop.sock_recv(kept_alive, 4096)).startswith(b"HTTP/1.1 200 ")
+
+
+async def _served_over_tls(served: Served, context: ssl.SSLContext) -> bool:
+    """Whether a client that completes its handshake at once gets /healthz answered."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(served.host, served.port, ssl=context), 2
+        )
+    except (OSError, TimeoutError):  # ssl.SSLError is an OSError
+        return False
+    try:
+        writer.write(request_bytes("/healthz", close=True))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        return head.startswith(b"HTTP/1.1 200 ")
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _stall_handshakes(host: str, port: int, count: int) -> list[socket.socket]:
+    """Connections that send the first byte of a TLS record and nothing more."""
+    stalled = [await open_connection(host, port) for _ in range(count)]
+    for sock in stalled:
+        sock.send(b"\x16")
+    return stalled
+
+
+async def test_stalled_tls_handshakes_give_their_places_back(
+    serve: ServeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections that begin a TLS handshake and go quiet hold places under the cap only for
+    the handshake timeout: they are closed, and a client that completes its handshake is then
+    served."""
+    monkeypatch.setattr(listener, "HANDSHAKE_TIMEOUT", 0.5)
+    authority = CertificateAuthority(tmp_path / "ca")
+    cert = authority.issue("mirror")
+    served = await serve(tls_cert=cert.cert, tls_key=cert.key, max_connections=2)
+    context = ssl.create_default_context(cafile=str(authority.ca_file))
+    stalled = await _stall_handshakes(served.host, served.port, 6)
+    try:
+        deadline = time.monotonic() + 3
+        while not await _served_over_tls(served, context):
+            assert time.monotonic() < deadline, "still no place for a well-behaved client"
+            await asyncio.sleep(0.1)
+        assert await wait_until(lambda: all(is_closed_by_server(s) for s in stalled))
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+async def test_stopping_waits_for_stalled_handshakes_no_longer_than_the_grace(
+    registry: Registry, cache_dir: Path, tmp_path: Path
+) -> None:
+    """A TLS server stopped while connections sit in their handshake ends within the shutdown
+    grace (the handshakes are cut), rather than waiting for them to time out."""
+    authority = CertificateAuthority(tmp_path / "ca")
+    cert = authority.issue("mirror")
+    settings = Settings(
+        cache_dir=cache_dir,
+        upstreams=(UpstreamSettings(default=True, url=registry.url),),
+        host="127.0.0.1",
+        port=0,
+        tls_cert=cert.cert,
+        tls_key=cert.key,
+        shutdown_grace=0.5,
+    )
+    sock = listening_socket(settings)
+    tls = ServerTls.of(settings)
+    assert tls is not None
+    stalled: list[socket.socket] = []
+    try:
+        async with asyncio.timeout(3):
+            async with serving(settings, sock, tls.context, settle=0):
+                stalled = await _stall_handshakes("127.0.0.1", sock.getsockname()[1], 5)
+                await asyncio.sleep(0.2)  # accepted, and in their handshakes
+                started = time.monotonic()
+        assert time.monotonic() - started < 0.5 + 1.5
+        assert all(is_closed_by_server(s) for s in stalled)
+    finally:
+        sock.close()
+        for s in stalled:
+            s.close()

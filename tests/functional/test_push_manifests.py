@@ -119,8 +119,9 @@ async def test_a_manifest_naming_a_missing_blob_stores_nothing(
 async def test_bad_manifests_are_refused_with_a_reason(
     local_mirror: LocalMirrorFactory, registry: Registry, cache_dir: Path
 ) -> None:
-    """Not JSON, a Content-Type other than its mediaType, an unknown type, a digest reference
-    the bytes do not hash to, a bad tag: each a 400 with its code, nothing stored."""
+    """Not JSON, JSON nested past any parser's depth, a Content-Type other than its mediaType,
+    an unknown type, a digest reference the bytes do not hash to, a bad tag: each a 400 with
+    its code, nothing stored."""
     client = await local_mirror(registry)
     pusher = Pusher(client)
     image = make_image(oci=True, seed="bad")
@@ -128,6 +129,8 @@ async def test_bad_manifests_are_refused_with_a_reason(
         await pusher.push_blob(REPO, blob)
     cases = [
         ("v1", b"not json", OCI_MANIFEST, "MANIFEST_INVALID"),
+        ("v1", b"[" * 200_000, OCI_MANIFEST, "MANIFEST_INVALID"),
+        ("v1", b'{"a":' * 50_000, OCI_MANIFEST, "MANIFEST_INVALID"),
         (
             "v1",
             image.manifest,

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mirror.api.keys import LOCAL as LOCAL_KEY
+from mirror.local import receive
 from tests.conftest import LocalMirrorFactory, Seeded
 from tests.support.images import Blob, sha256_digest
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
@@ -483,9 +484,54 @@ async def test_uploads_beyond_the_cap_wait_then_get_503(
     busy = await pusher.request("PATCH", second, data=b"x", headers=OCTETS)
     await assert_oci_error(busy, 503, "UNAVAILABLE")
     assert busy.headers["Retry-After"] == "1"
+    message = (await busy.json())["errors"][0]["message"]
+    assert "upload slot" in message and "download" not in message, message
     release.set()
     assert (await held).status == 202
     assert (await pusher.request("PATCH", second, data=b"x", headers=OCTETS)).status == 202
+
+
+async def test_a_body_that_stalls_is_cut_and_frees_its_slot(
+    local_mirror: LocalMirrorFactory, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunked PATCH that sends one byte and then nothing is answered 400
+    BLOB_UPLOAD_INVALID after the idle timeout, keeping that byte: the only upload slot is free
+    again for another push before its wait ends, and the stalled upload resumes from there."""
+    monkeypatch.setattr(receive, "IDLE_TIMEOUT", 0.5)
+    client = await local_mirror(registry, max_uploads=1, fill_wait=3)
+    pusher = Pusher(client)
+    blob = _blob(1000, seed=9)
+    location = await pusher.start_upload(REPO)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        head = (
+            f"PATCH {location} HTTP/1.1\r\nHost: mirror\r\n"
+            f"Authorization: {basic('ci')['Authorization']}\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        writer.write(head.encode() + b"1\r\n" + blob.data[:1] + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the stalled body has the slot
+        other = _blob(500, seed=10)
+        await pusher.push_blob(REPO, other)  # within fill_wait: the stalled body was cut
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        length = int(answer.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await asyncio.wait_for(reader.readexactly(length), 5)
+        assert b"BLOB_UPLOAD_INVALID" in body and b"sent nothing" in body, body
+    finally:
+        writer.close()
+    status = await pusher.request("GET", location)
+    assert status.headers["Range"] == "0-0"
+    resumed = await pusher.request(
+        "PATCH",
+        location,
+        data=blob.data[1:],
+        headers={**OCTETS, "Content-Range": f"1-{blob.size - 1}"},
+    )
+    assert resumed.status == 202, await resumed.text()
+    finished = await pusher.request("PUT", location, params={"digest": blob.digest})
+    assert finished.status == 201, await finished.text()
 
 
 @pytest.fixture

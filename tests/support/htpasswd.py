@@ -7,16 +7,17 @@ import subprocess
 from pathlib import Path
 
 
-def htpasswd_entry(user: str, password: str, *, kind: str = "-B") -> str:
+def htpasswd_entry(user: str, password: str, *, kind: str = "-B", cost: int = 4) -> str:
     """One `user:hash` line as `htpasswd -n` prints it; `kind` is -B (bcrypt), -m (MD5), -s."""
     binary = shutil.which("htpasswd")
     assert binary is not None, (
         "htpasswd is needed (Debian: apache2-utils; see tests/system-deps.sh)"
     )
-    # Cost 4 for bcrypt, the least: each login pays for it and the hash guards nothing here.
-    cost = ["-C", "4"] if kind == "-B" else []
+    # Cost 4 for bcrypt unless asked, the least: each login pays for it and the hash guards
+    # nothing here.
+    costs = ["-C", str(cost)] if kind == "-B" else []
     done = subprocess.run(
-        [binary, "-n", "-b", kind, *cost, user, password],
+        [binary, "-n", "-b", kind, *costs, user, password],
         capture_output=True,
         text=True,
         check=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,6 +109,62 @@ async def test_a_client_that_fails_too_often_waits_without_costing_bcrypt(
         clock.now += FAILURE_WINDOW + 1
         with pytest.raises(Unauthorized):
             await logins.user(basic("ci", "later-guess"), "10.0.0.9")
+    finally:
+        logins.close()
+
+
+async def test_guesses_sent_at_once_get_no_more_checks_than_the_limit(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """Sixty different wrong passwords sent together from one address: checks under way count
+    against its limit, so MAX_FAILURES are checked and the rest are 429 at once; another
+    address still logs in meanwhile, and a pull's burst with one new header is one check."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "dev": "pw"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        guesses = [logins.user(basic("ci", f"guess-{n}"), "10.0.0.9") for n in range(60)]
+        burst = [logins.user(basic("dev", "pw"), "10.0.0.7") for _ in range(20)]
+        outcomes = await asyncio.gather(*guesses, *burst, return_exceptions=True)
+        refused = [o for o in outcomes[:60] if isinstance(o, TooManyRequests)]
+        wrong = [o for o in outcomes[:60] if isinstance(o, Unauthorized)]
+        assert (len(wrong), len(refused)) == (MAX_FAILURES, 60 - MAX_FAILURES)
+        assert {r.headers["Retry-After"] for r in refused} == {"1"}
+        assert outcomes[60:] == ["dev"] * 20
+        assert len(bcrypt_rounds) == MAX_FAILURES + 1
+    finally:
+        logins.close()
+
+
+async def test_an_unknown_name_costs_a_round_of_the_files_own_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash checked for a name not in the file has the cost most of its hashes have, and
+    follows the file when it is rewritten with another: an unknown name takes as long as a
+    wrong password."""
+    checked: list[bytes] = []
+    real = logins_module._matches
+
+    def recording(password: str, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real(password, hashed)
+
+    monkeypatch.setattr(logins_module, "_matches", recording)
+    clock = Clock()
+    users = tmp_path / "users"
+    entries = [htpasswd_entry("a", "pw", cost=7), htpasswd_entry("b", "pw", cost=7)]
+    users.write_text("\n".join([*entries, htpasswd_entry("c", "pw", cost=4)]) + "\n")
+    logins = Logins(HtpasswdFile(users, clock=clock, interval=1.0), clock=clock)
+    try:
+        for header in (basic("a", "wrong"), basic("ghost", "pw")):
+            with pytest.raises(Unauthorized):
+                await logins.user(header, "10.0.0.1")
+        assert [hashed[:7] for hashed in checked] == [b"$2y$07$", b"$2b$07$"]
+        users.write_text(htpasswd_entry("a", "pw", cost=6) + "\n")
+        clock.now += 2
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ghost", "other"), "10.0.0.1")
+        assert checked[-1][:7] == b"$2b$06$"
     finally:
         logins.close()
 
