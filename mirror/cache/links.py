@@ -8,10 +8,10 @@ the manifest refers to, not a part of it (OCI distribution spec, "Listing Referr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from mirror import jsondoc
 from mirror.errors import DigestInvalid
 from mirror.oci.digest import Digest
 
@@ -27,7 +27,7 @@ NONE = Links(frozenset(), frozenset())
 
 def links(data: bytes) -> Links:
     try:
-        document = json.loads(data)
+        document = jsondoc.parse(data)
     except ValueError:
         return NONE
     if not isinstance(document, dict):

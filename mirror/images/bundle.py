@@ -7,13 +7,13 @@ copied."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from mirror import jsondoc
 from mirror.images.archive import CONTAINERD_NAME, REF_NAME, blob_path
 from mirror.oci.contents import (
     MAX_INDEX_DEPTH,
@@ -206,7 +206,7 @@ def _header_size(member: tarfile.TarInfo) -> int:
 
 def _json(data: bytes, name: str) -> dict[str, Any]:
     try:
-        document = json.loads(data)
+        document = jsondoc.parse(data)
     except ValueError:
         raise BadBundle(f"{name} is not JSON") from None
     if not isinstance(document, dict):

@@ -6,12 +6,12 @@ Only the fields the OCI image spec and Docker schema 2 share are read (`manifest
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from cachetools import LRUCache
 
+from mirror import jsondoc
 from mirror.errors import MirrorError
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import MANIFEST_TYPES, is_media_type
@@ -49,8 +49,8 @@ class Contents:
 
 def read_contents(data: bytes) -> Contents:
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        document = jsondoc.parse(data)
+    except ValueError:
         raise InvalidManifest("the manifest is not JSON") from None
     if not isinstance(document, dict):
         raise InvalidManifest("the manifest is not a JSON object")
@@ -104,8 +104,8 @@ def media_type_of(data: bytes, fallback: str) -> str:
     bundle's index entry); InvalidManifest when that is no manifest type (`served_type`).
     Bytes that are not a JSON object have no such field: their source's type decides."""
     try:
-        document = json.loads(data)
-    except (ValueError, RecursionError):
+        document = jsondoc.parse(data)
+    except ValueError:
         document = None
     declared = _declared_type(document) if isinstance(document, dict) else None
     return served_type(declared or fallback)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import json
 import re
 from dataclasses import dataclass
 
@@ -24,6 +23,7 @@ from cachetools import TLRUCache
 from publicsuffixlist import PublicSuffixList
 from yarl import URL
 
+from mirror import jsondoc
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import Denied, MirrorError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from mirror.flight import SingleFlight
@@ -206,7 +206,9 @@ class Authenticator:
                     raise Denied(f"{what} refused the mirror's credentials")
                 if resp.status != 200:
                     raise UpstreamError(f"{what} answered {resp.status}")
-                body = json.loads(await read_limited(resp, MAX_TOKEN_SIZE, f"a token from {name}"))
+                body = jsondoc.parse(
+                    await read_limited(resp, MAX_TOKEN_SIZE, f"a token from {name}")
+                )
         except aiohttp.ClientConnectorError as e:
             if isinstance(e.os_error, RefusedAddress):
                 raise UpstreamError(str(e.os_error)) from e

@@ -14,7 +14,6 @@ anything else the caller raises passes through untouched and counts for nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ from cachetools import LRUCache
 from multidict import CIMultiDict
 from yarl import URL
 
-from mirror import log
+from mirror import jsondoc, log
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
@@ -327,7 +326,7 @@ async def _upstream_error(resp: aiohttp.ClientResponse) -> tuple[str | None, str
     if resp.method == "HEAD":
         return None, None
     try:
-        body = json.loads(await read_limited(resp, MAX_ERROR_SIZE, "an error body"))
+        body = jsondoc.parse(await read_limited(resp, MAX_ERROR_SIZE, "an error body"))
         first = body["errors"][0]
         return str(first["code"]), str(first.get("message") or "")[:500] or None
     except (ValueError, KeyError, IndexError, TypeError, MirrorError, aiohttp.ClientError):

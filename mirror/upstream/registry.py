@@ -7,7 +7,6 @@ upstream could not answer; a cached answer may be served instead).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from mirror import jsondoc
 from mirror.config.upstreams import UpstreamSettings
 from mirror.errors import (
     BlobUnknown,
@@ -215,7 +215,7 @@ def _next_page(resp: aiohttp.ClientResponse) -> dict[str, str] | None:
 def _tag_names(body: bytes, what: str) -> list[str]:
     """The valid tag names of one page (`{"name": …, "tags": […]}`; `null` is none)."""
     try:
-        document = json.loads(body)
+        document = jsondoc.parse(body)
     except ValueError:
         raise UpstreamError(f"{what} is not JSON") from None
     tags = document.get("tags", ()) if isinstance(document, dict) else ()

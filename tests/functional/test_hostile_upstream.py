@@ -5,6 +5,7 @@ address."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -227,13 +228,42 @@ async def test_an_unusable_location_is_a_clean_502(
         await assert_oci_error(response, 502, "UNAVAILABLE")
 
 
+# JSON nested deeper than Python's parser goes: a kilobyte or so of brackets.
+DEEP = b"[" * 20_000
+
+
+async def test_json_nested_too_deep_is_malformed_wherever_an_upstream_sends_it(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """As an error body (the upstream's 404 still reads as one), a token (a clean 502) and a
+    manifest (a clean 502): never a 500."""
+    fake = await make_fake_upstream()
+
+    async def deep(request: web.Request, status: int = 404) -> web.StreamResponse:
+        return web.Response(status=status, body=DEEP, content_type="application/json")
+
+    fake.route(BLOB_PATH, deep)
+    fake.route(MANIFEST_PATH, functools.partial(deep, status=200))
+    client = await public_mirror(fake)
+    await assert_oci_error(await client.get(BLOB_PATH), 404, "BLOB_UNKNOWN")
+    response = await client.get(MANIFEST_PATH, headers={"Accept": ACCEPT_ALL})
+    await assert_oci_error(response, 502, "UNAVAILABLE")
+    fake.route("/token", functools.partial(deep, status=200))
+    fake.route(
+        "/v2/lib/private/manifests/v1",
+        bearer_auth(f"{fake.url}/token", "registry", "t", "repository:lib/private:pull", deep),
+    )
+    response = await client.get("/v2/lib/private/manifests/v1", headers={"Accept": ACCEPT_ALL})
+    await assert_oci_error(response, 502, "UNAVAILABLE")
+
+
 async def test_a_tag_list_that_is_not_one_is_a_clean_502(
     make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
 ) -> None:
     """A body that is not JSON, or has no list of tags, is an upstream error."""
     fake = await make_fake_upstream()
     client = await public_mirror(fake)
-    for body in (b"<html>", b'{"tags": "v1"}', json.dumps([1, 2]).encode()):
+    for body in (b"<html>", b'{"tags": "v1"}', json.dumps([1, 2]).encode(), DEEP):
 
         async def handler(request: web.Request, body: bytes = body) -> web.StreamResponse:
             return web.Response(body=body, content_type="application/json")
