@@ -9,24 +9,32 @@ a half-written certificate) leaves the served certificate as it was.
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 
 from mirror import log
 from mirror.config import ConfigError, Settings
 
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*-----END CERTIFICATE-----"
+)
+
 
 def _load(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     """Load the pair; a failure is a ConfigError naming the option at fault."""
-    texts = {}
+    files = {}
     for option, path in (("--tls-cert", cert), ("--tls-key", key)):
         try:
-            texts[option] = path.read_text(encoding="ascii", errors="replace")
+            files[option] = path.read_bytes()
         except OSError as e:
             raise ConfigError(f"{option}: cannot read {path}: {e.strerror}") from None
+    # Only the certificates: text around them (`subject=CN = Müller`, as `openssl x509` and
+    # PKCS#12 exports write above each) may be in any encoding, and OpenSSL skips it.
+    blocks = _PEM_CERTIFICATE.findall(files["--tls-cert"])
     try:
         # Parses every certificate of the chain file, so that what fails below is the key.
-        _new_context().load_verify_locations(cadata=texts["--tls-cert"])
+        _new_context().load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
     except (ssl.SSLError, ValueError):
         raise ConfigError(f"--tls-cert: {cert} holds no PEM certificate") from None
     try:

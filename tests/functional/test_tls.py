@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mirror.config import ConfigError
+from mirror.tls import ServerTls
 from tests.e2e.daemons import MirrorServer
 from tests.support.certs import CertificateAuthority, ServerCert, serial_of
 from tests.support.htpasswd import htpasswd_entry
@@ -187,3 +189,18 @@ def test_mirror_health_asks_a_tls_server_over_https(tmp_path: Path, registry: Re
         assert '"status":"ok"' in done.stdout.replace(" ", "")
     finally:
         server.stop()
+
+
+def test_text_in_any_encoding_around_the_certificates_is_skipped(tmp_path: Path) -> None:
+    """`openssl x509 -subject` and PKCS#12 exports write `subject=CN = Müller` (UTF-8) above
+    each certificate, which OpenSSL skips: the pair loads, and reloads; a file with no
+    certificate at all is still one clear error."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    one = ca.issue("one")
+    annotated = tmp_path / "annotated.crt"
+    annotated.write_bytes("subject=CN = Müller GmbH\n".encode() + one.cert.read_bytes())
+    tls = ServerTls(annotated, one.key)
+    assert tls.reload()
+    annotated.write_bytes("subject=CN = Müller GmbH\n".encode())
+    with pytest.raises(ConfigError, match="holds no PEM certificate"):
+        ServerTls(annotated, one.key)
