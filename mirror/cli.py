@@ -54,3 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as e:
         print(f"mirror {command.name}: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        # The file system refused (a read-only cache, a file where a directory should be):
+        # the operator's to fix, said in one line.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"mirror {command.name}: {e.strerror or e}{where}", file=sys.stderr)
+        return 1

@@ -44,6 +44,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     references = read_references(args.refs, args.file)
     output = Path(args.output)
+    if not output.name:
+        raise CommandError(f"--output: {args.output!r} names no file")
     if not output.parent.is_dir():
         raise CommandError(f"--output: {output.parent} is not a directory")
     log.configure(level=logging.WARNING)

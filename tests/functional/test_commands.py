@@ -314,3 +314,26 @@ async def test_rm_refuses_a_local_namespace(tmp_path: Path, cache_dir: Path) -> 
     )
     assert result.returncode == 1, result.explain()
     assert "local namespace" in result.stderr and "DELETE" in result.stderr
+
+
+async def test_commands_say_what_the_file_system_refused_in_one_line(tmp_path: Path) -> None:
+    """A file where the cache directory should be, a config file that is not UTF-8 and an
+    empty output name: one line each, no traceback."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    not_utf8 = tmp_path / "bad.toml"
+    not_utf8.write_bytes(b"\xff\xfe\x00")
+    cases = [
+        (("prefetch", "--cache-dir", a_file, "library/alpine:3.20"), 1, "mirror prefetch: "),
+        (("export", "--cache-dir", a_file, "-o", tmp_path / "x.tar", "alpine:3.20"), 1,
+         "mirror export: "),
+        (("ls", "--config", not_utf8), 2, f"mirror: --config: {not_utf8} is not valid TOML"),
+        (("export", "--cache-dir", tmp_path, "-o", "", "alpine:3.20"), 1,
+         "mirror export: --output: '' names no file"),
+    ]  # fmt: skip
+    for args, code, expected in cases:
+        result = await mirror_cli(*args)
+        assert result.returncode == code, result.explain()
+        assert len(result.error_lines) == 1, result.explain()
+        assert result.error_lines[0].startswith(expected), result.explain()
+        assert "Traceback" not in result.explain()

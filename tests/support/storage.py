@@ -103,7 +103,10 @@ def command_cache_dir(args: Sequence[str]) -> Path | None:
     cache_dir = Path("cache")
     if "--config" in named:
         with open(named["--config"], "rb") as f:
-            data = tomllib.load(f)
+            try:
+                data = tomllib.load(f)
+            except ValueError:  # not TOML: the command says so
+                data = {}
         if "storage" in data:
             return None
         cache_dir = Path(data.get("cache_dir", cache_dir))
