@@ -56,6 +56,8 @@ def setup_client_auth(app: web.Application, settings: Settings) -> None:
         # Only local namespaces take writes; a write to a mirrored registry is checked as the
         # pull it is not, and its handler answers 405.
         action = _action(request) if isinstance(route, LocalRoute) else PULL
+        if action != PULL and _from_another_site(request):
+            raise Denied("a web page of another site may not write to this registry")
         if not policy.allows(user, action, target):
             if user is None and logins is not None:
                 raise Unauthorized(f"log in to {action} {target[:300]}")
@@ -73,6 +75,18 @@ def _action(request: web.Request) -> str:
     if "session" in request.match_info or request.method == "POST":
         return PUSH
     return {"GET": PULL, "HEAD": PULL, "DELETE": DELETE}.get(request.method, PUSH)
+
+
+def _from_another_site(request: web.Request) -> bool:
+    """Whether a browser sends the request for a page of another site: a form posted there
+    carries the login a browser keeps for the mirror (cross-site request forgery). Registry
+    clients send neither header; browsers send `Sec-Fetch-Site`, or at least `Origin`, with
+    every such write."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    return origin is not None and origin != f"{request.scheme}://{request.host}"
 
 
 async def _close(logins: Logins, _app: web.Application) -> None:

@@ -215,3 +215,33 @@ async def test_eviction_never_takes_pushed_images_nor_counts_them_against_the_ca
         assert cached_blob(cache_dir, blob.digest).exists()
     again = await admin.request("GET", f"/v2/{REPO}/manifests/keep", headers={"Accept": ACCEPT_ALL})
     assert await again.read() == pushed.manifest
+
+
+async def test_a_web_page_of_another_site_cannot_push_with_a_browsers_login(
+    local_mirror: LocalMirrorFactory, registry: Registry, cache_dir: Path
+) -> None:
+    """A form another site's page posts carries the login the browser keeps for the mirror,
+    and `Origin` or `Sec-Fetch-Site` saying where it comes from: 403, nothing stored. The same
+    push from the mirror's own origin, or from a registry client (no such header), goes on."""
+    client = await local_mirror(registry)
+    ci = Pusher(client)
+    image = make_image(oci=True, seed="csrf")
+    blob = image.layers[0]
+    path = f"/v2/{REPO}/blobs/uploads/"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    for foreign in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        refused = await ci.request(
+            "POST",
+            path,
+            params={"digest": blob.digest},
+            data=blob.data,
+            headers={**form, **foreign},
+        )
+        await assert_oci_error(refused, 403, "DENIED")
+    assert not cached_blob(cache_dir, blob.digest).exists()
+    own = f"http://{client.server.host}:{client.server.port}"
+    accepted = await ci.request(
+        "POST", path, params={"digest": blob.digest}, data=blob.data, headers={"Origin": own}
+    )
+    assert accepted.status == 201, await accepted.text()
+    await ci.push_blob(REPO, image.config)
