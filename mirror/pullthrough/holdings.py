@@ -18,6 +18,7 @@ on the cache directory, and a restart, knows it too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Iterable
@@ -32,8 +33,9 @@ from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
 from mirror.storage.tags import TagStore
 
-# Repositories whose holdings are kept in memory; the others are read again when asked for.
-REPOSITORIES = 256
+# Repositories whose holdings are kept in memory (each digest as its raw bytes, about 90 bytes
+# with the set's own); the others are read again when asked for.
+REPOSITORIES = 64
 # A repository's tags are walked for what they lead to at most this often: a request for a
 # digest no tag leads to must not make the mirror read every manifest each time.
 WALK_EVERY = 60.0
@@ -43,7 +45,7 @@ MAX_DEPTH = 3
 
 @dataclass
 class _Known:
-    digests: set[str] = field(default_factory=set)
+    digests: set[bytes] = field(default_factory=set)
     read: int = 0  # bytes of the file read into `digests`
     walked: float = float("-inf")  # when its tags were last walked
 
@@ -59,11 +61,11 @@ class RepoHoldings:
 
     async def holds(self, upstream: str, repo: str, digest: Digest) -> bool:
         """Whether the repository is known to hold `digest`, from its record or its tags."""
-        known = self._of(upstream, repo)
-        if digest.hex in known.digests:
+        known, wanted = self._of(upstream, repo), bytes.fromhex(digest.hex)
+        if wanted in known.digests:
             return True
         known.read = await asyncio.to_thread(self._read, self._path(upstream, repo), known)
-        if digest.hex in known.digests:
+        if wanted in known.digests:
             return True
         now = time.monotonic()
         if now - known.walked < WALK_EVERY:
@@ -76,7 +78,7 @@ class RepoHoldings:
     async def hold(self, upstream: str, repo: str, digests: Iterable[Digest]) -> None:
         """Record that the repository holds `digests`."""
         known = self._of(upstream, repo)
-        new = {d.hex for d in digests} - known.digests
+        new = {bytes.fromhex(d.hex) for d in digests} - known.digests
         if not new:
             return
         known.digests |= new
@@ -112,13 +114,15 @@ class RepoHoldings:
             return known.read
         # Only whole lines: another process may be half-way through its append.
         whole = data[: data.rfind(b"\n") + 1]
-        known.digests.update(line.decode("ascii", "replace") for line in whole.split())
+        for line in whole.split():
+            with contextlib.suppress(ValueError):  # not a digest: written by nobody sane
+                known.digests.add(bytes.fromhex(line.decode("ascii")))
         return known.read + len(whole)
 
     @staticmethod
-    def _append(path: Path, hexes: set[str]) -> None:
+    def _append(path: Path, digests: set[bytes]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = "".join(f"{h}\n" for h in sorted(hexes)).encode("ascii")
+        data = "".join(f"{d.hex()}\n" for d in sorted(digests)).encode("ascii")
         # One write with O_APPEND: records of several processes never interleave within a line.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

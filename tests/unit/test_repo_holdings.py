@@ -1,0 +1,50 @@
+"""What each mirrored repository is known to hold: shared through its file by every process on
+the cache directory, and safe against lines another process is still writing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mirror.oci.digest import Digest
+from mirror.pullthrough.holdings import RepoHoldings
+from mirror.storage.layout import CacheLayout
+from mirror.storage.manifests import ManifestStore
+from mirror.storage.tags import TagStore
+
+ONE = Digest.parse("sha256:" + "1" * 64)
+TWO = Digest.parse("sha256:" + "2" * 64)
+
+
+def _holdings(root: Path) -> RepoHoldings:
+    layout = CacheLayout(root)
+    layout.prepare()
+    return RepoHoldings(layout, TagStore(layout), ManifestStore(layout))
+
+
+async def test_what_one_process_records_another_knows(tmp_path: Path) -> None:
+    """Two processes' holdings on one directory: each sees the other's record; repositories
+    and registries stay apart."""
+    first, second = _holdings(tmp_path), _holdings(tmp_path)
+    assert not await second.holds("docker.io", "team/app", ONE)
+    await first.hold("docker.io", "team/app", (ONE,))
+    assert await second.holds("docker.io", "team/app", ONE)
+    assert not await second.holds("docker.io", "team/other", ONE)
+    assert not await second.holds("ghcr.io", "team/app", ONE)
+
+
+async def test_a_line_half_written_or_not_a_digest_is_never_taken(tmp_path: Path) -> None:
+    """Only whole lines count, and only digests: a half-written one is read once finished."""
+    holdings = _holdings(tmp_path)
+    await holdings.hold("docker.io", "team/app", (ONE,))
+    path = tmp_path / "tags/docker.io/team/app/_held"
+    _append(path, b"not-hex\n" + TWO.hex[:40].encode())
+    reader = _holdings(tmp_path)
+    assert await reader.holds("docker.io", "team/app", ONE)
+    assert not await reader.holds("docker.io", "team/app", TWO)
+    _append(path, TWO.hex[40:].encode() + b"\n")
+    assert await reader.holds("docker.io", "team/app", TWO)
+
+
+def _append(path: Path, data: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(data)
