@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from aiohttp import web
 from yarl import URL
@@ -52,6 +54,19 @@ def _namespaced(response: web.StreamResponse, route: Route) -> web.StreamRespons
     return response
 
 
+async def _vouch(
+    request: web.Request, route: Route, digest: Digest, ask: Callable[[], Awaitable[object]]
+) -> None:
+    """With access rules, content by digest goes out through a repository only once it is
+    known to hold it (mirror/pullthrough/holdings.py): the cache may have it from another
+    repository, so otherwise this one's upstream decides, by `ask` (a HEAD through it)."""
+    holdings = request.app.get(HOLDINGS)
+    if holdings is None or await holdings.holds(route.upstream.name, route.repo, digest):
+        return
+    await ask()
+    await holdings.hold(route.upstream.name, route.repo, (digest,))
+
+
 async def ping(request: web.Request) -> web.Response:
     return web.Response(body=b"{}", headers={"Content-Type": "application/json"})
 
@@ -64,20 +79,17 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     route = _route(request)
     reference = request.match_info["reference"]
     service = request.app[MANIFESTS]
-    holdings = request.app.get(HOLDINGS)
     if by_digest := looks_like_digest(reference):
         digest = Digest.parse(reference)
-        if holdings is not None and not await holdings.holds(
-            route.upstream.name, route.repo, digest
-        ):
-            # Cached through another repository, perhaps: this one's upstream decides.
-            await route.upstream.head_manifest(route.repo, reference)
+        await _vouch(
+            request, route, digest, partial(route.upstream.head_manifest, route.repo, reference)
+        )
         answer = await service.by_digest(
             route.upstream, route.repo, digest, head=request.method == "HEAD"
         )
     else:
         answer = await service.by_tag(route.upstream, route.repo, validate_tag(reference))
-    if holdings is not None:
+    if (holdings := request.app.get(HOLDINGS)) is not None:
         await holdings.hold_manifest(route.upstream.name, route.repo, answer.digest, answer.data)
     if not is_acceptable(answer.media_type, accepted_types(request.headers.getall("Accept", []))):
         # Never convert: a client that cannot read what the reference points to gets a 404,
@@ -106,12 +118,7 @@ async def manifest(request: web.Request) -> web.StreamResponse:
 async def blob(request: web.Request) -> web.StreamResponse:
     route = _route(request)
     digest = Digest.parse(request.match_info["digest"])
-    holdings = request.app.get(HOLDINGS)
-    if holdings is not None and not await holdings.holds(route.upstream.name, route.repo, digest):
-        # Cached (or being fetched) through another repository, perhaps: this one's upstream
-        # decides, before the cache may answer.
-        await route.upstream.head_blob(route.repo, digest)
-        await holdings.hold(route.upstream.name, route.repo, (digest,))
+    await _vouch(request, route, digest, partial(route.upstream.head_blob, route.repo, digest))
     service = request.app[BLOBS]
     cached = service.cached(digest)
     headers = blob_headers(digest, route.namespace)
