@@ -51,11 +51,25 @@ def _end_with(supervisor: int) -> None:
 
 
 def listening_socket(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    return bound_socket(settings.host, settings.port)
+
+
+def bound_socket(
+    host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024
+) -> socket.socket:
+    """A listening TCP socket on `host` (an IPv6 one when it has a colon); `reuse_port`: one
+    of several processes' sockets on the same port (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
-    sock.listen(1024)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 

@@ -17,7 +17,6 @@ clients that hold many must not take the descriptors the registry's clients need
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -31,6 +30,7 @@ from mirror.config import Settings
 from mirror.config.values import AddressRange
 from mirror.errors import Denied
 from mirror.metrics.summary import summarize
+from mirror.workers import bound_socket
 
 # The Prometheus text format every Prometheus version reads (the names need no escaping).
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
@@ -87,7 +87,8 @@ async def admin_listener(
     app[SETTINGS] = settings
     app[EXPOSITION] = main[EXPOSITION]
     add_admin_routes(app)
-    with _listening(address) as sock:
+    host, port = address
+    with bound_socket(host, port, reuse_port=True, backlog=128) as sock:
         async with serve_app(
             app,
             sock,
@@ -97,18 +98,3 @@ async def admin_listener(
             settle=0,
         ):
             yield
-
-
-def _listening(address: tuple[str, int]) -> socket.socket:
-    host, port = address
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # one per worker
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    return sock
