@@ -27,7 +27,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from mirror.oci.contents import InvalidManifest, read_contents
+from mirror.cache.links import NONE, links
 from mirror.oci.digest import Digest
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -89,7 +89,8 @@ class RepoHoldings:
     ) -> None:
         """Record a manifest answered through the repository, and what it names (when its
         bytes are at hand: a HEAD may have been answered from an upstream HEAD)."""
-        await self.hold(upstream, repo, (digest, *_named(data)) if data else (digest,))
+        named = links(data) if data else NONE
+        await self.hold(upstream, repo, (digest, *named.blobs, *named.manifests))
 
     def _of(self, upstream: str, repo: str) -> _Known:
         key = (upstream, repo)
@@ -146,19 +147,7 @@ class RepoHoldings:
             stored = await self._manifests.get(digest)
             if stored is None or depth > MAX_DEPTH:
                 continue
-            try:
-                contents = read_contents(stored.data)
-            except InvalidManifest:
-                continue
-            found.update(b.digest for b in contents.blobs)
-            pending.extend((m.digest, depth + 1) for m in contents.manifests)
+            named = links(stored.data)
+            found |= named.blobs
+            pending.extend((m, depth + 1) for m in named.manifests)
         return found
-
-
-def _named(data: bytes) -> tuple[Digest, ...]:
-    """The blobs and child manifests a manifest names (none when it cannot be read)."""
-    try:
-        contents = read_contents(data)
-    except InvalidManifest:
-        return ()
-    return (*(b.digest for b in contents.blobs), *(m.digest for m in contents.manifests))
