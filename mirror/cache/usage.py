@@ -32,10 +32,6 @@ class Room:
     evicting: bool = False
     whole_disk: int = 0
 
-    @property
-    def most(self) -> int:
-        return self.disk if self.cap is None else min(self.cap, self.disk)
-
 
 class Limits:
     """The cap and the free space to keep, resolved against the cache's file system."""
