@@ -25,7 +25,7 @@ from mirror.server import serving
 from mirror.tls import ServerTls
 from mirror.upstream.targets import Network
 from mirror.workers import listening_socket
-from tests.faults import FakeUpstream
+from tests.faults import FakeFactory, FakeUpstream
 from tests.support import storage
 from tests.support.images import (
     Image,
@@ -371,7 +371,7 @@ async def make_mirror(mirror_from: MirrorFromSettings, cache_dir: Path) -> Mirro
 @pytest.fixture
 async def make_fake_upstream(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
-) -> AsyncIterator[Callable[..., Awaitable[FakeUpstream]]]:
+) -> AsyncIterator[FakeFactory]:
     """Start an in-process fake upstream (see tests/faults.py) on a free loopback port (of
     127.0.0.1, unless another loopback address is given)."""
     fakes: list[FakeUpstream] = []

@@ -74,6 +74,10 @@ class FakeUpstream:
         return await handler(request)
 
 
+# What the `make_fake_upstream` fixture gives: start a fake upstream (on a loopback address).
+FakeFactory = Callable[..., Awaitable[FakeUpstream]]
+
+
 def _api_root() -> web.Response:
     return web.Response(
         body=b"{}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import MirrorFactory
-from tests.faults import FakeUpstream, Stall, content, slow_content
+from tests.faults import FakeFactory, Stall, content, slow_content
 from tests.support.images import sha256_digest
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"answers").digest() * (256 * 1024 // 32)  # 256 KiB
 DIGEST = sha256_digest(BLOB)
 ETAG = f'"{DIGEST}"'

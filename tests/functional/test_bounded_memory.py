@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,9 +14,8 @@ from mirror.api.keys import HOT_ANSWERS, LISTINGS, ROUTER
 from mirror.pullthrough.listings import REFERRERS_MEMORY
 from mirror.upstream.auth import TOKEN_CACHE_BYTES
 from tests.conftest import MirrorFactory
-from tests.faults import FakeUpstream, bearer_auth, content, error, token_endpoint
+from tests.faults import FakeFactory, bearer_auth, content, error, token_endpoint
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 REPOSITORIES = 1500
 HOT_MEMORY = HotAnswers().memory_bound
 TOKEN = "t" * 8000  # a JWT carrying many claims: ~125 fit in the token cache

@@ -14,11 +14,10 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, api_root, content, hanging
+from tests.faults import FakeFactory, FakeUpstream, api_root, content, hanging
 from tests.support.images import Image, make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 BreakerMirror = Callable[..., Awaitable[Client]]
 READ_TIMEOUT = 1.0

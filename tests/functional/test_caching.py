@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,10 @@ import pytest
 import structlog
 
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
-from tests.faults import FakeUpstream, content, status
+from tests.faults import FakeFactory, content, status
 from tests.support.images import make_image, push_image
 from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, spool_files
 from tests.support.registry import Registry
-
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 
 def request_lines(

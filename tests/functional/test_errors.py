@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.faults import FakeUpstream
+from tests.faults import FakeFactory
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, raw_request
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 DIGEST = "sha256:" + "a" * 64
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from tests.conftest import MirrorFactory
 from tests.faults import (
-    FakeUpstream,
+    FakeFactory,
     Handler,
     Stall,
     content,
@@ -35,7 +34,6 @@ from tests.support.oci import (
     wait_until,
 )
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = bytes(range(256)) * 1024  # 256 KiB
 DIGEST = sha256_digest(BLOB)
 BLOB_PATH = f"/v2/lib/faulty/blobs/{DIGEST}"

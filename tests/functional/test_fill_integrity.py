@@ -13,11 +13,10 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.daemons import MirrorServer
-from tests.faults import FakeUpstream, Stall
+from tests.faults import FakeFactory, Stall
 from tests.support.images import sha256_digest
 from tests.support.oci import cached_blob, spool_files, wait_until
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"integrity").digest() * (2 * 1024 * 1024 // 32)  # 2 MiB
 DIGEST = sha256_digest(BLOB)
 PATH = f"/v2/lib/app/blobs/{DIGEST}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,10 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, SizeLimit, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import Endless, FakeUpstream, Handler, Stall, slow_content
+from tests.faults import Endless, FakeFactory, Handler, Stall, slow_content
 from tests.support.images import sha256_digest
 from tests.support.oci import assert_oci_error, cached_blob, spool_files, wait_until
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.faults import Endless, FakeUpstream, Stall, slow_content
+from tests.faults import Endless, FakeFactory, Stall, slow_content
 from tests.support.images import sha256_digest
 from tests.support.oci import (
     ACCEPT_ALL,
@@ -24,8 +24,6 @@ from tests.support.oci import (
     wait_until,
 )
 from tests.support.registry import Registry
-
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 
 @pytest.fixture

@@ -20,13 +20,20 @@ from aiohttp.test_utils import TestClient
 from mirror.config import Settings, UpstreamSettings
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, MAX_TAG_LIST_SIZE, MAX_TOKEN_SIZE
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, bearer_auth, content, error, redirect, token_endpoint
+from tests.faults import (
+    FakeFactory,
+    FakeUpstream,
+    bearer_auth,
+    content,
+    error,
+    redirect,
+    token_endpoint,
+)
 from tests.support.cache import cached_tags
 from tests.support.images import OCI_MANIFEST, make_image, sha256_digest
 from tests.support.network import PRIVATE_LOOPBACK, loopback_network
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[..., Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 BLOB = b"a layer parked somewhere it should not be " * 200
 BLOB_PATH = f"/v2/lib/app/blobs/{sha256_digest(BLOB)}"

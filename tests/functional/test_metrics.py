@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,13 @@ import structlog
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.faults import FakeUpstream, RateLimit, Stall, rate_limited, slow_content
+from tests.faults import FakeFactory, RateLimit, Stall, rate_limited, slow_content
 from tests.support.images import sha256_digest
 from tests.support.metrics import Scrape, scrape
 from tests.support.oci import ACCEPT_ALL, cached_blob, wait_until
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"metrics").digest() * (2 * 1024 * 1024 // 32)  # 2 MiB
 DIGEST = sha256_digest(BLOB)
 PATH = f"/v2/lib/app/blobs/{DIGEST}"

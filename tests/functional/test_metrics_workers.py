@@ -7,19 +7,18 @@ import asyncio
 import hashlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.e2e.daemons import MirrorServer
-from tests.faults import FakeUpstream, Stall, content, slow_content
+from tests.faults import FakeFactory, Stall, content, slow_content
 from tests.support.images import sha256_digest
 from tests.support.metrics import Scrape
 from tests.support.processes import free_port
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"workers").digest() * (1024 * 1024 // 32)  # 1 MiB
 DIGEST = sha256_digest(BLOB)
 BLOB_PATH = f"/v2/lib/app/blobs/{DIGEST}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,11 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings, RegistryFactory, Seeded
-from tests.faults import FakeUpstream
+from tests.faults import FakeFactory
 from tests.support.images import make_image, push_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 
 

@@ -13,11 +13,10 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, RateLimit, rate_limited
+from tests.faults import FakeFactory, FakeUpstream, RateLimit, rate_limited
 from tests.support.images import Image, make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 HubMirror = Callable[..., Awaitable[Client]]
 TAG_PATH = "/v2/lib/app/manifests/v1"

@@ -3,15 +3,13 @@ regional registry that may want a token): answered anonymously, never with our c
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream, bearer_auth, content, redirect, token_endpoint
+from tests.faults import FakeFactory, bearer_auth, content, redirect, token_endpoint
 from tests.support.images import sha256_digest
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
 OCI = "application/vnd.oci.image.manifest.v1+json"
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from tests.conftest import MirrorFactory, Seeded
-from tests.faults import FakeUpstream
+from tests.faults import FakeFactory
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 SUBJECT = "sha256:" + "ab" * 32
 

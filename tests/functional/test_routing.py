@@ -14,12 +14,11 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, TtlRule, UpstreamSettings
 from tests.conftest import MirrorFromSettings, RegistryFactory
-from tests.faults import FakeUpstream, content, redirect, tags_pages
+from tests.faults import FakeFactory, content, redirect, tags_pages
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, raw_request, wait_until
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 
 

@@ -20,14 +20,12 @@ from mirror.oci.digest import Digest
 from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
 from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import RegistryFactory, Seeded
-from tests.faults import FakeUpstream, content
+from tests.faults import FakeFactory, content
 from tests.support.images import Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
 from tests.support.seaweed import Seaweed, unreachable
-
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 
 class S3MirrorFactory(Protocol):

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from tests.conftest import MirrorFactory
-from tests.faults import FakeUpstream, Handler, content, error
+from tests.faults import FakeFactory, Handler, content, error
 from tests.support.images import sha256_digest
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"routes").digest() * 4096
 BLOB_DIGEST = sha256_digest(BLOB)
 MANIFEST = json.dumps(

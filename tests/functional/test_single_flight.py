@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from mirror.pullthrough.follower import FollowedFill
 from tests.conftest import MirrorFactory
 from tests.faults import (
+    FakeFactory,
     FakeUpstream,
     Handler,
     Stall,
@@ -28,7 +28,6 @@ from tests.faults import (
 from tests.support.images import sha256_digest
 from tests.support.oci import assert_broken, cached_blob, spool_files, wait_until
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 BLOB = hashlib.sha256(b"seed").digest() * (4 * 1024 * 1024 // 32)  # 4 MiB
 DIGEST = sha256_digest(BLOB)
 PATH = f"/v2/lib/shared/blobs/{DIGEST}"

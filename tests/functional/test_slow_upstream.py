@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
 from tests.faults import (
+    FakeFactory,
     FakeUpstream,
     Handler,
     bearer_auth,
@@ -29,7 +30,6 @@ from tests.faults import (
 from tests.support.images import make_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 SlowMirror = Callable[..., Awaitable[Client]]
 READ_TIMEOUT = 1.0

@@ -14,12 +14,11 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
-from tests.faults import FakeUpstream, status, tags_pages
+from tests.faults import FakeFactory, status, tags_pages
 from tests.support.images import make_image, push_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 TAGS = ["a1", "b2", "c3", "d4", "e5"]
 LIST = "/v2/lib/app/tags/list"
 

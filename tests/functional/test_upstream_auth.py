@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
 from tests.faults import (
+    FakeFactory,
     FakeUpstream,
     api_root,
     basic_auth,
@@ -24,8 +24,6 @@ from tests.support.images import make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
 from tests.support.tokens import TokenService
-
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 
 
 async def test_pulls_work_against_a_token_auth_upstream(

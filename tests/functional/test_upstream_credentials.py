@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from mirror.config import Settings, UpstreamSettings, load_settings
 from tests.conftest import MirrorFromSettings, RegistryFactory
 from tests.faults import (
+    FakeFactory,
     FakeUpstream,
     api_root,
     basic_auth,
@@ -29,7 +30,6 @@ from tests.support.network import loopback_network
 from tests.support.oci import ACCEPT_ALL
 from tests.support.tokens import TokenService
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 MirrorOver = Callable[..., Awaitable[Client]]
 

@@ -5,7 +5,6 @@ not the upstream's failure."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from mirror.oci.digest import Digest
 from mirror.upstream.registry import UpstreamRegistry
 from tests.conftest import MirrorFromSettings
 from tests.faults import (
+    FakeFactory,
     FakeUpstream,
     Stall,
     bearer_auth,
@@ -31,7 +31,6 @@ from tests.faults import (
 from tests.support.images import make_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
-FakeFactory = Callable[..., Awaitable[FakeUpstream]]
 # Generous: these waits only tell "answered" from "hangs forever", never measure speed.
 HANG = 30.0
 

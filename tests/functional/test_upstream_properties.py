@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,11 @@ from hypothesis import strategies as st
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeUpstream
+from tests.faults import FakeFactory, FakeUpstream
 from tests.support.images import make_image
 from tests.support.network import loopback_network
 from tests.support.oci import ACCEPT_ALL
 
-FakeFactory = Callable[[], Awaitable[FakeUpstream]]
 Client = TestClient[Any, Any]
 IMAGE = make_image(seed="properties")
 HANG = 30.0
