@@ -74,7 +74,8 @@ async def ping(request: web.Request) -> web.Response:
 async def manifest(request: web.Request) -> web.StreamResponse:
     hot = request.app[HOT_ANSWERS]
     key = hot.key(request)
-    if (ready := hot.get(key)) is not None:
+    conditional = request.headers.get("If-None-Match")
+    if conditional is None and (ready := hot.get(key)) is not None:
         return ready.serve(request.app[UPKEEP].access)
     route = _route(request)
     reference = request.match_info["reference"]
@@ -99,9 +100,11 @@ async def manifest(request: web.Request) -> web.StreamResponse:
         )
     if not by_digest:
         request.app[UPKEEP].access.pulled(route.upstream.name, route.repo, reference)
-    response = _namespaced(manifest_response(answer), route)
-    if answer.data is not None and (
-        by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl
+    response = _namespaced(manifest_response(answer, conditional), route)
+    if (
+        response.status == 200
+        and answer.data is not None
+        and (by_digest or route.upstream.settings.ttl_for(reference) >= hot.ttl)
     ):
         ready = HotAnswer(
             route.upstream.name,

@@ -103,7 +103,7 @@ async def manifest(request: web.Request, route: LocalRoute) -> web.StreamRespons
         raise ManifestUnknown(
             f"manifest is {answer.media_type}, which the request's Accept header excludes"
         )
-    return manifest_response(answer)
+    return manifest_response(answer, request.headers.get("If-None-Match"))
 
 
 async def tags_list(request: web.Request, route: LocalRoute) -> web.StreamResponse:

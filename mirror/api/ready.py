@@ -57,6 +57,7 @@ class ReadyAnswers:
             if (
                 request.method not in _READS
                 or "Expect" in request.headers  # answered (100 or 417) by the application
+                or "If-None-Match" in request.headers  # may be a 304: the application's
                 or (ready := hot.get(hot.key(request))) is None
             ):
                 return await handler(request)
@@ -72,7 +73,7 @@ class ReadyAnswers:
     def write(self, head: RequestHead, transport: asyncio.WriteTransport) -> bool:
         """Answer the request `head` on `transport` if its answer is ready; False when it is
         not, and the request is the full path's."""
-        ready = self._hot.get(head.key)
+        ready = None if head.conditional else self._hot.get(head.key)
         if ready is None:
             return False
         started = time.perf_counter()

@@ -40,6 +40,7 @@ class RequestHead:
     ns: str
     accept: str  # every Accept field, joined with commas as aiohttp's `getall` gives them
     close: bool  # the client asked for the connection to close after the answer
+    conditional: bool  # it has an `If-None-Match`, whose answer may be a 304
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -55,7 +56,7 @@ def parse(head: bytes) -> RequestHead | None:
     if line is None or len(lines) > MAX_FIELDS + 1:
         return None
     accept: list[str] = []
-    close = False
+    close = conditional = False
     for raw in lines[1:]:
         field = _plain_field(raw)
         if field is None:
@@ -65,9 +66,16 @@ def parse(head: bytes) -> RequestHead | None:
             accept.append(value.decode())
         elif name == b"connection" and value.lower() == b"close":
             close = True
+        elif name == b"if-none-match":
+            conditional = True
     method, path, ns = line.groups()
     return RequestHead(
-        method.decode(), path.decode(), ns.decode() if ns else "", ",".join(accept), close
+        method.decode(),
+        path.decode(),
+        ns.decode() if ns else "",
+        ",".join(accept),
+        close,
+        conditional,
     )
 
 

@@ -91,13 +91,17 @@ def leased_body(blob: CachedBlob) -> Iterator[CachedBody]:
         blob.lease.release()
 
 
-def manifest_response(answer: ManifestAnswer) -> web.StreamResponse:
+def manifest_response(answer: ManifestAnswer, if_none_match: str | None) -> web.StreamResponse:
+    """The manifest, or 304 when the request's `If-None-Match` names its digest (a tag that has
+    not moved since the client's copy), as distribution answers."""
     headers = {
         # The manifest's own media type, with no parameters (OCI distribution-spec).
         "Content-Type": answer.media_type,
         "Docker-Content-Digest": str(answer.digest),
         "ETag": f'"{answer.digest}"',
     }
+    if etag_matches(if_none_match, headers["ETag"]):
+        return web.StreamResponse(status=304, headers=headers)
     if answer.data is None:  # HEAD answered from an upstream HEAD
         response = web.StreamResponse(headers=headers)
         response.content_length = answer.size

@@ -124,3 +124,35 @@ async def test_an_expectation_on_a_hot_manifest_gets_the_full_paths_answer(
             statuses.append(status)
             assert (await _request(session, "GET", url, Accept=ACCEPT_ALL))[0] == 200
     assert statuses == [417, 417]
+
+
+async def test_if_none_match_naming_the_manifest_is_304_hot_or_not(
+    serve: ServeFactory, seeded: Seeded
+) -> None:
+    """A client that holds the manifest a tag or digest leads to gets 304 and no body, cold,
+    hot and for HEAD alike; one holding another gets the manifest, and a 304 leaves no ready
+    answer behind that would send a later plain GET nothing."""
+    served = await serve()
+    repo, tag = seeded.oci_ref
+    etag = f'"{seeded.oci.digest}"'
+    async with aiohttp.ClientSession() as session:
+        for reference in (tag, seeded.oci.digest):
+            url = f"{served.url}/v2/{repo}/manifests/{reference}"
+            for method in ("GET", "GET", "HEAD"):  # cold (the tag), then hot
+                status, body, headers = await _request(
+                    session, method, url, Accept=ACCEPT_ALL, **{"If-None-Match": etag}
+                )
+                assert (status, body) == (304, b""), (reference, method)
+                assert headers["ETag"] == etag
+                assert headers["Docker-Content-Digest"] == seeded.oci.digest
+            other = f'W/"sha256:{"0" * 64}", {etag.upper()}'
+            status, body, _ = await _request(
+                session, "GET", url, Accept=ACCEPT_ALL, **{"If-None-Match": other}
+            )
+            assert (status, body) == (200, seeded.oci.manifest)
+            status, body, _ = await _request(session, "GET", url, Accept=ACCEPT_ALL)
+            assert (status, body) == (200, seeded.oci.manifest)
+            status, _, _ = await _request(
+                session, "GET", url, Accept=ACCEPT_ALL, **{"If-None-Match": etag}
+            )
+            assert status == 304

@@ -44,6 +44,7 @@ def test_a_plain_request_gives_its_key() -> None:
         "docker.io",
         "application/vnd.oci.image.index.v1+json,application/vnd.oci.image.manifest.v1+json",
         close=False,
+        conditional=False,
     )
     assert parsed.key == (PATH, "docker.io", parsed.accept)
 
@@ -52,10 +53,12 @@ def test_head_requests_digests_and_close_are_read() -> None:
     """HEAD, a digest reference, no fields at all, and `Connection: close`."""
     digest = "sha256:" + "ab" * 32
     assert parse(head(f"HEAD /v2/a/b/manifests/{digest} HTTP/1.1")) == RequestHead(
-        "HEAD", f"/v2/a/b/manifests/{digest}", "", "", close=False
+        "HEAD", f"/v2/a/b/manifests/{digest}", "", "", close=False, conditional=False
     )
     closing = parse(head(f"GET {PATH} HTTP/1.1", "Connection: Close"))
     assert closing is not None and closing.close
+    conditional = parse(head(f"GET {PATH} HTTP/1.1", f'if-none-match: "{digest}"'))
+    assert conditional is not None and conditional.conditional
 
 
 @pytest.mark.parametrize(
