@@ -40,6 +40,15 @@ def _answer(manifest: StoredManifest) -> ManifestAnswer:
     return ManifestAnswer(manifest.digest, manifest.media_type, len(manifest.data), manifest.data)
 
 
+def _fetched_elsewhere(manifest: StoredManifest | None) -> ManifestAnswer | None:
+    """What another process fetched while this one waited for it: for this request, one
+    upstream fetch shared, as in-process waiters share one (`SingleFlight`)."""
+    if manifest is None:
+        return None
+    log.note_cache("coalesced")
+    return _answer(manifest)
+
+
 class ManifestService:
     """Manifests by digest and by tag, from the cache or the upstream; `replicas`, in replica
     mode: other replicas, asked before the upstream (mirror/replicas/manifests.py)."""
@@ -92,7 +101,7 @@ class ManifestService:
 
         async def stored() -> ManifestAnswer | None:
             found = await self._manifests.get(digest)
-            return _answer(found) if found else None
+            return _fetched_elsewhere(found)
 
         return await once(self._spool, f"manifest {key}", fetch, stored, OTHER_FETCH_WAIT)
 
@@ -223,8 +232,9 @@ class ManifestService:
         self, upstream: UpstreamRegistry, repo: str, tag: str
     ) -> ManifestAnswer | None:
         record = await self._tags.get(upstream.name, repo, tag)
-        stored = await self._manifests.get(record.parsed_digest) if record else None
-        return _answer(stored) if stored else None
+        return _fetched_elsewhere(
+            await self._manifests.get(record.parsed_digest) if record else None
+        )
 
     async def _remember(
         self, upstream: UpstreamRegistry, repo: str, tag: str, digest: Digest, media_type: str

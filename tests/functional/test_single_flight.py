@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -234,14 +235,18 @@ async def test_instances_on_one_cache_dir_share_a_manifest_miss(
         paths.append((path, body))
     clients = [await make_mirror(fake, cache_dir=cache_dir) for _ in range(2)]
     for path, body in paths:
-        pending = [asyncio.ensure_future(c.get(path)) for c in clients for _ in range(3)]
-        await asyncio.sleep(0.3)
-        gate.set()
-        for response in await asyncio.gather(*pending):
-            assert response.status == 200
-            assert await response.read() == body
+        with structlog.testing.capture_logs() as logs:
+            pending = [asyncio.ensure_future(c.get(path)) for c in clients for _ in range(3)]
+            await asyncio.sleep(0.3)
+            gate.set()
+            for response in await asyncio.gather(*pending):
+                assert response.status == 200
+                assert await response.read() == body
         gate.clear()
         assert len(fake.seen("GET", path)) == 1, path
+        # One request made the GET; the rest, in either instance, say they shared it.
+        labels = sorted(e["cache"] for e in logs if e.get("event") == "request")
+        assert labels == ["coalesced"] * 5 + ["miss"], path
 
 
 async def test_head_of_a_blob_in_flight_is_answered_from_the_fill(
