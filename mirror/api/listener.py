@@ -196,13 +196,13 @@ class Listener:
                 ssl=self._ssl_context,
                 ssl_handshake_timeout=HANDSHAKE_TIMEOUT if self._ssl_context else None,
             )
-        except (OSError, ssl.SSLError, TimeoutError):  # gone, a failed handshake, no memory
+        except BaseException as e:
             client.close()
             self._admission.abandoned()
-        except asyncio.CancelledError:  # stopping, and the handshake is still not done
-            client.close()
-            self._admission.abandoned()
-            raise
+            # Gone, a failed handshake or no memory end this connection alone; anything else
+            # (stopping before the handshake is done) goes on up.
+            if not isinstance(e, (OSError, ssl.SSLError, TimeoutError)):
+                raise
 
     def _accept_failed(self, error: OSError) -> bool:
         """Handle a failed accept; True when accepting may go on at once."""

@@ -8,12 +8,11 @@ be the request's `Content-Type`, and its descriptors must be valid. The bytes ar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from mirror.errors import ManifestInvalid, MirrorError
-from mirror.oci.contents import Contents, InvalidManifest, read_contents
+from mirror.oci.contents import Contents, InvalidManifest, contents_of, parse_manifest
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import (
     DOCKER_MANIFEST,
@@ -41,11 +40,10 @@ class PushedManifest:
 def inspect(data: bytes, digest: Digest, content_type: str | None) -> PushedManifest:
     """Check a pushed manifest; `MANIFEST_INVALID` saying why when it cannot be stored."""
     try:
-        # read_contents first: it also refuses JSON nested past the parser's recursion limit.
-        contents = read_contents(data)
+        document = parse_manifest(data)
+        contents = contents_of(document)
     except InvalidManifest as e:
         raise ManifestInvalid(f"not a manifest: {e}") from None
-    document = json.loads(data)
     declared = document.get("mediaType")
     sent = (content_type or "").split(";", 1)[0].strip().lower() or None
     if declared is not None and not isinstance(declared, str):

@@ -48,10 +48,19 @@ class Contents:
 
 
 def read_contents(data: bytes) -> Contents:
+    return contents_of(parse_manifest(data))
+
+
+def parse_manifest(data: bytes) -> Any:
+    """A manifest's JSON document (refused when nested past the parser's recursion limit)."""
     try:
-        document = jsondoc.parse(data)
+        return jsondoc.parse(data)
     except ValueError:
         raise InvalidManifest("the manifest is not JSON") from None
+
+
+def contents_of(document: Any) -> Contents:
+    """What a manifest's parsed document names."""
     if not isinstance(document, dict):
         raise InvalidManifest("the manifest is not a JSON object")
     if document.get("schemaVersion") == 1:

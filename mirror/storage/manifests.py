@@ -30,6 +30,17 @@ class StoredManifest:
     media_type: str
     data: bytes
 
+    @classmethod
+    def read_back(cls, digest: Digest, media_type: object, data: bytes) -> StoredManifest | None:
+        """A manifest as read back from where it is kept; None when it cannot be served and
+        must be fetched (and written) again: its bytes damaged after they were verified, or
+        its type not one a manifest may have (damaged, or kept by a version that took any)."""
+        if Digest.of(data, digest.algorithm) != digest:
+            return None
+        if not isinstance(media_type, str) or media_type not in MANIFEST_TYPES:
+            return None
+        return cls(digest, media_type, data)
+
 
 class ManifestStore:
     """Disk is the truth, or a `shared` store behind it (the bucket), whose manifests are kept
@@ -103,15 +114,10 @@ class ManifestStore:
             data = path.read_bytes()
         except (OSError, ValueError):
             return None
-        # The bytes were verified before they were stored; checking again on the (rare) disk
-        # read protects clients from a file damaged after the fact.
-        if Digest.of(data, digest.algorithm) != digest:
-            return None
+        # Checked again on the (rare) disk read, which protects clients from a file damaged
+        # after the fact.
         media_type = meta.get("mediaType") if isinstance(meta, dict) else None
-        if not isinstance(media_type, str) or media_type not in MANIFEST_TYPES:
-            # Damaged, or kept by a version that took any type: fetched (and written) again.
-            return None
-        return StoredManifest(digest, media_type, data)
+        return StoredManifest.read_back(digest, media_type, data)
 
     def _write(self, manifest: StoredManifest) -> None:
         path = self._layout.manifest(manifest.digest)

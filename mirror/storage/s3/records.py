@@ -14,7 +14,6 @@ import time
 from dataclasses import asdict
 
 from mirror.oci.digest import Digest
-from mirror.oci.mediatypes import MANIFEST_TYPES
 from mirror.storage.manifests import StoredManifest
 from mirror.storage.s3.bucket import Bucket
 from mirror.storage.tags import TagRecord, parse_record, parse_tag_list
@@ -33,12 +32,7 @@ class S3Manifests:
 
     async def get(self, digest: Digest) -> StoredManifest | None:
         found = await self._bucket.get_bytes(self._key(digest))
-        if found is None or Digest.of(found[0], digest.algorithm) != digest:
-            return None  # absent, or damaged in the store: fetched again
-        data, media_type = found
-        if media_type not in MANIFEST_TYPES:
-            return None  # kept by a version that took any type: fetched again
-        return StoredManifest(digest, media_type, data)
+        return None if found is None else StoredManifest.read_back(digest, found[1], found[0])
 
     async def put(self, digest: Digest, media_type: str, data: bytes) -> StoredManifest:
         await self._bucket.put(self._key(digest), data, media_type)
