@@ -2,7 +2,8 @@
 
 Only the plainest requests qualify: `GET` or `HEAD` over HTTP/1.1 of a `/v2/` path made of
 name and reference characters (an optional `?ns=` as containerd's mirrors send), header fields
-of visible ASCII, no body and no upgrade. Whatever is not exactly that (a percent-encoded or
+of visible ASCII (one `Host`, no field aiohttp takes once given twice), no body and no upgrade.
+Whatever is not exactly that (a percent-encoded or
 dotted path, another query, a folded or non-ASCII field, `Transfer-Encoding`, `Expect`, a body,
 HTTP/1.0, more fields than aiohttp takes) is left to aiohttp's parser, so that what this reads
 is never something aiohttp would read otherwise: the two can only differ in who answers, never
@@ -57,17 +58,24 @@ def parse(head: bytes) -> RequestHead | None:
         return None
     accept: list[str] = []
     close = conditional = False
+    singletons: set[bytes] = set()
     for raw in lines[1:]:
         field = _plain_field(raw)
         if field is None:
             return None
         name, value = field
+        if name in _SINGLETONS:
+            if name in singletons:
+                return None
+            singletons.add(name)
         if name == b"accept":
             accept.append(value.decode())
         elif name == b"connection" and value.lower() == b"close":
             close = True
         elif name == b"if-none-match":
             conditional = True
+    if b"host" not in singletons:
+        return None
     method, path, ns = line.groups()
     return RequestHead(
         method.decode(),
@@ -123,8 +131,24 @@ def _plain_field(raw: bytes) -> tuple[bytes, bytes] | None:
 
 
 _STARTS = (b"GET /v2/", b"HEAD /v2/")
-# Fields that give a request a body, a second protocol or a condition on how to proceed.
-_NOT_PLAIN = frozenset((b"transfer-encoding", b"upgrade", b"expect", b"te"))
+# Fields that give a request a body, a second protocol or a condition on how to proceed, and
+# `Proxy-Connection`, which aiohttp's C parser reads as `Connection`.
+_NOT_PLAIN = frozenset((b"transfer-encoding", b"upgrade", b"expect", b"te", b"proxy-connection"))
+# Fields aiohttp refuses twice in a request (RFC 9110's singletons); `Host` it also requires.
+_SINGLETONS = frozenset(
+    (
+        b"content-length",
+        b"content-location",
+        b"content-range",
+        b"content-type",
+        b"etag",
+        b"host",
+        b"max-forwards",
+        b"server",
+        b"transfer-encoding",
+        b"user-agent",
+    )
+)
 
 
 class HeadReader:

@@ -22,7 +22,8 @@ def head(*lines: str) -> bytes:
 
 def test_as_many_fields_as_aiohttp_takes_are_read() -> None:
     """128 fields: aiohttp's limit, and the front's (one more is aiohttp's to refuse)."""
-    assert parse(head(f"GET {PATH} HTTP/1.1", *(f"X-{n}: y" for n in range(128)))) is not None
+    fields = ("Host: mirror", *(f"X-{n}: y" for n in range(127)))
+    assert parse(head(f"GET {PATH} HTTP/1.1", *fields)) is not None
 
 
 def test_a_plain_request_gives_its_key() -> None:
@@ -52,12 +53,12 @@ def test_a_plain_request_gives_its_key() -> None:
 def test_head_requests_digests_and_close_are_read() -> None:
     """HEAD, a digest reference, no fields at all, and `Connection: close`."""
     digest = "sha256:" + "ab" * 32
-    assert parse(head(f"HEAD /v2/a/b/manifests/{digest} HTTP/1.1")) == RequestHead(
+    assert parse(head(f"HEAD /v2/a/b/manifests/{digest} HTTP/1.1", "Host: m")) == RequestHead(
         "HEAD", f"/v2/a/b/manifests/{digest}", "", "", close=False, conditional=False
     )
-    closing = parse(head(f"GET {PATH} HTTP/1.1", "Connection: Close"))
+    closing = parse(head(f"GET {PATH} HTTP/1.1", "Host: m", "Connection: Close"))
     assert closing is not None and closing.close
-    conditional = parse(head(f"GET {PATH} HTTP/1.1", f'if-none-match: "{digest}"'))
+    conditional = parse(head(f"GET {PATH} HTTP/1.1", "Host: m", f'if-none-match: "{digest}"'))
     assert conditional is not None and conditional.conditional
 
 
@@ -98,21 +99,32 @@ def test_head_requests_digests_and_close_are_read() -> None:
         (f"GET {PATH} HTTP/1.1", "Accept: a\nb"),
         (f"GET {PATH} HTTP/1.1", "no colon"),
         (f"GET {PATH} HTTP/1.1", ""),
-        (f"GET {PATH} HTTP/1.1", *(f"X-{n}: y" for n in range(129))),
+        (f"GET {PATH} HTTP/1.1", *(f"X-{n}: y" for n in range(128))),
+        (f"GET {PATH} HTTP/1.1", "Host: again"),
+        (f"GET {PATH} HTTP/1.1", "Content-Length: 0", "content-length: 0"),
+        (f"GET {PATH} HTTP/1.1", "User-Agent: a", "User-Agent: b"),
+        (f"GET {PATH} HTTP/1.1", "Proxy-Connection: close"),
         ("", f"GET {PATH} HTTP/1.1"),
     ],
 )
 def test_anything_less_plain_is_left_to_aiohttp(lines: tuple[str, ...]) -> None:
     """Another method or version, a path a decoder or normaliser could read otherwise, another
-    query, a body, an upgrade, an expectation, an unusual field: not read here."""
-    assert parse(head(*lines)) is None
+    query, a body, an upgrade, an expectation, an unusual field, a field aiohttp refuses twice
+    (each with the `Host` a plain request has): not read here."""
+    assert parse(head(lines[0], "Host: mirror", *lines[1:])) is None
+
+
+def test_a_request_without_a_host_is_left_to_aiohttp() -> None:
+    """aiohttp refuses an HTTP/1.1 request with no `Host` (RFC 9112 §3.2)."""
+    assert parse(head(f"GET {PATH} HTTP/1.1", "Accept: a")) is None
+    assert parse(head(f"GET {PATH} HTTP/1.1", "Accept: a", "Host: m")) is not None
 
 
 def test_a_head_reader_reads_as_parse_does_and_remembers_within_its_bound() -> None:
     """The same answers as `parse`, a head read twice costs one reading, long heads and what
     is not plain are not kept, and no more than KNOWN_HEADS are."""
     reader = HeadReader()
-    plain = head(f"GET {PATH} HTTP/1.1", "Accept: a")
+    plain = head(f"GET {PATH} HTTP/1.1", "Host: m", "Accept: a")
     assert reader.read(plain) == parse(plain)
     assert reader.read(plain) is reader.read(plain)
     assert reader.read(head(f"POST {PATH} HTTP/1.1")) is None
@@ -120,7 +132,7 @@ def test_a_head_reader_reads_as_parse_does_and_remembers_within_its_bound() -> N
     assert reader.read(long) == parse(long)
     assert len(reader) == 1
     for n in range(2 * KNOWN_HEADS):
-        assert reader.read(head(f"GET /v2/a/manifests/{n} HTTP/1.1")) is not None
+        assert reader.read(head(f"GET /v2/a/manifests/{n} HTTP/1.1", "Host: m")) is not None
         assert len(reader) <= KNOWN_HEADS
 
 
