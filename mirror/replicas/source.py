@@ -22,6 +22,7 @@ import aiohttp
 
 from mirror import log
 from mirror.config import Settings
+from mirror.errors import UpstreamError
 from mirror.meta.redis import RedisAway, RedisStore
 from mirror.meta.store import MetadataStore
 from mirror.oci.digest import Digest
@@ -107,10 +108,14 @@ class ReplicaSource:
                 async with self._upstream.open_blob(repo, digest, offset) as response:
                     yield response
             else:
+                response, holder = peer
                 try:
-                    yield peer
+                    yield response
+                except UpstreamError as e:
+                    await self._distrust(holder, e)
+                    raise
                 finally:
-                    peer.release()
+                    response.release()
             # The fill runs inside the first body it opens: ending it without an error is
             # having stored the blob.
             stored = True
@@ -119,10 +124,10 @@ class ReplicaSource:
             if not self._opened:
                 await self._let_go(stored)
 
-    async def _from_peer(self, offset: int) -> aiohttp.ClientResponse | None:
-        """The holder's stream from `offset`, or None when this fill is to read the upstream:
-        it holds the lease (now taken, or taken over from a holder that cannot be reached),
-        Redis is away, or the holder took too long to start."""
+    async def _from_peer(self, offset: int) -> tuple[aiohttp.ClientResponse, str] | None:
+        """The holder's stream from `offset`, with the lease that named it, or None when this
+        fill is to read the upstream: it holds the lease (now taken, or taken over from a
+        holder that cannot be reached), Redis is away, or the holder took too long to start."""
         if self._holding:
             return None
         read_timeout = self._upstream.settings.read_timeout + READ_SLACK
@@ -152,7 +157,7 @@ class ReplicaSource:
                         peer=peer_of(holder),
                         offset=offset,
                     )
-                    return response
+                    return response, holder
             except RedisAway:
                 return None
         else:
@@ -175,6 +180,23 @@ class ReplicaSource:
         )
         self._hold()
         return True
+
+    async def _distrust(self, holder: str, why: UpstreamError) -> None:
+        """A replica that stored the blob sent what is not it (its copy was damaged, or it
+        sends a part, or breaks off): release its lease, so that this fill's next attempt, or
+        the next fill, fetches the blob from the upstream rather than from that one for as long
+        as the lease is kept. A replica that fetches the blob sends nothing unverified, and
+        its break-offs are taken over as ever."""
+        if not is_kept(holder):
+            return
+        log.get_logger().warning(
+            "the replica that stored a blob cannot send it; fetching it here",
+            digest=str(self._digest),
+            peer=peer_of(holder),
+            error=why.message,
+        )
+        with contextlib.suppress(RedisAway):
+            await self._leases.release(self._digest, holder)
 
     def _hold(self) -> None:
         self._holding = True

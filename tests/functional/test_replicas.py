@@ -15,7 +15,8 @@ from typing import Any, Protocol
 import aiohttp
 import pytest
 import redis.asyncio
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.app import create_app
 from mirror.config import Settings, UpstreamSettings
@@ -33,7 +34,13 @@ from tests.support.images import (
     sha256_digest,
 )
 from tests.support.mirror_process import MirrorProcess, start_mirror
-from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, wait_until
+from tests.support.oci import (
+    ACCEPT_ALL,
+    assert_broken,
+    assert_oci_error,
+    cached_blob,
+    wait_until,
+)
 from tests.support.processes import free_port
 from tests.support.redis_ha import ClusterNodes
 from tests.support.redis_server import RedisServer
@@ -445,6 +452,42 @@ async def test_a_fill_whose_peer_stream_ends_before_its_first_byte_fetches_the_b
     assert len(asked) == 1 and asked[0].startswith(
         f"GET /_mirror/peer/blobs/{layer.digest}".encode()
     )
+    assert upstream_gets(registry, path) == 1
+
+
+async def test_a_replica_that_sends_a_damaged_copy_of_a_blob_it_stored_is_not_asked_again(
+    aiohttp_client: ClientFactory,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    registry: Registry,
+    redis_server: RedisServer,
+    cache_dir: Path,
+) -> None:
+    """The replica a blob's lease names as having stored it sends bytes that are not the blob
+    (its copy was damaged on its disk): the client whose fill read them is cut, and the next
+    pull fetches the blob from the upstream, verified, rather than from that replica again."""
+    layer, path = cold_layer(registry, 300_000)
+    asked: list[str] = []
+
+    async def damaged(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(body=bytes(layer.size))
+
+    holder = web.Application()
+    holder.router.add_get("/_mirror/peer/blobs/{digest}", damaged)
+    server = await aiohttp_server(holder, host="127.0.0.1")
+    settings = replica_settings(registry.url, redis_server.url, cache_dir)
+    client = await aiohttp_client(create_app(settings))
+    # As a fill that stored the blob leaves its lease (`FillLeases.keep`).
+    kept = lease_value(f"http://127.0.0.1:{server.port}", "a-fill") + " kept"
+    async with redis.asyncio.from_url(redis_server.url) as shared:
+        await shared.set(f"{settings.redis_prefix}fill:{layer.digest}", kept, px=86_400_000)
+    registry.clear_requests()
+
+    await assert_broken(await asyncio.wait_for(client.get(path), WITHIN), layer.data)
+    answer = await asyncio.wait_for(client.get(path), WITHIN)
+    assert answer.status == 200
+    assert sha256_digest(await asyncio.wait_for(answer.read(), WITHIN)) == layer.digest
+    assert len(asked) == 1
     assert upstream_gets(registry, path) == 1
 
 
