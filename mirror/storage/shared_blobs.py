@@ -89,6 +89,10 @@ class SharedBlobs:
         # for a while, but looked for again after HELD_FOR, as it may have left the store.
         self._held: TTLCache[Digest, bool] = TTLCache(100_000, HELD_FOR, timer=clock)
         self._checked: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER, timer=clock)
+        # Found damaged in the store: not read from there for a while, so that the blob is
+        # fetched again (from an upstream or a peer) and the store's copy replaced once it is
+        # committed here.
+        self._damaged: TTLCache[Digest, bool] = TTLCache(100_000, RECHECK_AFTER, timer=clock)
         self._copying: set[Digest] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[None]] = set()  # `_later`: not worth waiting for
@@ -97,7 +101,10 @@ class SharedBlobs:
 
     async def find(self, digest: Digest) -> int | None:
         """The blob's size if the shared store holds it (StorageUnavailable if it cannot say);
-        asked each time, as the store's content may be removed behind this process's back."""
+        asked each time, as the store's content may be removed behind this process's back.
+        A blob whose copy there was found damaged a moment ago counts as missing."""
+        if digest in self._damaged:
+            return None
         size = await self._shared.stat(digest)
         if size is not None:
             self._held[digest] = True
@@ -127,6 +134,9 @@ class SharedBlobs:
         if hasher is not None:
             if hasher.hexdigest() != digest.hex:
                 log.get_logger().error("damaged blob in the object store", digest=str(digest))
+                self._damaged[digest] = True
+                self._held.pop(digest, None)
+                self._checked.pop(digest, None)
                 raise StorageUnavailable(f"the object store's copy of {digest} is damaged")
             if held:
                 yield held
@@ -173,10 +183,12 @@ class SharedBlobs:
             return  # removed meanwhile
         try:
             size = os.fstat(file.fileno()).st_size
-            missing = await self._shared.stat(digest) is None
+            # A damaged copy is replaced by this one, verified when it was committed.
+            missing = digest in self._damaged or await self._shared.stat(digest) is None
             if missing and not await self._upload(digest, size, file):
                 self._later(digest)  # another process uploads it
                 return
+            self._damaged.pop(digest, None)
             self._held[digest] = True
         except StorageUnavailable as e:
             log.warn_once("cannot upload blobs to the object store", error=e.message)

@@ -220,6 +220,30 @@ async def test_damaged_blob_in_the_bucket_never_reaches_a_client_whole(
     assert not cached_blob(tmp_path / "a", layer.digest).exists()
 
 
+async def test_damaged_blob_in_the_bucket_is_fetched_again_and_replaced(
+    s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
+) -> None:
+    """Once a blob's bytes in the bucket were found not to match its digest, the next pull
+    fetches it from the upstream, whole and verified, and the bucket's copy is replaced with
+    it, rather than every pull breaking off until someone runs `mirror verify`."""
+    storage = seaweed.settings()
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    key = f"blobs/sha256/{hex_of(layer.digest)}"
+    damaged = layer.data[:-1] + bytes([layer.data[-1] ^ 1])
+    seaweed.client.put_object(Bucket=storage.bucket, Key=f"{storage.prefix}/{key}", Body=damaged)
+    client = await s3_mirror(storage, tmp_path / "a")
+    await assert_broken(await client.get(path), layer.data)
+
+    answer = await client.get(path)
+    assert answer.status == 200
+    assert await answer.read() == layer.data
+    assert await wait_until(
+        lambda: seaweed.read(f"{storage.prefix}/{key}")[0] == layer.data, within=30
+    )
+
+
 async def test_range_requests_on_a_blob_in_the_bucket(
     s3_mirror: S3MirrorFactory, seaweed: Seaweed, seeded: Seeded, tmp_path: Path
 ) -> None:
