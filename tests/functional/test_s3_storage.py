@@ -372,3 +372,22 @@ async def test_blobs_go_up_whole_or_not_at_all(seaweed: Seaweed, tmp_path: Path)
         assert await blobs.remove(digest)
         assert not await blobs.remove(digest)
     assert seaweed.keys(storage.prefix) == {}
+
+
+async def test_a_local_copy_that_does_not_match_its_digest_never_reaches_the_bucket(
+    seaweed: Seaweed, tmp_path: Path
+) -> None:
+    """A blob on local disk whose bytes were damaged since it was verified (a directory that
+    predates the bucket, bit rot) is refused by the upload, in one piece or in parts: no object
+    under its key, no temporary object, no multipart upload is left."""
+    storage = seaweed.settings()
+    for size in (4096, PART_SIZE + 4096):
+        data = make_image(layer_sizes=(size,), seed="damaged").layers[0].data
+        digest = Digest.parse(sha256_digest(data))
+        file = tmp_path / "blob"
+        file.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+        async with open_bucket(storage) as bucket:
+            with file.open("rb") as f, pytest.raises(StorageUnavailable):
+                await S3Blobs(bucket).publish(f, digest, len(data))
+    assert seaweed.keys(storage.prefix) == {}
+    assert seaweed.multipart_uploads(storage.prefix) == []

@@ -1,7 +1,9 @@
 """Blobs in the bucket, at `PREFIX/blobs/sha256/<hex>`.
 
 A blob reaches its final key only whole and verified: the local fill has checked every byte
-against the digest before it is published, and the upload goes first to a key of its own under
+against the digest before it is published, the upload hashes what it reads of the local copy
+again (which may have been damaged since, or predate the bucket), and it goes first to a key of
+its own under
 `PREFIX/uploads/` (in parts, for a big blob), then is copied to the final key in one step of the
 store. A failed upload deletes its temporary key or aborts its multipart upload, so nothing is
 left half-written anywhere.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -61,15 +64,18 @@ class S3Blobs:
 
     async def publish(self, file: BinaryIO, digest: Digest, size: int) -> None:
         final = self._key(digest)
+        hasher = digest.hasher()
         if size > COPY_LIMIT:
-            await self._upload_parts(file, final, size)
+            await self._upload_parts(file, final, size, hasher, digest)
             return
         temporary = self._bucket.key(f"uploads/{uuid.uuid4().hex}")
         try:
             if size <= PART_SIZE:
-                await self._bucket.put(temporary, await _read(file, size, 0, key=final), _OCTETS)
+                data = await _read(file, size, 0, hasher, key=final)
+                _check(hasher, digest, final)
+                await self._bucket.put(temporary, data, _OCTETS)
             else:
-                await self._upload_parts(file, temporary, size)
+                await self._upload_parts(file, temporary, size, hasher, digest)
             with translated(final):
                 await self._bucket.client.copy_object(
                     Bucket=self._bucket.name,
@@ -84,19 +90,23 @@ class S3Blobs:
         with contextlib.suppress(StorageUnavailable):
             await self._bucket.delete(key)
 
-    async def _upload_parts(self, file: BinaryIO, key: str, size: int) -> None:
+    async def _upload_parts(
+        self, file: BinaryIO, key: str, size: int, hasher: hashlib._Hash, digest: Digest
+    ) -> None:
+        """Upload in parts, completed only if what was read hashes to `digest`."""
         client, bucket = self._bucket.client, self._bucket.name
         with translated(key):
             upload = (await client.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
         try:
             parts: list[CompletedPartTypeDef] = []
             for number, offset in enumerate(range(0, size, PART_SIZE), start=1):
-                data = await _read(file, min(PART_SIZE, size - offset), offset, key=key)
+                data = await _read(file, min(PART_SIZE, size - offset), offset, hasher, key=key)
                 with translated(key):
                     part = await client.upload_part(
                         Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=data
                     )
                 parts.append({"ETag": part["ETag"], "PartNumber": number})
+            _check(hasher, digest, key)
             with translated(key):
                 await client.complete_multipart_upload(
                     Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
@@ -124,10 +134,24 @@ class S3Blobs:
                 continue  # not ours
 
 
-async def _read(file: BinaryIO, count: int, offset: int, *, key: str) -> bytes:
-    """`count` bytes of the local copy from `offset`, off the event loop; all of them, or the
-    upload stops (a short read must never become a short object)."""
-    data = await asyncio.to_thread(os.pread, file.fileno(), count, offset)
+async def _read(
+    file: BinaryIO, count: int, offset: int, hasher: hashlib._Hash, *, key: str
+) -> bytes:
+    """`count` bytes of the local copy from `offset`, hashed, off the event loop; all of them,
+    or the upload stops (a short read must never become a short object)."""
+
+    def read() -> bytes:
+        data = os.pread(file.fileno(), count, offset)
+        hasher.update(data)
+        return data
+
+    data = await asyncio.to_thread(read)
     if len(data) != count:
         raise StorageUnavailable(f"the local copy of {key} ended early")
     return data
+
+
+def _check(hasher: hashlib._Hash, digest: Digest, key: str) -> None:
+    """Every byte read hashes to the digest, or the upload stops before the object appears."""
+    if hasher.hexdigest() != digest.hex:
+        raise StorageUnavailable(f"the local copy of {key} does not match its digest")
