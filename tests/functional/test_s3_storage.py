@@ -4,6 +4,8 @@ store or the upstream fails."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from mirror.app import create_app
 from mirror.config import S3Settings, Settings, UpstreamSettings
@@ -268,6 +271,51 @@ async def test_range_requests_on_a_blob_in_the_bucket(
     response = await second.get(path, headers={"Range": f"bytes={layer.size}-"})
     assert response.status == 416
     await response.read()
+
+
+async def test_a_store_that_ignores_a_range_never_passes_other_bytes_for_it(
+    s3_mirror: S3MirrorFactory,
+    seaweed: Seaweed,
+    seeded: Seeded,
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """A store (or a proxy before it) that answers a ranged GET with the whole object: the
+    client asking for a range gets 503, never the object's first bytes as its range's."""
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    storage = seaweed.settings()
+    key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
+    seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
+
+    async def ranges_ignored(request: web.Request) -> web.StreamResponse:
+        """SeaweedFS's answer, but the whole object for a ranged GET."""
+        if request.method == "GET" and "Range" in request.headers:
+            return web.Response(body=(await asyncio.to_thread(seaweed.read, key))[0])
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method,
+                seaweed.endpoint + request.path_qs,
+                headers=request.headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            headers = {
+                name: value
+                for name, value in answer.headers.items()
+                if name in ("Content-Length", "Content-Type", "ETag", "Last-Modified")
+            }
+            return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{path:.*}", ranges_ignored)
+    server = await aiohttp_server(proxy, host="127.0.0.1")
+    before = dataclasses.replace(storage, endpoint=f"http://127.0.0.1:{server.port}")
+    client = await s3_mirror(before, tmp_path / "a")
+
+    answer = await client.get(f"/v2/{repo}/blobs/{layer.digest}", headers={"Range": "bytes=100-"})
+    await assert_oci_error(answer, 503, "UNAVAILABLE")
 
 
 async def test_redirect_mode_sends_clients_to_a_presigned_url(

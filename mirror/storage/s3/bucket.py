@@ -83,6 +83,13 @@ class Bucket:
                 Bucket=self.name, Key=key, Range=f"bytes={start}-{end - 1}"
             )
             async with response["Body"] as body:
+                # A store (or a proxy before it) may ignore the Range and send the whole
+                # object (RFC 9110 §14.2 lets it): those bytes are not the range's.
+                sent = response.get("ContentLength")
+                if sent != end - start:
+                    raise StorageUnavailable(
+                        f"the object store answered {sent} bytes for {end - start} of {key}"
+                    )
                 async for chunk in body.iter_chunks(1 << 20):
                     yield chunk
 
