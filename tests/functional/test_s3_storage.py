@@ -273,6 +273,43 @@ async def test_range_requests_on_a_blob_in_the_bucket(
     await response.read()
 
 
+Altered = Callable[[web.Request, web.Response], Awaitable[web.Response]]
+
+
+async def through_a_proxy(
+    storage: S3Settings,
+    seaweed: Seaweed,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    altered: Altered,
+) -> S3Settings:
+    """`storage` reached through a proxy to SeaweedFS, whose answers `altered` may change."""
+
+    async def forward(request: web.Request) -> web.Response:
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.request(
+                request.method,
+                seaweed.endpoint + request.path_qs,
+                headers=request.headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            headers = {
+                name: value
+                for name, value in answer.headers.items()
+                if name in ("Content-Length", "Content-Type", "ETag", "Last-Modified")
+            }
+            body = await answer.read()
+        return await altered(
+            request, web.Response(status=answer.status, body=body, headers=headers)
+        )
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{path:.*}", forward)
+    server = await aiohttp_server(proxy, host="127.0.0.1")
+    return dataclasses.replace(storage, endpoint=f"http://127.0.0.1:{server.port}")
+
+
 async def test_a_store_that_ignores_a_range_never_passes_other_bytes_for_it(
     s3_mirror: S3MirrorFactory,
     seaweed: Seaweed,
@@ -288,34 +325,44 @@ async def test_a_store_that_ignores_a_range_never_passes_other_bytes_for_it(
     key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
     seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
 
-    async def ranges_ignored(request: web.Request) -> web.StreamResponse:
-        """SeaweedFS's answer, but the whole object for a ranged GET."""
+    async def ranges_ignored(request: web.Request, answer: web.Response) -> web.Response:
         if request.method == "GET" and "Range" in request.headers:
             return web.Response(body=(await asyncio.to_thread(seaweed.read, key))[0])
-        async with (
-            aiohttp.ClientSession(auto_decompress=False) as session,
-            session.request(
-                request.method,
-                seaweed.endpoint + request.path_qs,
-                headers=request.headers,
-                data=await request.read(),
-            ) as answer,
-        ):
-            headers = {
-                name: value
-                for name, value in answer.headers.items()
-                if name in ("Content-Length", "Content-Type", "ETag", "Last-Modified")
-            }
-            return web.Response(status=answer.status, body=await answer.read(), headers=headers)
+        return answer
 
-    proxy = web.Application()
-    proxy.router.add_route("*", "/{path:.*}", ranges_ignored)
-    server = await aiohttp_server(proxy, host="127.0.0.1")
-    before = dataclasses.replace(storage, endpoint=f"http://127.0.0.1:{server.port}")
-    client = await s3_mirror(before, tmp_path / "a")
+    proxied = await through_a_proxy(storage, seaweed, aiohttp_server, ranges_ignored)
+    client = await s3_mirror(proxied, tmp_path / "a")
 
     answer = await client.get(f"/v2/{repo}/blobs/{layer.digest}", headers={"Range": "bytes=100-"})
     await assert_oci_error(answer, 503, "UNAVAILABLE")
+
+
+async def test_a_store_whose_head_names_no_length_is_unavailable(
+    s3_mirror: S3MirrorFactory,
+    seaweed: Seaweed,
+    seeded: Seeded,
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> None:
+    """A store (or a proxy before it) whose HEAD of a blob says nothing of its length: the
+    blob's GET and HEAD are 503, as for a store that is down, never a 500."""
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    storage = seaweed.settings()
+    key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
+    seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
+
+    async def no_length(request: web.Request, answer: web.Response) -> web.Response:
+        if request.method == "HEAD":
+            del answer.headers["Content-Length"]
+        return answer
+
+    proxied = await through_a_proxy(storage, seaweed, aiohttp_server, no_length)
+    client = await s3_mirror(proxied, tmp_path / "a")
+
+    path = f"/v2/{repo}/blobs/{layer.digest}"
+    await assert_oci_error(await client.get(path), 503, "UNAVAILABLE")
+    assert (await client.head(path)).status == 503
 
 
 async def test_redirect_mode_sends_clients_to_a_presigned_url(

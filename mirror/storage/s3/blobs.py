@@ -47,8 +47,13 @@ class S3Blobs:
         return self._bucket.key(f"{_BLOBS}{digest.algorithm}/{digest.hex}")
 
     async def stat(self, digest: Digest) -> int | None:
-        found = await self._bucket.head(self._key(digest))
-        return None if found is None else int(found["ContentLength"])
+        key = self._key(digest)
+        found = await self._bucket.head(key)
+        if found is None:
+            return None
+        if "ContentLength" not in found:
+            raise StorageUnavailable(f"the object store answered no length for {key}")
+        return int(found["ContentLength"])
 
     def read(self, digest: Digest, start: int, end: int) -> AsyncGenerator[bytes, None]:
         return self._bucket.stream(self._key(digest), start, end)
