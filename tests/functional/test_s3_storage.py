@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ from mirror.app import create_app
 from mirror.config import S3Settings, Settings, UpstreamSettings
 from mirror.errors import StorageUnavailable
 from mirror.oci.digest import Digest
+from mirror.storage.s3 import bucket
 from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
 from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import RegistryFactory, Seeded
@@ -411,6 +413,39 @@ async def test_upstream_that_sends_wrong_bytes_leaves_nothing_in_the_bucket(
     await client.close()
     assert seaweed.keys(storage.prefix) == {}
     assert seaweed.multipart_uploads(storage.prefix) == []
+
+
+async def test_a_store_that_hangs_is_given_up_on_within_its_attempts(
+    s3_mirror: S3MirrorFactory,
+    seaweed: Seaweed,
+    seeded: Seeded,
+    tmp_path: Path,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that takes requests and never answers: a blob it would hold is a 503 once
+    each of ATTEMPTS tries has waited its read timeout, not after retries without end."""
+    monkeypatch.setattr(bucket, "READ_TIMEOUT", 0.5)
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    asked: list[str] = []
+    answering = True
+
+    async def hanging(request: web.Request, answer: web.Response) -> web.Response:
+        if not answering:
+            asked.append(request.method)
+            await asyncio.sleep(3600)
+        return answer
+
+    client = await s3_mirror(
+        await through_a_proxy(seaweed.settings(), seaweed, aiohttp_server, hanging),
+        tmp_path / "a",
+    )
+    answering = False
+    started = time.monotonic()
+    await assert_oci_error(await client.get(f"/v2/{repo}/blobs/{layer.digest}"), 503, "UNAVAILABLE")
+    assert time.monotonic() - started < 10 * 0.5
+    assert asked == ["HEAD"] * bucket.ATTEMPTS
 
 
 async def test_store_down_is_503_for_what_is_not_local_and_local_hits_still_serve(

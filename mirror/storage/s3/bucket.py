@@ -22,10 +22,12 @@ from mirror.errors import StorageUnavailable
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-# Short enough that a store that is down fails requests quickly; reads of big objects stream,
-# so the read timeout bounds a stall, not a transfer.
+# Short enough that a store that is down, or hangs, fails requests quickly (each request is
+# tried at most ATTEMPTS times, so a client waits about ATTEMPTS * READ_TIMEOUT for its 503);
+# reads of big objects stream, so the read timeout bounds a stall, not a transfer.
 CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 30.0
+READ_TIMEOUT = 10.0
+ATTEMPTS = 2
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
 
 
@@ -178,7 +180,7 @@ async def open_bucket(settings: S3Settings) -> AsyncIterator[Bucket]:
         s3={"addressing_style": "path" if settings.endpoint else "auto"},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=READ_TIMEOUT,
-        retries={"max_attempts": 2, "mode": "standard"},
+        retries={"total_max_attempts": ATTEMPTS, "mode": "standard"},
         max_pool_connections=64,
     )
     async with contextlib.AsyncExitStack() as stack:
