@@ -84,7 +84,9 @@ class Peers:
                     raise PeerGone(f"{peer} answered {response.status} for {digest}")
                 data = await read_limited(response, MAX_MANIFEST_SIZE, f"manifest {digest}")
                 media_type = response.headers.get("Content-Type", "")
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, UpstreamError) as e:
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            raise PeerGone(f"{peer} {describe(e)}") from e
+        except (ValueError, UpstreamError) as e:
             raise PeerGone(f"{peer}: {e}") from e
         if Digest.of(data, digest.algorithm) != digest:
             raise PeerGone(f"{peer} sent a manifest that is not {digest}")
