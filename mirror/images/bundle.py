@@ -7,8 +7,10 @@ copied."""
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +36,10 @@ MAX_INDEX_SIZE = 16 << 20
 # import hold, whatever its size compressed.
 MAX_MEMBERS = 50_000
 MAX_HEADER_BYTES = 16 << 20
+# What reading a damaged or cut-off archive raises: tarfile's own errors, and those of the
+# decompressors under it, which tarfile lets through (gzip's EOFError and zlib.error, xz's
+# LZMAError; bz2 and a bad gzip header raise OSError).
+DAMAGED = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
 
 
 class BadBundle(Exception):
@@ -68,9 +74,11 @@ class Bundle:
             raise BadBundle("not a tar archive") from None
         except OSError as e:
             raise BadBundle(f"cannot be read: {e.strerror}") from None
+        except DAMAGED as e:  # cut or damaged within the first header
+            raise BadBundle(f"the archive is truncated or damaged ({e})") from None
         try:
             self._members = self._read_members()
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except DAMAGED as e:
             self._tar.close()
             raise BadBundle(f"the archive is truncated or damaged ({e})") from None
         except BadBundle:
@@ -123,7 +131,7 @@ class Bundle:
         try:
             with self.open(member) as f:
                 return f.read()
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except DAMAGED as e:
             raise BadBundle(f"{name} cannot be read ({e}): the archive is truncated") from None
 
     def plan(self) -> BundlePlan:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mirror.errors import MirrorError
-from mirror.images.bundle import BadBundle, Bundle, BundlePlan
+from mirror.images.bundle import DAMAGED, BadBundle, Bundle, BundlePlan
 from mirror.images.targets import Target, resolve
 from mirror.oci.digest import Digest
 from mirror.oci.reference import ImageReference
@@ -131,15 +131,18 @@ def _copy_blob(bundle: Bundle, member: tarfile.TarInfo, digest: Digest, out: Bin
     with bundle.open(member) as source:
         hasher = hashlib.new(digest.algorithm)
         copied = 0
-        try:
-            while chunk := source.read(COPY_CHUNK):
-                hasher.update(chunk)
-                out.write(chunk)
-                copied += len(chunk)
-        except (tarfile.TarError, EOFError) as e:
-            raise BadBundle(
-                f"{member.name} cannot be read ({e}): the archive is truncated"
-            ) from None
+        while True:
+            try:
+                chunk = source.read(COPY_CHUNK)
+            except DAMAGED as e:  # the archive's, not a failed write to the spool
+                raise BadBundle(
+                    f"{member.name} cannot be read ({e}): the archive is truncated or damaged"
+                ) from None
+            if not chunk:
+                break
+            hasher.update(chunk)
+            out.write(chunk)
+            copied += len(chunk)
     if copied != member.size:
         raise BadBundle(f"{member.name} is cut short: the archive is truncated")
     if hasher.hexdigest() != digest.hex:

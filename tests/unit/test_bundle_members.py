@@ -1,11 +1,14 @@
 """An import reads a bundle's member headers one at a time, and refuses an archive past the
-bounds on their count and size before it has read the rest."""
+bounds on their count and size before it has read the rest, or one whose compression is
+damaged."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import lzma
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -45,3 +48,43 @@ def test_member_headers_past_their_size_are_refused(
     monkeypatch.setattr(bundle, "MAX_HEADER_BYTES", 100_000)
     with pytest.raises(BadBundle, match="headers of more than 100000 bytes"):
         Bundle(archive(tmp_path / "wordy.tar.gz", 300, {"comment": "x" * 1000}))
+
+
+def layout(path: Path) -> bytes:
+    """The bytes of a small, valid-looking tar of a few members (written to `path` too)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for n in range(20):
+            data = bytes(range(256)) * 40 * (n + 1)
+            member = tarfile.TarInfo(f"blobs/sha256/{n:064x}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    path.write_bytes(raw.getvalue())
+    return raw.getvalue()
+
+
+def damaged_deflate(data: bytes) -> bytes:
+    """A gzip stream whose deflate data turns invalid a third of the way in (a block of the
+    reserved type, RFC 1951 §3.2.3), as a corrupted copy can."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = compressor.compress(data[: len(data) // 3]) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return gzip.compress(b"")[:10] + body + b"\x07" * 64
+
+
+@pytest.mark.parametrize("case", ["gzip cut in its first header", "xz damaged", "deflate damaged"])
+def test_a_damaged_compressed_archive_is_refused_as_damaged(tmp_path: Path, case: str) -> None:
+    """What the decompressors raise for a damaged stream (EOFError, zlib.error, LZMAError,
+    which tarfile lets through) is the one-line refusal, not a traceback."""
+    data = layout(tmp_path / "bundle.tar")
+    path = tmp_path / "bad"
+    if case == "gzip cut in its first header":
+        path.write_bytes(gzip.compress(data)[:100])
+    elif case == "xz damaged":
+        compressed = bytearray(lzma.compress(data))
+        middle = len(compressed) // 2
+        compressed[middle : middle + 64] = bytes(b ^ 0x55 for b in compressed[middle : middle + 64])
+        path.write_bytes(compressed)
+    else:
+        path.write_bytes(damaged_deflate(data))
+    with pytest.raises(BadBundle, match="truncated or damaged"):
+        Bundle(path).close()
