@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mirror import log
 from mirror.commands import Command, CommandError
+from mirror.commands.cachedir import open_cache
 from mirror.commands.prefetch import prefetch
 from mirror.commands.progress import size
 from mirror.commands.references import read_references
@@ -48,6 +49,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError(f"--output: {args.output!r} names no file")
     if not output.parent.is_dir():
         raise CommandError(f"--output: {output.parent} is not a directory")
+    if settings.storage is None and not args.pull:
+        open_cache(settings)  # read alone, never created: a mistyped --cache-dir says so
     log.configure(level=logging.WARNING)
     with _staging(settings, output) as staging:
         try:

@@ -304,6 +304,19 @@ async def test_commands_refuse_a_missing_cache(tmp_path: Path) -> None:
         assert not (tmp_path / "nowhere").exists()
 
 
+async def test_export_refuses_a_missing_cache_and_creates_none(tmp_path: Path) -> None:
+    """Without --pull an export reads the cache alone: pointed at a directory with no cache,
+    it says so in one line (exit 1), creates no cache there and writes no archive."""
+    nowhere, output = tmp_path / "nowhere", tmp_path / "bundle.tar"
+    result = await mirror_cli("export", "--cache-dir", nowhere, "-o", output, "alpine:3.20")
+    assert result.returncode == 1, result.explain()
+    assert result.error_lines == [
+        f"mirror export: no cache at {nowhere} (--cache-dir, MIRROR_CACHE_DIR)"
+    ], result.explain()
+    assert not nowhere.exists()
+    assert not output.exists()
+
+
 async def test_rm_refuses_a_local_namespace(tmp_path: Path, cache_dir: Path) -> None:
     """Pushed images are not cache: `mirror rm` names the registry API instead of removing."""
     users = write_htpasswd(tmp_path / "users", {"admin": "secret"})
