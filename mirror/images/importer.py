@@ -47,6 +47,7 @@ async def import_bundle(services: Services, path: Path) -> Imported:
     try:
         plan = await asyncio.to_thread(bundle.plan)
         targets = _targets(services, plan)
+        _check_room(services, plan)
         result = Imported()
         await _add_blobs(services, bundle, plan, result)
     finally:
@@ -75,6 +76,23 @@ def _targets(services: Services, plan: BundlePlan) -> list[Target | None]:
         except MirrorError as e:
             raise BadBundle(f"{image.name}: {e.message}") from None
     return found
+
+
+def _check_room(services: Services, plan: BundlePlan) -> None:
+    """Refuse, before anything is copied, blobs the cache's disk has no room for (as a
+    download is refused, `Limits.room`): an import must not fill the disk that every download
+    and write of the servers on it needs."""
+    needed = sum(
+        member.size
+        for digest, member in plan.blobs.items()
+        if services.blob_store.find(digest) is None
+    )
+    room = services.upkeep.evictor.room().disk
+    if needed > room:
+        raise BadBundle(
+            f"its blobs take {needed} bytes, more than the cache's disk has room for, keeping "
+            f"--min-free and a reserve free ({max(0, room)} bytes)"
+        )
 
 
 async def _add_blobs(

@@ -14,6 +14,7 @@ import structlog
 
 from tests.conftest import MirrorFactory, Seeded
 from tests.faults import Endless, FakeFactory, Stall, slow_content
+from tests.support.cli import mirror_cli
 from tests.support.images import sha256_digest
 from tests.support.oci import (
     ACCEPT_ALL,
@@ -140,3 +141,28 @@ async def test_a_full_disk_still_serves_manifests_it_fetches(
     assert by_digest.status == 200, await by_digest.text()
     assert await by_digest.read() == child.manifest
     assert await wait_until(lambda: spool_files(cache_dir) == []), spool_files(cache_dir)
+
+
+async def test_an_import_the_disk_cannot_hold_is_refused_before_anything_is_copied(
+    registry: Registry, seeded: Seeded, tmp_path: Path, small_disk: Path
+) -> None:
+    """A bundle whose blobs the cache's disk has no room for is one line and exit 1 before a
+    byte is copied: an import never fills the disk that every download and write needs."""
+    source = ("--upstream", registry.url, "--cache-dir", tmp_path / "source")
+    name = "docker.io/{}:{}".format(*seeded.big_ref)
+    prefetched = await mirror_cli("prefetch", *source, name)
+    assert prefetched.returncode == 0, prefetched.explain()
+    bundle = tmp_path / "big.tar"
+    exported = await mirror_cli("export", *source, "-o", bundle, name)
+    assert exported.returncode == 0, exported.explain()
+
+    cache_dir = small_disk / "cache"
+    result = await mirror_cli(
+        "import", "--upstream", registry.url, "--cache-dir", cache_dir, bundle
+    )
+    assert result.returncode == 1, result.explain()
+    assert len(result.error_lines) == 1, result.explain()
+    assert "more than the cache's disk has room for" in result.error_lines[0], result.explain()
+    assert result.error_lines[0].endswith("no image was imported"), result.explain()
+    assert [p for p in (cache_dir / "blobs").rglob("*") if p.is_file()] == []
+    assert spool_files(cache_dir) == []
