@@ -24,6 +24,8 @@ from mirror.storage.layout import CacheLayout, write_atomically
 _TAGS = "_tags"
 # Pull counts live beside the records, in a directory no repository component can be named.
 _PULLS = "_pulls"
+# The latest last pull a record may hold: 9999-12-31T23:59:59Z, the last second a date shows.
+_LATEST = 253_402_300_799.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,9 @@ def _parse_pulls(data: bytes) -> Pulls:
     try:
         raw = json.loads(data)
         last = raw.get("last")
-        return Pulls(int(raw["count"]), None if last is None else float(last))
-    except (ValueError, KeyError, TypeError, AttributeError):
+        pulls = Pulls(int(raw["count"]), None if last is None else float(last))
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return Pulls()  # new, or damaged by a crash mid-write: counting starts over
+    if pulls.last is not None and not 0 <= pulls.last <= _LATEST:
+        return Pulls()  # damaged too (nan, infinity): no clock shows such a time
+    return pulls

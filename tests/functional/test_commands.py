@@ -101,6 +101,24 @@ async def test_ls_lists_tags_with_digests_sizes_and_pulls(
     assert line.split()[-1] == "2"
 
 
+async def test_ls_reads_a_pull_count_out_of_range_as_none(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """A pull count whose numbers no count or clock can have (an infinite count, a last pull
+    past year 9999) is damaged: it reads as no pulls, as other damage does, and ls goes on."""
+    client = await make_mirror(registry)
+    await _pulled(client, cache_dir, (seeded.schema2_ref, seeded.schema2))
+    repo, tag = seeded.schema2_ref
+    counts = cache_dir / "tags" / "docker.io" / repo / "_pulls" / tag
+    assert counts.is_file()
+    for damaged in (b'{"count": 1e400, "last": 1}', b'{"count": 1, "last": 1e300}'):
+        counts.write_bytes(damaged)
+        result = await mirror_cli("ls", "--json", "--cache-dir", cache_dir)
+        assert result.returncode == 0, result.explain()
+        rows = {f"{r['repository']}:{r['tag']}": r for r in json.loads(result.stdout)}
+        assert (rows[f"{repo}:{tag}"]["pulls"], rows[f"{repo}:{tag}"]["last_pull"]) == (0, None)
+
+
 async def test_du_totals_by_registry_against_the_cap(
     make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
 ) -> None:
