@@ -21,7 +21,7 @@ from mirror.commands.progress import size
 from mirror.commands.references import read_references
 from mirror.config import Settings
 from mirror.errors import StorageUnavailable
-from mirror.images.archive import DamagedBlob, write_archive
+from mirror.images.archive import DamagedBlob, VanishedBlob, write_archive
 from mirror.images.cached import CachedImage, NotCached, read_cached_image
 from mirror.images.prefetch import Prefetcher
 from mirror.oci.reference import ImageReference
@@ -65,6 +65,8 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{e} (mirror verify finds such blobs); nothing was written"
             ) from None
+        except VanishedBlob as e:
+            raise CommandError(f"{e}; nothing was written, export again") from None
         except OSError as e:
             raise CommandError(f"cannot write {output}: {e.strerror or e}") from None
     print(f"exported {len(images)} images to {output} ({size(written)})")

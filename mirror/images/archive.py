@@ -23,6 +23,7 @@ import orjson
 from mirror.images.cached import BlobFile, CachedImage
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import OCI_INDEX
+from mirror.storage import files
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -32,6 +33,10 @@ COPY_BUFFER = 1 << 20
 
 class DamagedBlob(Exception):
     """A cached blob no longer hashes to its digest."""
+
+
+class VanishedBlob(Exception):
+    """A cached blob was removed (by gc, rm or eviction) before it was copied."""
 
 
 def blob_path(digest: Digest) -> str:
@@ -52,8 +57,8 @@ def index_document(images: Iterable[CachedImage]) -> bytes:
 
 
 def write_archive(path: Path, images: list[CachedImage]) -> int:
-    """Write the archive to `path` atomically; returns its size. Raises OSError or
-    DamagedBlob, leaving nothing behind."""
+    """Write the archive to `path` atomically; returns its size. Raises OSError,
+    DamagedBlob or VanishedBlob, leaving nothing behind."""
     part = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
     try:
         with open(part, "xb") as f:
@@ -103,10 +108,18 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _add_blob(tar: tarfile.TarFile, blob: BlobFile) -> None:
-    """Copied while hashed: a blob damaged on disk since it was verified must not travel."""
-    with open(blob.path, "rb") as f:
-        reader = _HashingReader(f, blob.digest.algorithm)
-        tar.addfile(_info(blob_path(blob.digest), blob.size), reader)
+    """Copied while hashed: a blob damaged on disk since it was verified must not travel.
+    Copied under a read lease, as a blob sent to a client is, so no removal takes it meanwhile."""
+    leased = files.lease(blob.path)
+    if leased is None:
+        raise VanishedBlob(f"blob {blob.digest} left the cache (gc, rm or eviction) as it was read")
+    lease = leased[0]
+    try:
+        with lease.open() as f:
+            reader = _HashingReader(f, blob.digest.algorithm)
+            tar.addfile(_info(blob_path(blob.digest), blob.size), reader)
+    finally:
+        lease.release()
     if reader.hexdigest() != blob.digest.hex:
         raise DamagedBlob(f"blob {blob.digest} in the cache does not match its digest")
 
