@@ -21,6 +21,8 @@ class ConfigError(Exception):
 
 def seconds(option: str, value: Any, *, allow_zero: bool = False) -> float:
     try:
+        if isinstance(value, bool):  # TOML's true would read as 1 second
+            raise TypeError
         parsed = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{option}: {value!r} is not a number of seconds") from None
