@@ -36,6 +36,10 @@ MAX_INDEX_SIZE = 16 << 20
 # import hold, whatever its size compressed.
 MAX_MEMBERS = 50_000
 MAX_HEADER_BYTES = 16 << 20
+# The manifests are held in memory until they are stored, and each may take 4 MiB (padded
+# with white space, a few bytes of gzip): a bound on them all bounds what the plan holds. An
+# image's manifest takes a few kilobytes, an index's a few dozen.
+MAX_MANIFEST_BYTES = 256 << 20
 # What reading a damaged or cut-off archive raises: tarfile's own errors, and those of the
 # decompressors under it, which tarfile lets through (gzip's EOFError and zlib.error, xz's
 # LZMAError; bz2 and a bad gzip header raise OSError).
@@ -61,6 +65,7 @@ class BundlePlan:
     images: list[BundleImage] = field(default_factory=list)
     manifests: dict[Digest, tuple[str, bytes]] = field(default_factory=dict)  # type, bytes
     blobs: dict[Digest, tarfile.TarInfo] = field(default_factory=dict)
+    manifest_bytes: int = 0  # of all the manifests
 
 
 class Bundle:
@@ -174,6 +179,12 @@ class Bundle:
         data = self._read(blob_path(entry.digest), MAX_MANIFEST_SIZE)
         if data is None:
             raise BadBundle(f"{where} names manifest {entry.digest}, which the bundle lacks")
+        plan.manifest_bytes += len(data)
+        if plan.manifest_bytes > MAX_MANIFEST_BYTES:
+            raise BadBundle(
+                f"manifests of more than {MAX_MANIFEST_BYTES} bytes in all, more than image "
+                "bundles have"
+            )
         if len(data) != entry.size or Digest.of(data, entry.digest.algorithm) != entry.digest:
             raise BadBundle(f"manifest {entry.digest}: the bytes do not match the digest")
         try:

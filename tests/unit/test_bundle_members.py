@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import lzma
 import tarfile
 import zlib
@@ -15,6 +16,9 @@ import pytest
 
 from mirror.images import bundle
 from mirror.images.bundle import BadBundle, Bundle
+from mirror.oci.digest import Digest
+from mirror.oci.mediatypes import OCI_MANIFEST
+from tests.support.images import OCI_CONFIG, OCI_LAYER
 
 
 def archive(path: Path, members: int, pax: dict[str, str] | None = None) -> Path:
@@ -88,3 +92,47 @@ def test_a_damaged_compressed_archive_is_refused_as_damaged(tmp_path: Path, case
         path.write_bytes(damaged_deflate(data))
     with pytest.raises(BadBundle, match="truncated or damaged"):
         Bundle(path).close()
+
+
+def bundle_of(path: Path, manifests: int) -> Path:
+    """An OCI layout of `manifests` images sharing one config and one layer."""
+    members: dict[str, bytes] = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}'}
+    config, layer = b"{}", b"layer"
+    blobs = []
+    for data, media_type in ((config, OCI_CONFIG), (layer, OCI_LAYER)):
+        digest = Digest.of(data)
+        members[f"blobs/sha256/{digest.hex}"] = data
+        blobs.append({"mediaType": media_type, "digest": str(digest), "size": len(data)})
+    entries = []
+    for n in range(manifests):
+        document = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blobs[0]}
+        data = json.dumps({**document, "layers": blobs[1:], "annotations": {"n": str(n)}})
+        digest = Digest.of(data.encode())
+        members[f"blobs/sha256/{digest.hex}"] = data.encode()
+        entries.append({"mediaType": OCI_MANIFEST, "digest": str(digest), "size": len(data)})
+    members["index.json"] = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return path
+
+
+def test_manifests_past_their_size_in_all_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan holds every manifest until it is stored, and a few bytes of gzip can make each
+    one 4 MiB of white space: their size in all is bounded too."""
+    monkeypatch.setattr(bundle, "MAX_MANIFEST_BYTES", 2000)
+    few = Bundle(bundle_of(tmp_path / "few.tar", 4))
+    try:
+        assert len(few.plan().manifests) == 4
+    finally:
+        few.close()
+    many = Bundle(bundle_of(tmp_path / "many.tar", 20))
+    try:
+        with pytest.raises(BadBundle, match="manifests of more than 2000 bytes in all"):
+            many.plan()
+    finally:
+        many.close()
