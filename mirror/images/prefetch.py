@@ -17,7 +17,7 @@ from mirror.oci.digest import Digest
 from mirror.oci.platform import Platform, describe
 from mirror.oci.reference import ImageReference
 from mirror.pullthrough.blobs import CachedBlob, SharedBlob
-from mirror.pullthrough.fills import FillFailed
+from mirror.pullthrough.fills import FillFailed, FillView
 from mirror.pullthrough.manifests import ManifestAnswer
 from mirror.services import Services
 
@@ -147,9 +147,7 @@ class Prefetcher:
         """Whether the blob had to be fetched; raises if it could not be."""
         blobs = self._services.blobs
         async with self._blob_slots:
-            source = blobs.cached(blob.digest) or await blobs.fetch(
-                target.upstream, target.repo, blob.digest
-            )
+            source = blobs.cached(blob.digest) or await self._fetch(target, blob)
             if isinstance(source, CachedBlob | SharedBlob):
                 progress.advance(blob.size)
                 self.cached += blob.size
@@ -160,6 +158,18 @@ class Prefetcher:
                 raise PrefetchFailed(f"blob {blob.digest} was fetched but could not be stored")
             self.fetched += blob.size
             return True
+
+    async def _fetch(self, target: Target, blob: Descriptor) -> CachedBlob | SharedBlob | FillView:
+        """A blob larger than the whole cap would be fetched only to be thrown away (a pull
+        streams it through; the cache cannot keep it), and again at every round of a schedule:
+        refused before it is asked for. A bucket behind the cache keeps it all the same."""
+        cap = self._services.upkeep.evictor.room().cap
+        if self._services.upkeep.shared_blobs is None and cap is not None and blob.size > cap:
+            raise PrefetchFailed(
+                f"blob {blob.digest} is {blob.size} bytes: more than the cache may hold "
+                f"(--max-size, {cap} bytes)"
+            )
+        return await self._services.blobs.fetch(target.upstream, target.repo, blob.digest)
 
     async def _committed(self, digest: Digest) -> bool:
         """Readers have every verified byte slightly before the fill's rename into blobs/."""

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from mirror.commands.progress import size
@@ -102,6 +103,29 @@ async def test_prefetch_reports_each_failure_in_one_line_and_exits_1(
     assert result.stdout.startswith("prefetched 1 of 3 images:")
     assert result.stdout.strip().endswith("2 failed")
     assert all(cached_blob(cache_dir, blob.digest).exists() for blob in image.blobs)
+
+
+@pytest.mark.directory_only(
+    reason="a bucket behind the cache keeps a blob past the cache directory's own cap"
+)
+async def test_a_blob_larger_than_the_cap_is_refused_before_it_is_fetched(
+    registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """The cache could not keep it: the failure says so, and the upstream is not asked for
+    it (a schedule would fetch it again, only to throw it away, at every round)."""
+    repo, tag = seeded.big_ref
+    big = seeded.big.layers[0]
+    registry.clear_requests()
+    result = await mirror_cli(
+        "prefetch", "--upstream", registry.url, "--cache-dir", cache_dir, "--max-size", "1MiB",
+        f"{repo}:{tag}",
+    )  # fmt: skip
+    assert result.returncode == 1, result.explain()
+    assert [line for line in result.error_lines if line.startswith("mirror prefetch: ")] == [
+        f"mirror prefetch: docker.io/{repo}:{tag}: blob {big.digest} is {big.size} bytes: more "
+        f"than the cache may hold (--max-size, {1 << 20} bytes)"
+    ], result.explain()
+    assert f"/v2/{repo}/blobs/{big.digest}" not in [path for _, path in registry.requests()]
 
 
 async def test_references_come_from_a_list_file_too(
