@@ -16,7 +16,6 @@ from mirror.meta.directory import DirectoryStore
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UpstreamStats, unobserved
-from mirror.oci.contents import BlobSizes
 from mirror.pullthrough.blobs import BlobService
 from mirror.pullthrough.manifests import ManifestService
 from mirror.pullthrough.routing import Router
@@ -95,8 +94,7 @@ async def _open(
         )
         for upstream in settings.upstreams
     ]
-    sizes = BlobSizes()
-    upkeep = Upkeep(layout, meta, settings, clock, sizes, shared)
+    upkeep = Upkeep(layout, meta, settings, clock, shared)
     stores, access = upkeep.stores, upkeep.access
     own_caps = {u.name: u.max_fills or settings.max_fills for u in settings.upstreams}
     slots = FillSlots(settings.max_fills, own_caps.__getitem__, settings.fill_wait)
@@ -123,9 +121,7 @@ async def _open(
                 layout.spool,
                 replicas=replicas.manifests if replicas is not None else None,
             ),
-            blobs=BlobService(
-                stores.blobs, fills, access, layout.spool, sizes, upkeep.shared_blobs
-            ),
+            blobs=BlobService(stores.blobs, fills, access, layout.spool, upkeep.shared_blobs),
             fills=fills,
             slots=slots,
             manifest_store=stores.manifests,

@@ -12,7 +12,6 @@ from mirror.cache.inventory import Stores
 from mirror.cache.recency import AccessLog
 from mirror.config import Settings
 from mirror.meta.store import MetadataStore
-from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
@@ -34,13 +33,11 @@ class Upkeep:
         meta: MetadataStore,
         settings: Settings,
         clock: Callable[[], float] = time.time,
-        sizes: BlobSizes | None = None,
         shared: SharedStorage | None = None,
     ) -> None:
         blobs = BlobStore(layout, on_commit=self._blob_stored)
         manifests = ManifestStore(
             layout,
-            sizes,
             on_store=self._manifest_stored,
             shared=shared.manifests if shared else None,
         )

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cachetools import LRUCache
-
 from mirror import jsondoc
 from mirror.errors import MirrorError
 from mirror.oci.digest import Digest
@@ -132,21 +130,3 @@ def served_type(media_type: str) -> str:
     if not is_media_type(media_type):
         raise InvalidManifest(f"media type {shown} is not a media type (RFC 6838)")
     raise InvalidManifest(f"media type {shown} is not a manifest type")
-
-
-class BlobSizes:
-    """Blob sizes that manifests gave (descriptors carry them), so a fill knows how much to
-    expect even when the upstream does not say, and refuses an upstream that says otherwise."""
-
-    def __init__(self, entries: int = 100_000) -> None:
-        self._sizes: LRUCache[Digest, int] = LRUCache(entries)
-
-    def learn(self, manifest: bytes) -> None:
-        try:
-            blobs = read_contents(manifest).blobs
-        except InvalidManifest:
-            return
-        self._sizes.update({blob.digest: blob.size for blob in blobs})
-
-    def get(self, digest: Digest) -> int | None:
-        return self._sizes.get(digest)

@@ -11,7 +11,6 @@ from mirror import log
 from mirror.cache.recency import AccessLog
 from mirror.errors import Busy, UpstreamError
 from mirror.flight import SingleFlight
-from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.pullthrough.fills import FillTaken, FillView
 from mirror.pullthrough.follower import FollowedFill
@@ -65,7 +64,6 @@ class BlobService:
         fills: Fills,
         access: AccessLog,
         spool: Path,
-        sizes: BlobSizes,
         shared: SharedBlobs | None = None,
     ) -> None:
         self._store = store
@@ -73,7 +71,6 @@ class BlobService:
         self._fills = fills
         self._access = access
         self._spool = spool
-        self._sizes = sizes
         self._starts: SingleFlight[Hashable, FillView] = SingleFlight()
 
     def cached(self, digest: Digest) -> CachedBlob | None:
@@ -174,6 +171,6 @@ class BlobService:
                 # Another process's fill took the digest (and let go of this route) after our
                 # look for it: join that fill rather than open a download only to drop it.
                 raise FillTaken(f"{digest} is being fetched by another process")
-            fill = self._fills.start(upstream, repo, digest, self._sizes.get(digest))
+            fill = self._fills.start(upstream, repo, digest)
             await fill.started()
             return fill

@@ -96,13 +96,11 @@ class BlobFill:
         part: Path,
         final: Path,
         spool: Path,
-        expected: int | None,
         announce: Callable[[BlobFill], None],
     ) -> None:
         self.digest = digest
         self._announce = announce  # told once the fill streams, so new readers find it
         self.size: int | None = None
-        self._expected = expected  # the size a manifest gave, when one did
         self._part = part
         self._final = final
         self._spool = spool
@@ -155,7 +153,7 @@ class BlobFill:
                 slots.slot(upstream.name, make_room),
                 upstream.open_blob(repo, self.digest) as first,
             ):
-                size = announced_size(first, self._expected, upstream.name)
+                size = announced_size(first, upstream.name)
                 self._bound = FillBound(space, self.digest)
                 self._bound.admit(size)
                 claim = Claim.try_take(self._spool, self.digest.hex)

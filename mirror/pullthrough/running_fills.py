@@ -41,16 +41,13 @@ class Fills:
         fill = self._streaming.get(digest)
         return fill if fill is not None and fill.streaming else None
 
-    def start(
-        self, upstream: UpstreamRegistry, repo: str, digest: Digest, expected: int | None
-    ) -> BlobFill:
+    def start(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobFill:
         """Start fetching `digest` through this route; `started()` tells whether it got it."""
         fill = BlobFill(
             digest,
             self._store.new_spool_file(digest),
             self._store.path(digest),
             self._spool,
-            expected,
             self._announced,
         )
         source = upstream if self._source is None else self._source(upstream, digest)

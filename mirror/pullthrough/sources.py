@@ -41,12 +41,11 @@ class BlobSource(Protocol):
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
 
-def announced_size(resp: aiohttp.ClientResponse, expected: int | None, name: str) -> int | None:
-    """The blob's size: what the upstream announces, checked against what a manifest said."""
-    announced = _whole_blob(resp, name) if resp.status == 206 else resp.content_length
-    if announced is not None and expected is not None and announced != expected:
-        raise UpstreamError(f"{name} announced {announced} bytes for a blob of {expected}")
-    return announced if announced is not None else expected
+def announced_size(resp: aiohttp.ClientResponse, name: str) -> int | None:
+    """The blob's size, as its answer announces it. Never a size a manifest gave: anyone may
+    publish a manifest naming any blob with any size, and the digest is what holds the bytes
+    to account."""
+    return _whole_blob(resp, name) if resp.status == 206 else resp.content_length
 
 
 def _whole_blob(resp: aiohttp.ClientResponse, name: str) -> int:

@@ -15,7 +15,6 @@ from cachetools import LRUCache
 
 from mirror import log
 from mirror.errors import StorageUnavailable
-from mirror.oci.contents import BlobSizes
 from mirror.oci.digest import Digest
 from mirror.oci.mediatypes import MANIFEST_TYPES
 from mirror.storage import files
@@ -51,15 +50,12 @@ class ManifestStore:
     def __init__(
         self,
         layout: CacheLayout,
-        sizes: BlobSizes | None = None,
         memory_bytes: int = 64 << 20,
         on_store: Callable[[Digest, int], None] | None = None,
         shared: ManifestBackend | None = None,
     ) -> None:
         self._layout = layout
         self._shared = shared
-        # Told the blob sizes of every manifest that comes off the disk or into the cache.
-        self._sizes = sizes
         self._on_store = on_store
         self._memory: LRUCache[Digest, StoredManifest] = LRUCache(
             maxsize=memory_bytes, getsizeof=lambda m: len(m.data) + 256
@@ -76,7 +72,6 @@ class ManifestStore:
                         await self._keep(found)
             if found is not None:
                 self._memory[digest] = found
-                self._learn(found)
         return found
 
     async def put(self, digest: Digest, media_type: str, data: bytes) -> StoredManifest:
@@ -93,7 +88,6 @@ class ManifestStore:
                 log.warn_once("cannot store manifests in the object store", error=e.message)
         await self._keep(manifest)
         self._memory[digest] = manifest
-        self._learn(manifest)
         return manifest
 
     async def _keep(self, manifest: StoredManifest) -> None:
@@ -102,10 +96,6 @@ class ManifestStore:
         if self._on_store is not None:
             size = len(manifest.data) + len(_sidecar(manifest.media_type))
             self._on_store(manifest.digest, size)
-
-    def _learn(self, manifest: StoredManifest) -> None:
-        if self._sizes is not None:
-            self._sizes.learn(manifest.data)
 
     def _read(self, digest: Digest) -> StoredManifest | None:
         path = self._layout.manifest(digest)

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, MAX_TAG_LIST_SIZE, MAX_TOKEN_SIZE
-from tests.conftest import MirrorFromSettings
+from tests.conftest import MirrorFactory, MirrorFromSettings
 from tests.faults import (
     FakeFactory,
     FakeUpstream,
@@ -404,3 +404,37 @@ async def test_a_head_of_no_manifest_type_is_not_relayed(
     assert response.headers["Content-Type"] == OCI_MANIFEST
     assert response.headers["Content-Length"] == str(len(image.manifest))
     assert [r.method for r in fake.seen(path=path)] == ["HEAD", "GET"]
+
+
+async def test_a_size_another_repositorys_manifest_gives_never_stops_a_blob(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory
+) -> None:
+    """Anyone may publish a manifest naming any blob with any size. Pulled through the mirror,
+    such a manifest must not make that blob unfetchable through another repository: a fill
+    goes by what the blob's own answer announces, and by the digest."""
+    fake = await make_fake_upstream()
+    config = b"{}"
+    lying = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": sha256_digest(config),
+            "size": len(config),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": sha256_digest(BLOB),
+                "size": 1,
+            }
+        ],
+    }
+    fake.route("/v2/evil/img/manifests/v1", content(json.dumps(lying).encode(), OCI_MANIFEST))
+    fake.route(BLOB_PATH, content(BLOB))
+    client = await make_mirror(fake)
+    manifest = await client.get("/v2/evil/img/manifests/v1", headers={"Accept": ACCEPT_ALL})
+    assert manifest.status == 200
+    response = await client.get(BLOB_PATH)
+    assert response.status == 200
+    assert await response.read() == BLOB

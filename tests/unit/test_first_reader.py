@@ -87,7 +87,7 @@ async def test_the_body_waits_for_the_first_reader(
     monkeypatch.setattr("mirror.pullthrough.fills.FIRST_READER_WAIT", 60.0)
     connection = Connection()
     source = Source(connection)
-    fill = _fills(tmp_path).start(source, "lib/app", DIGEST, None)  # type: ignore[arg-type]
+    fill = _fills(tmp_path).start(source, "lib/app", DIGEST)  # type: ignore[arg-type]
     await fill.started()
     # Answered, announced, and waiting for its reader: the connection is not read meanwhile.
     for _ in range(10):
@@ -102,7 +102,7 @@ async def test_the_body_waits_for_the_first_reader(
 async def test_a_fill_nobody_reads_resumes_after_the_wait(tmp_path: Path) -> None:
     connection = Connection()
     source = Source(connection)
-    fill = _fills(tmp_path).start(source, "lib/app", DIGEST, None)  # type: ignore[arg-type]
+    fill = _fills(tmp_path).start(source, "lib/app", DIGEST)  # type: ignore[arg-type]
     await fill.started()
     await asyncio.wait_for(fill.wait_done(), timeout=5)
     assert connection.calls == ["pause", "resume"]
@@ -112,7 +112,7 @@ async def test_a_fill_nobody_reads_resumes_after_the_wait(tmp_path: Path) -> Non
 async def test_a_lost_connection_is_neither_paused_nor_resumed(tmp_path: Path) -> None:
     connection = Connection(connected=False)
     source = Source(connection)
-    fill = _fills(tmp_path).start(source, "lib/app", DIGEST, None)  # type: ignore[arg-type]
+    fill = _fills(tmp_path).start(source, "lib/app", DIGEST)  # type: ignore[arg-type]
     await fill.started()
     assert await _read_all(fill) == BODY
     assert connection.calls == []
