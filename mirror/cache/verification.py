@@ -30,18 +30,28 @@ class Checked:
 
 
 def verify(stores: Stores, workers: int = 4) -> Iterator[Checked]:
-    """Check every blob and manifest, a few at a time (hashing releases the GIL)."""
-    jobs: list[tuple[str, StoredFile, Callable[[Digest], BinaryIO], Callable[..., Path | None]]]
-    jobs = [
-        ("manifest", m, stores.manifests.open_quietly, stores.manifests.quarantine)
-        for m in stores.manifests.iter_manifests()
+    """Check every blob and manifest, a few at a time (hashing releases the GIL); a manifest
+    whose sidecar records no manifest type is as unusable as one damaged."""
+    manifests, blobs = stores.manifests, stores.blobs
+    jobs: list[_Job] = [
+        ("manifest", m, manifests.open_quietly, manifests.quarantine, manifests.has_type)
+        for m in manifests.iter_manifests()
     ]
     jobs += [
-        ("blob", b, stores.blobs.open_quietly, stores.blobs.quarantine)
-        for b in stores.blobs.iter_blobs()
+        ("blob", b, blobs.open_quietly, blobs.quarantine, lambda _: True)
+        for b in blobs.iter_blobs()
     ]
     with ThreadPoolExecutor(workers) as pool:
         yield from pool.map(lambda job: _check(*job), jobs)
+
+
+_Job = tuple[
+    str,
+    StoredFile,
+    Callable[[Digest], BinaryIO],
+    Callable[[Digest, int], Path | None],
+    Callable[[Digest], bool],
+]
 
 
 def _check(
@@ -49,6 +59,7 @@ def _check(
     file: StoredFile,
     opener: Callable[[Digest], BinaryIO],
     quarantine: Callable[[Digest, int], Path | None],
+    usable: Callable[[Digest], bool],
 ) -> Checked:
     try:
         with opener(file.digest) as f:
@@ -58,6 +69,6 @@ def _check(
                 hasher.update(chunk)
     except OSError:
         return Checked(kind, file, True)  # removed meanwhile: nothing to judge
-    if hasher.hexdigest() == file.digest.hex:
+    if hasher.hexdigest() == file.digest.hex and usable(file.digest):
         return Checked(kind, file, True)
     return Checked(kind, file, False, quarantine(file.digest, inode))

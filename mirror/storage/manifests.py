@@ -99,15 +99,20 @@ class ManifestStore:
 
     def _read(self, digest: Digest) -> StoredManifest | None:
         path = self._layout.manifest(digest)
+        media_type = _recorded_type(path)
         try:
-            meta = json.loads(_sidecar_path(path).read_bytes())
             data = path.read_bytes()
-        except (OSError, ValueError):
+        except OSError:
             return None
         # Checked again on the (rare) disk read, which protects clients from a file damaged
         # after the fact.
-        media_type = meta.get("mediaType") if isinstance(meta, dict) else None
         return StoredManifest.read_back(digest, media_type, data)
+
+    def has_type(self, digest: Digest) -> bool:
+        """Whether the manifest's sidecar records a manifest type: without one the manifest
+        cannot be served (it is fetched again, or missing when offline)."""
+        media_type = _recorded_type(self._layout.manifest(digest))
+        return media_type is not None and media_type in MANIFEST_TYPES
 
     def _write(self, manifest: StoredManifest) -> None:
         path = self._layout.manifest(manifest.digest)
@@ -166,6 +171,16 @@ class ManifestStore:
 
 def _sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _recorded_type(path: Path) -> object:
+    """What the sidecar of the manifest at `path` gives as its media type (anything, or None
+    when the sidecar is missing or not a JSON object)."""
+    try:
+        meta = json.loads(_sidecar_path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta.get("mediaType") if isinstance(meta, dict) else None
 
 
 def _sidecar(media_type: str) -> bytes:

@@ -277,6 +277,36 @@ async def test_verify_quarantines_a_flipped_byte_and_the_next_pull_refetches(
     assert result.returncode == 0, result.explain()
 
 
+async def test_verify_finds_a_manifest_whose_sidecar_is_damaged(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """A manifest whose bytes are intact but whose recorded media type is lost cannot be
+    served (offline it is missing): verify reports it and sets it aside with its sidecar, and
+    the next pull fetches it again."""
+    client = await make_mirror(registry)
+    await _pulled(client, cache_dir, (seeded.schema2_ref, seeded.schema2))
+    path = cached_manifest(cache_dir, seeded.schema2.digest)
+    sidecar = path.with_name(path.name + ".json")
+    sidecar.write_bytes(b'{"mediaType": 7')
+
+    result = await mirror_cli("verify", "--cache-dir", cache_dir)
+    assert result.returncode == 1, result.explain()
+    assert f"bad manifest {seeded.schema2.digest}" in result.stdout
+    assert "1 bad" in result.stdout.splitlines()[-1]
+    assert not path.exists() and not sidecar.exists()
+
+    await client.close()
+    client = await make_mirror(registry)  # a new process: nothing in memory
+    repo, _ = seeded.schema2_ref
+    response = await client.get(
+        f"/v2/{repo}/manifests/{seeded.schema2.digest}", headers={"Accept": ACCEPT_ALL}
+    )
+    assert await response.read() == seeded.schema2.manifest
+    assert await wait_until(path.exists)
+    result = await mirror_cli("verify", "--cache-dir", cache_dir)
+    assert result.returncode == 0, result.explain()
+
+
 async def test_gc_and_verify_run_beside_a_serving_mirror(
     make_mirror: MirrorFactory, registry: Registry, cache_dir: Path
 ) -> None:
