@@ -19,6 +19,9 @@ from mirror.oci.platform import InvalidPlatform, Platform, parse_platform
 from mirror.oci.reference import ImageReference, InvalidReference, parse_reference
 
 DEFAULT_INTERVAL = 3600.0
+# Each round asks the upstream about every image: rounds back to back would spend an upstream's
+# pull limit and fill the log for nothing.
+MIN_INTERVAL = 60.0
 _KEYS = {"refs", "interval", "platform"}
 
 
@@ -51,6 +54,8 @@ def parse_prefetch(table: Any, registries: Collection[str]) -> PrefetchSettings:
             )
         refs.append(reference)
     interval = seconds("prefetch.interval", table.get("interval", DEFAULT_INTERVAL))
+    if interval < MIN_INTERVAL:
+        raise ConfigError(f"prefetch.interval: {interval:g} s is less than {MIN_INTERVAL:g}")
     platform = None
     platform_text = str(table.get("platform", "all"))
     if platform_text.lower() != "all":

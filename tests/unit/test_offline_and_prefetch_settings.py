@@ -65,6 +65,7 @@ def test_prefetch_table_is_read_and_normalised(tmp_path: Path) -> None:
         ('refs = ["nope.example/app:1"]', r"prefetch.refs\[0\]: nope.example is not a registry"),
         ('refs = ["alpine"]\ninterval = "soon"', "prefetch.interval: 'soon' is not a number"),
         ('refs = ["alpine"]\ninterval = 0', "prefetch.interval"),
+        ('refs = ["alpine"]\ninterval = 0.001', "prefetch.interval: 0.001 s is less than 60"),
         ('refs = ["alpine"]\ninterval = true', "prefetch.interval: True is not a number"),
         ('refs = ["alpine"]\nplatform = "amd64"', "prefetch.platform: 'amd64' is not a platform"),
     ],
