@@ -174,6 +174,7 @@ class RegistryFactory(Protocol):
         *,
         token_auth: TokenService | None = None,
         htpasswd: tuple[str, str] | None = None,
+        foreign_layers: bool = False,
     ) -> Registry: ...
 
 
@@ -183,10 +184,16 @@ def make_registry(tmp_path: Path) -> Iterator[RegistryFactory]:
     started: list[Registry] = []
 
     def make(
-        *, token_auth: TokenService | None = None, htpasswd: tuple[str, str] | None = None
+        *,
+        token_auth: TokenService | None = None,
+        htpasswd: tuple[str, str] | None = None,
+        foreign_layers: bool = False,
     ) -> Registry:
         upstream = start_registry(
-            tmp_path / f"registry-{len(started)}", token_auth=token_auth, htpasswd=htpasswd
+            tmp_path / f"registry-{len(started)}",
+            token_auth=token_auth,
+            htpasswd=htpasswd,
+            foreign_layers=foreign_layers,
         )
         started.append(upstream)
         return upstream

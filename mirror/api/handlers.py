@@ -32,7 +32,7 @@ from mirror.api.responses import (
     send_blob,
     send_streamed,
 )
-from mirror.errors import ManifestUnknown, NameUnknown, Unsupported
+from mirror.errors import ManifestUnknown, NameUnknown, Unsupported, UpstreamError
 from mirror.oci.digest import Digest, looks_like_digest
 from mirror.oci.mediatypes import OCI_INDEX, accepted_types, is_acceptable
 from mirror.oci.names import validate_tag
@@ -59,11 +59,17 @@ async def _vouch(
 ) -> None:
     """With access rules, content by digest goes out through a repository only once it is
     known to hold it (mirror/pullthrough/holdings.py): the cache may have it from another
-    repository, so otherwise this one's upstream decides, by `ask` (a HEAD through it)."""
+    repository, so otherwise this one's upstream decides, by `ask` (a HEAD through it). Only
+    when the upstream cannot be asked does a manifest the repository holds naming it do."""
     holdings = request.app.get(HOLDINGS)
     if holdings is None or await holdings.holds(route.upstream.name, route.repo, digest):
         return
-    await ask()
+    try:
+        await ask()
+    except UpstreamError:
+        if await holdings.names(route.upstream.name, route.repo, digest):
+            return
+        raise
     await holdings.hold(route.upstream.name, route.repo, (digest,))
 
 

@@ -6,10 +6,15 @@ repository's request for it. With `[[access]]` rules that would let a client who
 repository read another's by its digest (every pull prints its manifest's). So, there, content
 is served through a repository only once that repository is known to hold it:
 
-- it was answered through it: a manifest, and everything that manifest names (a registry keeps
-  a manifest only with its blobs and child manifests in the same repository);
-- one of its tags leads to it (images imported or prefetched, caches from before this record);
+- it was answered through it (a manifest), or one of its tags leads to it (images imported or
+  prefetched, caches from before this record);
 - or its upstream says so, asked through it (a HEAD, which its own access rules answer).
+
+What a manifest names is not held by that alone: a registry takes a manifest whose foreign or
+non-distributable layers (and, where sparse indexes are allowed, child manifests) are not in the
+repository, so anyone who may publish there could name another repository's layer and have it
+answered through their own. What a held manifest names is only remembered, and stands in for
+the upstream's word when the upstream cannot be asked (an outage, `--offline`).
 
 What is known is kept in one append-only file per repository beside its tags, so every process
 on the cache directory, and a restart, knows it too.
@@ -46,6 +51,7 @@ MAX_DEPTH = 3
 @dataclass
 class _Known:
     digests: set[bytes] = field(default_factory=set)
+    named: set[bytes] = field(default_factory=set)  # named by what it holds (in memory only)
     read: int = 0  # bytes of the file read into `digests`
     walked: float = float("-inf")  # when its tags were last walked
 
@@ -67,13 +73,25 @@ class RepoHoldings:
         known.read = await asyncio.to_thread(self._read, self._path(upstream, repo), known)
         if wanted in known.digests:
             return True
+        await self._walk(upstream, repo, known)
+        return wanted in known.digests
+
+    async def names(self, upstream: str, repo: str, digest: Digest) -> bool:
+        """Whether a manifest the repository holds names `digest`: what will do when its
+        upstream cannot be asked, never in place of its answer."""
+        known = self._of(upstream, repo)
+        await self._walk(upstream, repo, known)
+        return bytes.fromhex(digest.hex) in known.named
+
+    async def _walk(self, upstream: str, repo: str, known: _Known) -> None:
+        """Hold what the repository's tags lead to, and remember what that names."""
         now = time.monotonic()
         if now - known.walked < WALK_EVERY:
-            return False
+            return
         known.walked = now
-        found = await self._reachable(upstream, repo)
-        await self.hold(upstream, repo, found)
-        return digest in found
+        tagged, named = await self._reachable(upstream, repo)
+        known.named |= {bytes.fromhex(d.hex) for d in named}
+        await self.hold(upstream, repo, tagged)
 
     async def hold(self, upstream: str, repo: str, digests: Iterable[Digest]) -> None:
         """Record that the repository holds `digests`."""
@@ -87,10 +105,12 @@ class RepoHoldings:
     async def hold_manifest(
         self, upstream: str, repo: str, digest: Digest, data: bytes | None
     ) -> None:
-        """Record a manifest answered through the repository, and what it names (when its
-        bytes are at hand: a HEAD may have been answered from an upstream HEAD)."""
+        """Record a manifest answered through the repository, and remember what it names
+        (when its bytes are at hand: a HEAD may have been answered from an upstream HEAD)."""
         named = links(data) if data else NONE
-        await self.hold(upstream, repo, (digest, *named.blobs, *named.manifests))
+        known = self._of(upstream, repo)
+        known.named |= {bytes.fromhex(d.hex) for d in (*named.blobs, *named.manifests)}
+        await self.hold(upstream, repo, (digest,))
 
     def _of(self, upstream: str, repo: str) -> _Known:
         key = (upstream, repo)
@@ -131,14 +151,16 @@ class RepoHoldings:
         finally:
             os.close(fd)
 
-    async def _reachable(self, upstream: str, repo: str) -> set[Digest]:
-        """Every manifest and blob the repository's recorded tags lead to, in the cache."""
+    async def _reachable(self, upstream: str, repo: str) -> tuple[set[Digest], set[Digest]]:
+        """What the repository's recorded tags lead to, and every manifest and blob those
+        name in turn, in the cache."""
         found: set[Digest] = set()
         pending: list[tuple[Digest, int]] = []
         for tag in await self._tags.recorded(upstream, repo):
             record = await self._tags.get(upstream, repo, tag)
             if record is not None:
                 pending.append((record.parsed_digest, 0))
+        tagged = {digest for digest, _ in pending}
         while pending:
             digest, depth = pending.pop()
             if digest in found:
@@ -150,4 +172,4 @@ class RepoHoldings:
             named = links(stored.data)
             found |= named.blobs
             pending.extend((m, depth + 1) for m in named.manifests)
-        return found
+        return tagged, found - tagged

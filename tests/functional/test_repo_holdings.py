@@ -4,6 +4,7 @@ nor mount it into a local namespace; pulls through the right repository cost not
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +12,9 @@ from typing import Any, cast
 
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import LocalMirrorFactory, Seeded
+from mirror.oci.mediatypes import DOCKER_MANIFEST
+from tests.conftest import LocalMirrorFactory, RegistryFactory, Seeded
+from tests.support.images import Blob, Image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.push import LOCAL, Pusher
 from tests.support.registry import Registry
@@ -29,6 +32,8 @@ allow = ["*"]
 actions = ["pull", "push", "delete"]
 """
 ALLOWED, ALSO_CACHED = "docker.io/seed/schema2", "docker.io/seed/oci"
+CONFIG = "application/vnd.docker.container.image.v1+json"
+FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 
 
 async def _pull(user: Pusher, repo: str, tag: str, digests: list[str]) -> None:
@@ -138,3 +143,58 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _naming_foreign(repo: str, registry: Registry, digest: str, size: int) -> tuple[str, str]:
+    """Publish upstream, in `repo` (which ci may pull), an image whose manifest names `digest`
+    as a foreign layer: distribution takes it without that blob in `repo` (a foreign layer's
+    bytes are somewhere else), so the manifest vouches for nothing. Its (tag, digest)."""
+    config = Blob.of(b'{"architecture":"amd64","os":"windows","rootfs":{}}', CONFIG)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": CONFIG, "digest": config.digest, "size": config.size},
+            "layers": [
+                {
+                    "mediaType": FOREIGN_LAYER,
+                    "digest": digest,
+                    "size": size,
+                    "urls": ["https://layers.example/blob"],
+                }
+            ],
+        }
+    ).encode()
+    # Only the config is uploaded: the layers that go up with an image are none here.
+    image = Image(config, [], manifest, sha256_digest(manifest), DOCKER_MANIFEST)
+    push_image(registry.url, repo, "foreign", image)
+    return "foreign", image.digest
+
+
+async def test_a_digest_a_manifest_only_names_is_vouched_for_by_the_upstream(
+    local_mirror: LocalMirrorFactory, make_registry: RegistryFactory, seeded: Seeded
+) -> None:
+    """ci publishes, in a repository it may pull, a manifest naming the other repository's
+    cached layer as a foreign one (the upstream takes that without the layer), and pulls it:
+    ci's repository does not hold that layer, so asking for it there is still a 404, GET or
+    HEAD, and a mount of it an upload session."""
+    upstream = make_registry(foreign_layers=True)
+    push_image(upstream.url, *seeded.oci_ref, seeded.oci)
+    rules = RULES.replace(f'"{ALLOWED}"', f'"{ALLOWED}", "docker.io/ci/*"')
+    client = await local_mirror(upstream, rules=rules)
+    await _cached_for_admin(client, seeded)
+    secret = seeded.oci.layers[0]
+    tag, _ = _naming_foreign("ci/app", upstream, secret.digest, secret.size)
+    ci = Pusher(client)
+    named = await ci.request(
+        "GET", f"/v2/docker.io/ci/app/manifests/{tag}", headers={"Accept": ACCEPT_ALL}
+    )
+    assert named.status == 200, await named.text()
+    for method in ("GET", "HEAD"):
+        blob = await ci.request(method, f"/v2/docker.io/ci/app/blobs/{secret.digest}")
+        assert blob.status == 404, (await blob.read())[:200]
+    uploads = f"/v2/{LOCAL}/team/app/blobs/uploads/"
+    mount = await ci.request(
+        "POST", uploads, params={"mount": secret.digest, "from": "docker.io/ci/app"}
+    )
+    assert mount.status == 202, await mount.text()

@@ -185,6 +185,7 @@ def _config(
     port: int,
     token_auth: TokenService | None,
     htpasswd_file: Path | None,
+    foreign_layers: bool = False,
 ) -> str:
     lines = [
         "version: 0.1",
@@ -202,6 +203,16 @@ def _config(
         f"  addr: 127.0.0.1:{port}",
         f"  secret: {uuid.uuid4().hex}",
     ]
+    if foreign_layers:
+        # As Docker Hub takes Windows images: a foreign layer's bytes are at its `urls`, so
+        # the repository need not hold it.
+        lines += [
+            "validation:",
+            "  manifests:",
+            "    urls:",
+            "      allow:",
+            "        - ^https?://",
+        ]
     if token_auth is not None:
         lines += [
             "auth:",
@@ -226,8 +237,10 @@ def start_registry(
     *,
     token_auth: TokenService | None = None,
     htpasswd: tuple[str, str] | None = None,
+    foreign_layers: bool = False,
 ) -> Registry:
-    """Start a docker-registry storing under `workdir`: anonymous, token or htpasswd auth."""
+    """Start a docker-registry storing under `workdir`: anonymous, token or htpasswd auth;
+    `foreign_layers`: manifests may name foreign layers at any http(s) URL."""
     if token_auth is not None and htpasswd is not None:
         raise ValueError("choose token_auth or htpasswd, not both")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +250,7 @@ def start_registry(
         htpasswd_file = workdir / "htpasswd"
         htpasswd_file.write_text(f"{user}:{bcrypt_hash(password)}\n")
     port = free_port()
-    config = _config(workdir / "storage", port, token_auth, htpasswd_file)
+    config = _config(workdir / "storage", port, token_auth, htpasswd_file, foreign_layers)
     registry = Registry(workdir, config, port)
     registry.start()
     return registry

@@ -3,6 +3,7 @@ the cache directory, and safe against lines another process is still writing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mirror.oci.digest import Digest
@@ -43,6 +44,18 @@ async def test_a_line_half_written_or_not_a_digest_is_never_taken(tmp_path: Path
     assert not await reader.holds("docker.io", "team/app", TWO)
     _append(path, TWO.hex[40:].encode() + b"\n")
     assert await reader.holds("docker.io", "team/app", TWO)
+
+
+async def test_a_manifest_is_held_and_what_it_names_only_remembered(tmp_path: Path) -> None:
+    """A manifest answered through a repository is held; a layer it names is not (its upstream
+    may not hold it: a foreign layer), only remembered for when the upstream cannot be asked."""
+    holdings = _holdings(tmp_path)
+    manifest = json.dumps({"schemaVersion": 2, "layers": [{"digest": str(TWO)}]}).encode()
+    await holdings.hold_manifest("docker.io", "team/app", ONE, manifest)
+    assert await holdings.holds("docker.io", "team/app", ONE)
+    assert not await holdings.holds("docker.io", "team/app", TWO)
+    assert await holdings.names("docker.io", "team/app", TWO)
+    assert not await _holdings(tmp_path).holds("docker.io", "team/app", TWO)
 
 
 def _append(path: Path, data: bytes) -> None:
