@@ -12,7 +12,14 @@ from typing import Any
 from mirror import jsondoc
 from mirror.errors import MirrorError
 from mirror.oci.digest import Digest
-from mirror.oci.mediatypes import MANIFEST_TYPES, is_media_type
+from mirror.oci.mediatypes import (
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    is_media_type,
+)
 
 # An index inside an index is allowed by the spec; deeper nesting is not an image.
 MAX_INDEX_DEPTH = 3
@@ -107,15 +114,27 @@ def _descriptor(value: Any, field: str) -> Descriptor:
 
 def media_type_of(data: bytes, fallback: str) -> str:
     """The manifest's own `mediaType` field where it has one (OCI image-spec: it SHOULD, and
-    Docker's types always do), else what its source said (an upstream's Content-Type, a
-    bundle's index entry); InvalidManifest when that is no manifest type (`served_type`).
-    Bytes that are not a JSON object have no such field: their source's type decides."""
+    Docker's types always do), else what its shape makes it, as distribution reads it: schema 1
+    (signed when it has signatures), an OCI index when it has `manifests`, else an OCI image
+    manifest. Never its source's word for a JSON document: manifests are kept by digest, so
+    the type the first answer gave would be every later pull's, through any repository, and
+    anyone may publish the same bytes where a registry serves them as something else. Bytes
+    that are not a JSON object go by their source's type (an upstream's Content-Type, a
+    bundle's index entry); InvalidManifest when that is no manifest type (`served_type`)."""
     try:
         document = jsondoc.parse(data)
     except ValueError:
         document = None
-    declared = _declared_type(document) if isinstance(document, dict) else None
-    return served_type(declared or fallback)
+    if not isinstance(document, dict):
+        return served_type(fallback)
+    return served_type(_declared_type(document) or _shape_type(document))
+
+
+def _shape_type(document: dict[str, Any]) -> str:
+    """The type of a document that names none, by what it holds."""
+    if document.get("schemaVersion") == 1:
+        return DOCKER_SCHEMA1_SIGNED if "signatures" in document else DOCKER_SCHEMA1
+    return OCI_INDEX if "manifests" in document else OCI_MANIFEST
 
 
 def served_type(media_type: str) -> str:

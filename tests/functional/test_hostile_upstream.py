@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
+from mirror.oci.mediatypes import OCI_INDEX
 from mirror.upstream.pool import MAX_MANIFEST_SIZE, MAX_TAG_LIST_SIZE, MAX_TOKEN_SIZE
 from tests.conftest import MirrorFactory, MirrorFromSettings
 from tests.faults import (
@@ -438,3 +439,26 @@ async def test_a_size_another_repositorys_manifest_gives_never_stops_a_blob(
     response = await client.get(BLOB_PATH)
     assert response.status == 200
     assert await response.read() == BLOB
+
+
+async def test_a_manifest_without_its_own_type_is_served_as_its_shape_whoever_sent_it_first(
+    make_fake_upstream: FakeFactory, make_mirror: MirrorFactory
+) -> None:
+    """An OCI image manifest with no mediaType field, copied into a repository whose registry
+    serves it as an index and pulled by digest there first: the pull of the real tag still gets
+    an image manifest, since what a manifest is comes from its bytes, not from whichever answer
+    brought it in first."""
+    document = json.loads(make_image(oci=True, seed="untyped").manifest)
+    del document["mediaType"]
+    data = json.dumps(document).encode()
+    digest = sha256_digest(data)
+    fake = await make_fake_upstream()
+    fake.route(f"/v2/evil/copy/manifests/{digest}", content(data, OCI_INDEX))
+    fake.route("/v2/team/app/manifests/v1", content(data, OCI_MANIFEST))
+    client = await make_mirror(fake)
+    first = await client.get(f"/v2/evil/copy/manifests/{digest}", headers={"Accept": ACCEPT_ALL})
+    assert first.status == 200, await first.text()
+    pulled = await client.get("/v2/team/app/manifests/v1", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200, await pulled.text()
+    assert pulled.headers["Content-Type"] == OCI_MANIFEST
+    assert await pulled.read() == data

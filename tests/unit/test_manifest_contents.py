@@ -7,7 +7,14 @@ import json
 import pytest
 
 from mirror.oci.contents import InvalidManifest, media_type_of, read_contents
-from mirror.oci.mediatypes import DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST, is_media_type
+from mirror.oci.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_SCHEMA1,
+    DOCKER_SCHEMA1_SIGNED,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    is_media_type,
+)
 from tests.support.images import make_image, make_index
 
 
@@ -82,16 +89,22 @@ def test_a_manifest_is_never_served_as_what_is_no_manifest_type(media_type: str,
     assert len(str(refused.value)) < 200 and "\n" not in str(refused.value)
 
 
-def test_a_manifest_without_its_own_type_goes_by_its_sources() -> None:
-    """No mediaType field (or an empty one), or no JSON at all: the source's type, checked."""
+def test_a_manifest_without_its_own_type_goes_by_its_shape() -> None:
+    """No mediaType field (or an empty one): what the document holds decides, whatever its
+    source says; bytes that are no JSON object go by their source's type, checked."""
     document = json.loads(oci_manifest(None))
     del document["mediaType"]
-    for data in (json.dumps(document).encode(), oci_manifest(""), b"{not json"):
-        assert media_type_of(data, OCI_MANIFEST) == OCI_MANIFEST
-        with pytest.raises(InvalidManifest, match="not a manifest type"):
-            media_type_of(data, "application/json")
+    for data in (json.dumps(document).encode(), oci_manifest("")):
+        for source in (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, "application/json"):
+            assert media_type_of(data, source) == OCI_MANIFEST
+    index = b'{"schemaVersion": 2, "manifests": []}'
+    assert media_type_of(index, OCI_MANIFEST) == OCI_INDEX
     signed = b'{"schemaVersion": 1, "fsLayers": [], "signatures": []}'
-    assert media_type_of(signed, DOCKER_SCHEMA1_SIGNED) == DOCKER_SCHEMA1_SIGNED
+    assert media_type_of(signed, DOCKER_SCHEMA1) == DOCKER_SCHEMA1_SIGNED
+    assert media_type_of(b'{"schemaVersion": 1, "fsLayers": []}', OCI_INDEX) == DOCKER_SCHEMA1
+    assert media_type_of(b"{not json", OCI_MANIFEST) == OCI_MANIFEST
+    with pytest.raises(InvalidManifest, match="not a manifest type"):
+        media_type_of(b"{not json", "application/json")
 
 
 def test_media_types_follow_rfc_6838() -> None:
