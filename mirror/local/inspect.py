@@ -3,7 +3,8 @@ Manifests", OCI image-spec manifest.md and image-index.md).
 
 The bytes must parse as one of the four manifest types a registry serves (OCI image manifest or
 index, Docker schema 2 manifest or manifest list), its `mediaType` field (when it has one) must
-be the request's `Content-Type`, and its descriptors must be valid. The bytes are never changed.
+be the request's `Content-Type` (without one, the manifest is an OCI one), and its descriptors
+must be valid. The bytes are never changed.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def inspect(data: bytes, digest: Digest, content_type: str | None) -> PushedMani
         )
     if document.get("schemaVersion") != 2:
         raise ManifestInvalid("schemaVersion must be 2")
+    if not declared and media_type not in (OCI_MANIFEST, OCI_INDEX):
+        # Docker's types always name themselves; a manifest that does not is an OCI one, and
+        # is served as such (mirror/oci/contents.py) whoever pulls it, through any repository.
+        raise ManifestInvalid(f"{media_type} needs the manifest's own mediaType field")
     if ("manifests" in document) != (media_type in INDEX_TYPES):
         kind = "an index" if media_type in INDEX_TYPES else "an image manifest"
         raise ManifestInvalid(f"{media_type} is {kind}, and the document is not one")

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+from mirror.oci.mediatypes import DOCKER_MANIFEST
 from tests.conftest import LocalMirrorFactory, Seeded
 from tests.support.images import OCI_MANIFEST, make_image, make_index, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_manifest
@@ -120,13 +121,17 @@ async def test_bad_manifests_are_refused_with_a_reason(
     local_mirror: LocalMirrorFactory, registry: Registry, cache_dir: Path
 ) -> None:
     """Not JSON, JSON nested past any parser's depth, a Content-Type other than its mediaType,
-    an unknown type, a digest reference the bytes do not hash to, a bad tag: each a 400 with
+    an unknown type, a Docker type for a manifest without its mediaType (which is an OCI one,
+    whoever pulls it), a digest reference the bytes do not hash to, a bad tag: each a 400 with
     its code, nothing stored."""
     client = await local_mirror(registry)
     pusher = Pusher(client)
     image = make_image(oci=True, seed="bad")
     for blob in image.blobs:
         await pusher.push_blob(REPO, blob)
+    untyped = json.loads(image.manifest)
+    del untyped["mediaType"]
+    untyped_manifest = json.dumps(untyped).encode()
     cases = [
         ("v1", b"not json", OCI_MANIFEST, "MANIFEST_INVALID"),
         ("v1", b"[" * 200_000, OCI_MANIFEST, "MANIFEST_INVALID"),
@@ -139,6 +144,7 @@ async def test_bad_manifests_are_refused_with_a_reason(
         ),
         ("v1", b'{"schemaVersion":2,"mediaType":"text/plain"}', "text/plain", "MANIFEST_INVALID"),
         ("v1", b'{"schemaVersion":1,"fsLayers":[]}', OCI_MANIFEST, "MANIFEST_INVALID"),
+        ("v1", untyped_manifest, DOCKER_MANIFEST, "MANIFEST_INVALID"),
         (sha256_digest(b"other"), image.manifest, OCI_MANIFEST, "DIGEST_INVALID"),
         ("-bad-tag", image.manifest, OCI_MANIFEST, "TAG_INVALID"),
     ]
@@ -151,6 +157,7 @@ async def test_bad_manifests_are_refused_with_a_reason(
         )
         await assert_oci_error(response, 400, code)
     assert not cached_manifest(cache_dir, image.digest).exists()
+    assert not cached_manifest(cache_dir, sha256_digest(untyped_manifest)).exists()
 
 
 async def test_an_oversized_manifest_is_413_and_stores_nothing(
