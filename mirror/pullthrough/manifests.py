@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mirror import log
 from mirror.cache.recency import AccessLog
-from mirror.errors import UpstreamError
+from mirror.errors import MirrorError, UpstreamError
 from mirror.flight import SingleFlight
 from mirror.meta.store import MetadataStore
 from mirror.oci.contents import media_type_of
@@ -96,7 +96,13 @@ class ManifestService:
         async def fetch() -> ManifestAnswer:
             fetched = None if self._replicas is None else await self._replicas.fetch(digest)
             if fetched is None:
-                fetched = await upstream.get_manifest(repo, str(digest))
+                try:
+                    fetched = await upstream.get_manifest(repo, str(digest))
+                except MirrorError:
+                    # The lease is the digest's, whichever repository took it.
+                    if self._replicas is not None:
+                        await self._replicas.not_fetched(digest)
+                    raise
             return _answer(await self._store(fetched))
 
         async def stored() -> ManifestAnswer | None:

@@ -72,6 +72,13 @@ class ReplicaManifests:
             return None
         return None
 
+    async def not_fetched(self, digest: Digest) -> None:
+        """This replica's upstream fetch failed (through a repository without the manifest,
+        say): let the lease go, so that a replica asked for the same digest through another
+        repository asks at once rather than after the lease runs out."""
+        with contextlib.suppress(RedisAway):
+            await self._store.release_lease(f"manifest:{digest}")
+
     async def resolved(self, tag_key: str) -> str | None:
         """The digest a tag turned fresh at, while another replica holding its lease resolves
         it; None when it took longer than the lease (this replica then resolves it itself)."""

@@ -517,6 +517,32 @@ async def test_a_manifest_whose_holder_is_gone_is_fetched_from_the_upstream(
     assert upstream_gets(registry, path) == 1
 
 
+async def test_a_manifest_asked_for_where_it_is_not_holds_up_no_other_repository(
+    aiohttp_client: ClientFactory,
+    registry: Registry,
+    redis_server: RedisServer,
+    seeded: Seeded,
+    cache_dir: Path,
+) -> None:
+    """A manifest asked for by digest through a repository the upstream has no such manifest
+    in is a 404, and the lease that fetch took goes with it: the same digest asked for through
+    its own repository is fetched at once, not after the lease runs out."""
+    settings = replica_settings(registry.url, redis_server.url, cache_dir)
+    client = await aiohttp_client(create_app(settings))
+    repo, _ = seeded.oci_ref
+    digest = seeded.oci.digest
+    headers = {"Accept": ACCEPT_ALL}
+    elsewhere = await client.get(f"/v2/nobody/here/manifests/{digest}", headers=headers)
+    await assert_oci_error(elsewhere, 404, "MANIFEST_UNKNOWN", "NAME_UNKNOWN")
+    started = asyncio.get_running_loop().time()
+    answer = await asyncio.wait_for(
+        client.get(f"/v2/{repo}/manifests/{digest}", headers=headers), WITHIN
+    )
+    assert answer.status == 200
+    assert await answer.read() == seeded.oci.manifest
+    assert asyncio.get_running_loop().time() - started < 5.0
+
+
 def took_over(replica: MirrorProcess, why: str) -> bool:
     """Whether the replica logged taking a fill over from another, for this reason."""
     return any(
