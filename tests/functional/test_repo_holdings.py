@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from mirror.oci.mediatypes import DOCKER_MANIFEST
 from tests.conftest import LocalMirrorFactory, RegistryFactory, Seeded
 from tests.support.images import Blob, Image, push_image, sha256_digest
-from tests.support.oci import ACCEPT_ALL, assert_oci_error
+from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, wait_until
 from tests.support.push import LOCAL, Pusher
 from tests.support.registry import Registry
 
@@ -91,7 +91,7 @@ async def test_a_pull_through_the_right_repository_asks_the_upstream_nothing_mor
 
 
 async def test_a_blob_of_another_repository_is_not_mounted(
-    local_mirror: LocalMirrorFactory, registry: Registry, seeded: Seeded
+    local_mirror: LocalMirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
 ) -> None:
     """Mounting the other repository's cached layer from ci's mirrored repository gives an
     upload session (202), not the blob; a layer ci's repository holds is mounted (201)."""
@@ -107,6 +107,8 @@ async def test_a_blob_of_another_repository_is_not_mounted(
     assert foreign.status == 202, await foreign.text()
     read = await ci.request("GET", f"/v2/{LOCAL}/team/app/blobs/{seeded.oci.layers[0].digest}")
     await assert_oci_error(read, 404, "BLOB_UNKNOWN")
+    # Mounted once committed, which may come a moment after its last byte went out.
+    assert await wait_until(cached_blob(cache_dir, seeded.schema2.layers[0].digest).exists)
     own = await ci.request(
         "POST", uploads, params={"mount": seeded.schema2.layers[0].digest, "from": ALLOWED}
     )
