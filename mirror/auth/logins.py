@@ -6,12 +6,12 @@ header (never the password itself), and only a header not seen lately costs a bc
 in a small thread pool of its own so that logins never hold up the event loop or the threads
 that write the cache.
 
-Failed logins cost bounded work: a client address whose checks failed `MAX_FAILURES` times in a
-row is answered `429` without any bcrypt round until `FAILURE_WINDOW` passes with no new
-attempt; its checks still under way count as failures until they end, so that sending guesses
-all at once gets no more of them checked; a header that just failed fails again from memory;
-and no more than `MAX_PENDING` checks wait or run at once in a process, beyond which new ones
-are refused at once.
+Failed logins cost bounded work: a client address (for IPv6, its /64: one host commonly has a
+whole /64 to pick from) whose checks failed `MAX_FAILURES` times in a row is answered `429`
+without any bcrypt round until `FAILURE_WINDOW` passes with no new attempt; its checks still
+under way count as failures until they end, so that sending guesses all at once gets no more of
+them checked; a header that just failed fails again from memory; and no more than `MAX_PENDING`
+checks wait or run at once in a process, beyond which new ones are refused at once.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import ipaddress
 import os
 import time
 from collections import Counter
@@ -57,6 +58,20 @@ def stand_in(hashes: Iterable[bytes]) -> bytes:
     costs = Counter(int(h[4:6]) for h in hashes if h[4:6].isdigit() and 4 <= int(h[4:6]) <= 31)
     cost = max(costs, key=lambda c: (costs[c], c)) if costs else DEFAULT_COST
     return bcrypt.gensalt(rounds=cost) + b"." * 31
+
+
+def source_of(client: str) -> str:
+    """What failed logins are counted against: an IPv4 address itself, an IPv6 address's /64
+    (an IPv4 address mapped into IPv6 as the IPv4 one); anything else as it is."""
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return client
 
 
 def basic_credentials(header: str) -> tuple[str, str]:
@@ -107,10 +122,11 @@ class Logins:
         """The user name the credentials belong to; None when there are none.
 
         Raises `Unauthorized` for wrong or malformed ones, `TooManyRequests` when `client` (an
-        address) failed too often or too many checks are under way.
+        address, counted by `source_of`) failed too often or too many checks are under way.
         """
         if not header:
             return None
+        source = source_of(client)
         entries = await self._htpasswd.entries()
         if self._htpasswd.version != self._version:  # users, passwords or costs may have changed
             self._version = self._htpasswd.version
@@ -127,30 +143,30 @@ class Logins:
             # Requests sent together with the same new header (a pull's first layers) share
             # one check, which counts once against their address.
             user, password = basic_credentials(header)
-            self._admit(client)
+            self._admit(source)
             # Counted before the check first runs, so that requests of the same instant see it.
             self._pending += 1
-            self._in_flight[client] = self._in_flight.get(client, 0) + 1
+            self._in_flight[source] = self._in_flight.get(source, 0) + 1
             check = asyncio.ensure_future(
-                self._check(key, user, password, entries.get(user), client)
+                self._check(key, user, password, entries.get(user), source, client)
             )
             self._checking[key] = check
-            check.add_done_callback(functools.partial(self._checked_one, key, client))
+            check.add_done_callback(functools.partial(self._checked_one, key, source))
         known = await asyncio.shield(check)
         if known is None:
             raise Unauthorized("wrong user name or password")
         return known
 
-    def _admit(self, client: str) -> None:
-        """Refuse a new check for `client` beyond its failures' allowance, counting those under
+    def _admit(self, source: str) -> None:
+        """Refuse a new check for `source` beyond its failures' allowance, counting those under
         way as failed, or beyond the process's."""
-        failures = self._failures.get(client, 0)
+        failures = self._failures.get(source, 0)
         if failures >= MAX_FAILURES:
             raise TooManyRequests(
                 "too many failed logins from this address; try again later",
                 headers={"Retry-After": str(int(FAILURE_WINDOW))},
             )
-        if failures + self._in_flight.get(client, 0) >= MAX_FAILURES:
+        if failures + self._in_flight.get(source, 0) >= MAX_FAILURES:
             raise TooManyRequests(
                 "too many logins from this address are being checked; try again shortly",
                 headers={"Retry-After": "1"},
@@ -162,7 +178,13 @@ class Logins:
             )
 
     async def _check(
-        self, key: bytes, user: str, password: str, hashed: bytes | None, client: str
+        self,
+        key: bytes,
+        user: str,
+        password: str,
+        hashed: bytes | None,
+        source: str,
+        client: str,
     ) -> str | None:
         """One bcrypt round, its outcome remembered under `key`."""
         loop = asyncio.get_running_loop()
@@ -171,15 +193,15 @@ class Logins:
             self._checked[key] = user
             return user
         self._checked[key] = None
-        self._failures[client] = self._failures.get(client, 0) + 1
+        self._failures[source] = self._failures.get(source, 0) + 1
         log.get_logger().warning("login failed", user=user[:100], client=client)
         return None
 
-    def _checked_one(self, key: bytes, client: str, _check: object) -> None:
+    def _checked_one(self, key: bytes, source: str, _check: object) -> None:
         """Give the check's places back however it ended, cancelled before it ran included."""
         del self._checking[key]
         self._pending -= 1
-        if (left := self._in_flight[client] - 1) > 0:
-            self._in_flight[client] = left
+        if (left := self._in_flight[source] - 1) > 0:
+            self._in_flight[source] = left
         else:
-            del self._in_flight[client]
+            del self._in_flight[source]

@@ -11,7 +11,13 @@ import pytest
 
 from mirror.auth import logins as logins_module
 from mirror.auth.htpasswd import HtpasswdFile
-from mirror.auth.logins import FAILURE_WINDOW, MAX_FAILURES, REMEMBER_FOR, Logins
+from mirror.auth.logins import (
+    FAILURE_WINDOW,
+    MAX_FAILURES,
+    REMEMBER_FOR,
+    Logins,
+    source_of,
+)
 from mirror.config import ConfigError
 from mirror.errors import TooManyRequests, Unauthorized
 from tests.support.htpasswd import htpasswd_entry, write_htpasswd
@@ -111,6 +117,40 @@ async def test_a_client_that_fails_too_often_waits_without_costing_bcrypt(
             await logins.user(basic("ci", "later-guess"), "10.0.0.9")
     finally:
         logins.close()
+
+
+async def test_failures_from_one_ipv6_64_count_together(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """A host picks any address of its /64, so guesses from new addresses of one /64 count as
+    one address's; another /64 and IPv4 addresses (mapped or not) count on their own."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        for attempt in range(MAX_FAILURES):
+            with pytest.raises(Unauthorized):
+                await logins.user(basic("ci", f"guess-{attempt}"), f"2001:db8:0:1::{attempt + 1}")
+        with pytest.raises(TooManyRequests):
+            await logins.user(basic("ci", "another-guess"), "2001:db8:0:1:ffff::99")
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ci", "guess"), "2001:db8:0:2::1")
+        assert await logins.user(basic("ci", "s3cret"), "::ffff:10.0.0.9") == "ci"
+    finally:
+        logins.close()
+
+
+@pytest.mark.parametrize(
+    ("client", "counted"),
+    [
+        ("10.0.0.9", "10.0.0.9"),
+        ("2001:db8:0:1:2:3:4:5", "2001:db8:0:1::/64"),
+        ("::ffff:10.0.0.9", "10.0.0.9"),
+        ("unix", "unix"),
+    ],
+)
+def test_what_failures_count_against(client: str, counted: str) -> None:
+    assert source_of(client) == counted
 
 
 async def test_guesses_sent_at_once_get_no_more_checks_than_the_limit(
