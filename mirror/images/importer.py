@@ -55,6 +55,13 @@ async def import_bundle(services: Services, path: Path) -> Imported:
     for digest, (media_type, data) in plan.manifests.items():
         if await services.manifest_store.get(digest) is None:
             await services.manifest_store.put(digest, media_type, data)
+    # Imported is as good as used: an image carried in again is not the first to be evicted,
+    # however long ago its files were last read here.
+    access = services.upkeep.access
+    for blob in plan.blobs:
+        access.stored_blob(blob)
+    for manifest in plan.manifests:
+        access.stored_manifest(manifest)
     for image, target in zip(plan.images, targets, strict=True):
         if target is None:
             result.unnamed.append(image.digest)

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from mirror.images.bundle import MAX_MEMBERS
+from mirror.storage.files import last_used
 from tests.conftest import MirrorFromSettings, Seeded
 from tests.support.cli import mirror_cli, upstream_config
 from tests.support.images import OCI_MANIFEST, Image
-from tests.support.oci import ACCEPT_ALL
+from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest
 from tests.support.processes import free_port
 from tests.support.registry import Registry
 
@@ -122,6 +124,28 @@ async def test_imported_images_are_served_byte_for_byte_with_no_upstream(
     again = await mirror_cli("import", "--upstream", NOWHERE, "--cache-dir", cache, bundle)
     assert again.returncode == 0, again.explain()
     assert "0 blobs, 0 bytes added" in again.stdout
+
+
+async def test_an_image_imported_again_counts_as_just_used(
+    export_bundle: Callable[..., Awaitable[Path]], seeded: Seeded, tmp_path: Path
+) -> None:
+    """Files already in the cache, unused for ages, are as recent as a pull's once their image
+    is imported again: eviction does not take what was just carried in first."""
+    bundle = await export_bundle(name(seeded.schema2_ref))
+    cache = tmp_path / "far-cache"
+    args = ("import", "--upstream", NOWHERE, "--cache-dir", cache, bundle)
+    assert (await mirror_cli(*args)).returncode == 0
+    kept = [
+        *(cached_blob(cache, b.digest) for b in seeded.schema2.blobs),
+        cached_manifest(cache, seeded.schema2.digest),
+    ]
+    for path in kept:
+        os.utime(path, ns=(0, 0))
+    started = time.time()
+    result = await mirror_cli(*args)
+    assert result.returncode == 0, result.explain()
+    assert "0 blobs, 0 bytes added" in result.stdout
+    assert all(last_used(path.stat()) >= started - 1 for path in kept)
 
 
 async def test_the_bundle_is_an_oci_image_layout_with_full_names(
