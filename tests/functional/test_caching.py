@@ -13,7 +13,7 @@ import structlog
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
 from tests.faults import FakeFactory, content, status
 from tests.support.images import make_image, push_image
-from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, spool_files
+from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest, spool_files, wait_until
 from tests.support.registry import Registry
 
 
@@ -50,6 +50,8 @@ async def test_second_pull_of_blob_sends_nothing_upstream_and_logs_hit(
     client = await make_mirror(registry)
     with structlog.testing.capture_logs() as logs:
         assert await (await client.get(path)).read() == layer.data
+        # The registry logs a GET once its handler returns, a moment after the last byte.
+        assert await wait_until(lambda: ("GET", path) in registry.requests())
         registry.clear_requests()
         for method in ("GET", "HEAD"):
             response = await client.request(method, path)
