@@ -1,6 +1,7 @@
 """Listings: tag lists, paged by the mirror as the OCI distribution spec says whatever the
 upstream does, and referrers, proxied; the last answer of each is kept for when the upstream
-cannot answer (tag lists on disk, so they survive restarts; referrers in memory)."""
+cannot answer (tag lists on disk, so they survive restarts, for the repositories the cache holds
+tags of; referrers in memory)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,10 @@ class ListingService:
             return sorted(set(stored or ()) | set(recorded))
         log.note_cache("miss")
         try:
-            await self._tags.put_list(upstream.name, repo, tags)
+            # Kept only for a repository the cache holds tags of: any client may list any
+            # name, and an upstream may answer each with 16 MiB, which no cap counts.
+            if await self._tags.recorded(upstream.name, repo):
+                await self._tags.put_list(upstream.name, repo, tags)
         except OSError as e:  # a full disk costs the fallback, not this answer
             log.get_logger().warning(
                 "cannot store tag list", upstream=upstream.name, repo=repo, error=str(e)

@@ -148,6 +148,10 @@ class TagStore:
             path.unlink()
         except OSError:
             return False
+        if not self._recorded(entry.registry, entry.repo):
+            # The repository's last tag went: its tag list is kept for cached repositories only.
+            with contextlib.suppress(OSError):
+                self._layout.tag_list(entry.registry, entry.repo).unlink()
         return True
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:

@@ -13,8 +13,10 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from mirror.storage.layout import CacheLayout
+from mirror.storage.tags import TagStore
 from tests.conftest import MirrorFactory, RegistryFactory, Seeded
-from tests.faults import FakeFactory, status, tags_pages
+from tests.faults import FakeFactory, content, status, tags_pages
 from tests.support.images import make_image, push_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 from tests.support.registry import Registry
@@ -141,10 +143,15 @@ async def test_an_invalid_n_is_an_oci_error(
 async def test_the_last_tag_list_survives_a_restart_and_an_outage(
     make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
 ) -> None:
-    """After a restart with the upstream failing, the list last seen is served (and paged)."""
+    """After a restart with the upstream failing, the list last seen of a repository the
+    cache holds a tag of is served (and paged)."""
     fake = await make_fake_upstream()
     fake.route(LIST, careless(TAGS))
+    image = make_image(seed="tags-kept")
+    fake.route("/v2/lib/app/manifests/c3", content(image.manifest, image.media_type))
     first = await make_mirror(fake)
+    pulled = await first.get("/v2/lib/app/manifests/c3", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200
     assert await tags_of(first, LIST) == TAGS
     await first.close()
     fake.route(LIST, status(503, "UNAVAILABLE"))
@@ -173,3 +180,31 @@ async def test_with_no_list_stored_an_offline_mirror_lists_the_tags_it_has(
     assert await tags_of(again, "/v2/app/offline/tags/list") == ["v1", "v2"]
     response = await again.get("/v2/app/never/tags/list")
     await assert_oci_error(response, 503, "UNAVAILABLE")
+
+
+async def test_lists_of_repositories_the_cache_does_not_hold_are_not_kept(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """Any client may list any name, and an upstream may answer each with a big list: only
+    the lists of repositories the cache holds tags of are kept on disk, and each goes with
+    the repository's last tag."""
+    fake = await make_fake_upstream()
+    many = [f"t{i:05d}" for i in range(2000)]
+    for i in range(20):
+        fake.route(f"/v2/junk/r{i}/tags/list", careless(many))
+    fake.route(LIST, careless(TAGS))
+    image = make_image(seed="tags-held")
+    fake.route("/v2/lib/app/manifests/a1", content(image.manifest, image.media_type))
+    client = await make_mirror(fake)
+    for i in range(20):
+        assert await tags_of(client, f"/v2/junk/r{i}/tags/list") == many
+    assert not (cache_dir / "tags" / "docker.io" / "junk").exists()
+    pulled = await client.get("/v2/lib/app/manifests/a1", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200
+    assert await tags_of(client, LIST) == TAGS
+    kept = cache_dir / "tags" / "docker.io" / "lib" / "app" / "_list"
+    assert kept.exists()
+    store = TagStore(CacheLayout(cache_dir))
+    (entry,) = [e for e in store.iter_tags() if e.repo == "lib/app"]
+    assert store.remove(entry)
+    assert not kept.exists()
