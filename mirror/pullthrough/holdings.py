@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Iterable
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from mirror.cache.links import NONE, links
+from mirror.cache.links import links
 from mirror.oci.digest import Digest
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -41,6 +42,11 @@ from mirror.storage.tags import TagStore
 # Repositories whose holdings are kept in memory (each digest as its raw bytes, about 90 bytes
 # with the set's own); the others are read again when asked for.
 REPOSITORIES = 64
+# Digests a repository's held manifests name, remembered per repository (about 90 bytes each):
+# one manifest may name tens of thousands. Past it, what was remembered is forgotten and
+# remembering starts over: it stands in for the upstream only in an outage, where a digest
+# forgotten is refused (503), never served through a repository that may not hold it.
+MAX_NAMED = 16_384
 # A repository's tags are walked for what they lead to at most this often: a request for a
 # digest no tag leads to must not make the mirror read every manifest each time.
 WALK_EVERY = 60.0
@@ -52,6 +58,7 @@ MAX_DEPTH = 3
 class _Known:
     digests: set[bytes] = field(default_factory=set)
     named: set[bytes] = field(default_factory=set)  # named by what it holds (in memory only)
+    read_names: set[bytes] = field(default_factory=set)  # manifests whose names are in `named`
     read: int = 0  # bytes of the file read into `digests`
     walked: float = float("-inf")  # when its tags were last walked
 
@@ -90,7 +97,7 @@ class RepoHoldings:
             return
         known.walked = now
         tagged, named = await self._reachable(upstream, repo)
-        known.named |= {bytes.fromhex(d.hex) for d in named}
+        _remember(known, named)
         await self.hold(upstream, repo, tagged)
 
     async def hold(self, upstream: str, repo: str, digests: Iterable[Digest]) -> None:
@@ -107,10 +114,19 @@ class RepoHoldings:
     ) -> None:
         """Record a manifest answered through the repository, and remember what it names
         (when its bytes are at hand: a HEAD may have been answered from an upstream HEAD)."""
-        named = links(data) if data else NONE
-        known = self._of(upstream, repo)
-        known.named |= {bytes.fromhex(d.hex) for d in (*named.blobs, *named.manifests)}
+        known, raw = self._of(upstream, repo), bytes.fromhex(digest.hex)
+        if data and raw not in known.read_names:
+            # Read once: a big manifest takes a good part of a second, and every request for
+            # it would take that much of the event loop again.
+            named = links(data)
+            _remember(known, (*named.blobs, *named.manifests))
+            known.read_names.add(raw)
         await self.hold(upstream, repo, (digest,))
+
+    @property
+    def named(self) -> int:
+        """How many named digests are remembered, in every repository kept in memory."""
+        return sum(len(known.named) for known in self._known.values())
 
     def _of(self, upstream: str, repo: str) -> _Known:
         key = (upstream, repo)
@@ -173,3 +189,11 @@ class RepoHoldings:
             found |= named.blobs
             pending.extend((m, depth + 1) for m in named.manifests)
         return tagged, found - tagged
+
+
+def _remember(known: _Known, digests: Iterable[Digest]) -> None:
+    """Remember what a held manifest names, within MAX_NAMED for the repository."""
+    new = {bytes.fromhex(d.hex) for d in itertools.islice(digests, MAX_NAMED)}
+    if len(known.named) + len(new) > MAX_NAMED or len(known.read_names) >= MAX_NAMED:
+        known.named, known.read_names = set(), set()
+    known.named |= new
