@@ -9,6 +9,7 @@ request is a new one refused. A connection that stays idle (or never sends a req
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -114,6 +115,9 @@ class ClientConnection(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self._connections = connections
         self._front = front
+        # Set once the connection is lost: a response waiting for bytes to send stops waiting
+        # (`mirror.api.responses`), since aiohttp lets a handler run on after its client left.
+        self.gone = asyncio.Event()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -124,6 +128,7 @@ class ClientConnection(web.RequestHandler):
         if self._front is None:
             self._connections.closed(self)
         super().connection_lost(exc)
+        self.gone.set()
 
     def began(self) -> None:
         if self._front is None:

@@ -193,9 +193,11 @@ async def send_blob(
         await response.prepare(request)
         # Closed at once when the client goes away, so a fill stops counting it as a reader.
         async with contextlib.aclosing(body.segments(start, end)) as segments:
-            async for file, offset, count in segments:
-                await _send(request, response, file, offset, count, zero_copy=end is not None)
-                sent += count
+            landing = segments if isinstance(body, CachedBody) else _while_there(request, segments)
+            async with contextlib.aclosing(landing):
+                async for file, offset, count in landing:
+                    await _send(request, response, file, offset, count, zero_copy=end is not None)
+                    sent += count
     except (FillFailed, OSError):
         # A failed fill, or a client gone or timed out (TCP_USER_TIMEOUT ends a connection
         # that made no progress with ETIMEDOUT): the body can only be cut short.
@@ -205,6 +207,39 @@ async def send_blob(
         log.note_streamed(sent)
     await response.write_eof()
     return response
+
+
+async def _while_there(
+    request: web.Request, segments: AsyncGenerator[tuple[BinaryIO, int, int], None]
+) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
+    """The segments of a blob in flight while its client is there. They wait for bytes an
+    upstream may send slowly, and aiohttp lets a handler run on after its client left: a
+    client that resets its connection would leave the spool file open (a descriptor no
+    connection cap counts) and a reader the fill counts, until the next bytes land."""
+    gone = getattr(request.protocol, "gone", None)
+    if not isinstance(gone, asyncio.Event):  # a server without the mirror's connections
+        async for segment in segments:
+            yield segment
+        return
+    lost = asyncio.ensure_future(gone.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(segments))
+            try:
+                await asyncio.wait((step, lost), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not step.done():
+                    step.cancel()
+                    await asyncio.wait((step,))  # the generator has let go before it is closed
+            if step.cancelled():
+                raise ConnectionResetError("the client went away")
+            try:
+                segment = step.result()
+            except StopAsyncIteration:
+                return
+            yield segment
+    finally:
+        lost.cancel()
 
 
 async def _send(

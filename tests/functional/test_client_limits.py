@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import ssl
+import struct
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from mirror.server import serving
 from mirror.tls import ServerTls
 from mirror.workers import listening_socket
 from tests.conftest import Seeded
+from tests.faults import FakeFactory, Stall, slow_content
 from tests.support.certs import CertificateAuthority
 from tests.support.clients import (
     is_closed_by_server,
@@ -239,3 +242,59 @@ async def test_stopping_waits_for_stalled_handshakes_no_longer_than_the_grace(
         sock.close()
         for s in stalled:
             s.close()
+
+
+def _spool_descriptors(cache_dir: Path) -> int:
+    """Descriptors this process (the mirror's, in these tests) holds on download spool files."""
+    spool = str(cache_dir.resolve() / "spool")
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            found += target.startswith(spool) and target.endswith(".part")
+    return found
+
+
+async def _reading(host: str, port: int, path: str) -> socket.socket:
+    """A client that asked for `path` and has its answer's first bytes."""
+    sock = await open_connection(host, port)
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, request_bytes(path))
+    raw = b""
+    while (head := raw.find(b"\r\n\r\n")) < 0 or len(raw) == head + 4:
+        chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10)
+        assert chunk, "the mirror closed the connection"
+        raw += chunk
+    assert raw.startswith(b"HTTP/1.1 200 ")
+    return sock
+
+
+async def test_clients_that_reset_leave_no_reader_of_a_stalled_download(
+    serve: ServeFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """Clients that reset their connections while their blob waits for a slow upstream take
+    nothing with them past the connection cap: their requests let go of the spool file at once,
+    not when the upstream next sends bytes."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    data = b"reset-readers" * 100_000
+    path = f"/v2/lib/app/blobs/{sha256_digest(data)}"
+    fake.route(path, slow_content(data, stall, first=64 * 1024))
+    upstream = UpstreamSettings(default=True, url=fake.url, connect_timeout=2.0, read_timeout=30.0)
+    served = await serve(upstreams=(upstream,))
+    staying = await _reading(served.host, served.port, path)
+    try:
+        assert await wait_until(lambda: _spool_descriptors(cache_dir) > 0)
+        before = _spool_descriptors(cache_dir)
+        leaving = [await _reading(served.host, served.port, path) for _ in range(20)]
+        assert _spool_descriptors(cache_dir) >= before + 20
+        for sock in leaving:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset: the mirror sees the connection lost, not a half-close
+        assert await wait_until(lambda: served.connections.count == 1, within=10)
+        assert await wait_until(lambda: _spool_descriptors(cache_dir) == before, within=10), (
+            f"{_spool_descriptors(cache_dir) - before} spool descriptors outlive their clients"
+        )
+    finally:
+        stall.resume.set()
+        staying.close()
