@@ -7,6 +7,7 @@ upstream could not answer; a cached answer may be served instead).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from mirror.errors import (
     MirrorError,
     NameUnknown,
     UpstreamError,
+    UpstreamTimeout,
 )
 from mirror.meta.store import MetadataStore
 from mirror.metrics.hooks import UNOBSERVED, UpstreamStats
@@ -163,10 +165,23 @@ class UpstreamRegistry:
     async def get_tags(self, repo: str) -> list[str]:
         """Every tag of `repo`, sorted: the upstream's pages followed to the end, since an
         upstream may page even unasked; its own `n` and `last` handling is never relied on."""
+        what = f"the tag list of {repo} from {self.name}"
+        deadline = self.settings.api_deadline
+        # One deadline for all the pages: each alone within it, a thousand of them are not.
+        try:
+            async with asyncio.timeout(deadline) as whole:
+                return await self._tag_pages(repo, what)
+        except TimeoutError:
+            if not whole.expired():
+                raise
+            raise UpstreamTimeout(
+                f"{what} did not come within {deadline:g} s (api_timeout)"
+            ) from None
+
+    async def _tag_pages(self, repo: str, what: str) -> list[str]:
         tags: set[str] = set()
         query: Mapping[str, str] = {}
         budget = MAX_TAG_LIST_SIZE
-        what = f"the tag list of {repo} from {self.name}"
         for _ in range(MAX_TAG_PAGES):
             async with self._api("GET", repo, "tags/list", {}, NameUnknown, query) as resp:
                 body = await read_limited(resp, budget, what, self.stats.received)

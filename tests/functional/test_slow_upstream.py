@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import structlog
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
@@ -157,3 +158,26 @@ async def test_a_blob_whose_answer_head_trickles_is_a_504_in_bounded_time(
     response, elapsed = await timed(client, blob_path)
     await assert_oci_error(response, 504, "UNAVAILABLE")
     assert elapsed < DEADLINE + 1.5, f"the error took {elapsed:.1f}s"
+
+
+async def test_a_tag_list_of_endless_slow_pages_is_a_504_within_api_timeout(
+    slow_mirror: SlowMirror, make_fake_upstream: FakeFactory
+) -> None:
+    """Each page of a tag list within `api_timeout`, but page after page with a new tag each:
+    the pages together are held to `api_timeout`, not one upstream connection for as long as
+    a thousand pages take."""
+    fake = await make_fake_upstream()
+    path = "/v2/lib/app/tags/list"
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.1)
+        page = int(request.query.get("last", "p0")[1:]) + 1
+        body = json.dumps({"name": "lib/app", "tags": [f"p{page}"]}).encode()
+        link = f'<{path}?n=1&last=p{page}>; rel="next"'
+        return web.Response(body=body, content_type="application/json", headers={"Link": link})
+
+    fake.route(path, endless)
+    client = await slow_mirror(fake, api_timeout=1.0)
+    response = await asyncio.wait_for(client.get(path), timeout=PATIENCE)
+    await assert_oci_error(response, 504, "UNAVAILABLE")
+    assert len(fake.seen("GET", path)) < 20, "the pages went on past api_timeout"
