@@ -19,7 +19,8 @@ through several processes, or that is closed with another algorithm, is hashed f
 when it is closed. Nothing becomes visible before its digest matched: the file is renamed into
 `blobs/` only then.
 
-A session with no request for `upload_expiry` seconds is removed (`expire`).
+A session with no request for `upload_expiry` seconds is removed (`expire`), and at most
+MAX_SESSIONS are kept at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -38,10 +40,14 @@ from pathlib import Path
 
 from cachetools import LRUCache
 
-from mirror.errors import BlobUploadUnknown, RangeInvalid
+from mirror.errors import BlobUploadUnknown, Busy, RangeInvalid
 from mirror.oci.digest import Digest
 
 HASH_CHUNK = 4 << 20
+# Sessions kept at once on the cache directory. Each takes a directory and two files until it
+# ends or expires, and a pusher could start thousands a second: without a cap, an hour of
+# that would take every inode of the file system.
+MAX_SESSIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,14 @@ class UploadSessions:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def create(self, owner: Owner) -> str:
-        """A new, empty session; its id (blocking)."""
+        """A new, empty session; its id (blocking). Past MAX_SESSIONS, `Busy`."""
+        with os.scandir(self.root) as entries:
+            if sum(1 for _ in itertools.islice(entries, MAX_SESSIONS)) >= MAX_SESSIONS:
+                raise Busy(
+                    f"{MAX_SESSIONS} uploads are open; finish or cancel some, or wait for "
+                    "abandoned ones to expire",
+                    retry_after=60,
+                )
         id = uuid.uuid4().hex
         directory = self.root / id
         directory.mkdir(parents=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mirror.api.keys import LOCAL as LOCAL_KEY
-from mirror.local import receive
+from mirror.local import receive, uploads
 from tests.conftest import LocalMirrorFactory, Seeded
 from tests.support.images import Blob, sha256_digest
 from tests.support.oci import assert_oci_error, cached_blob, wait_until
@@ -577,3 +577,24 @@ async def test_a_full_disk_refuses_the_body_and_keeps_the_upload_as_it_was(
         "PUT", location, params={"digest": blob.digest}, data=blob.data[500:]
     )
     assert finished.status == 201, await finished.text()
+
+
+async def test_upload_sessions_are_capped(
+    local_mirror: LocalMirrorFactory,
+    registry: Registry,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pusher starting sessions it never uses cannot fill the file system with them: past
+    the cap a new one is 503 with Retry-After, and one ended makes room again."""
+    monkeypatch.setattr(uploads, "MAX_SESSIONS", 5)
+    client = await local_mirror(registry)
+    pusher = Pusher(client)
+    started = [await pusher.start_upload(REPO) for _ in range(5)]
+    refused = await pusher.request("POST", f"/v2/{REPO}/blobs/uploads/")
+    await assert_oci_error(refused, 503, "UNAVAILABLE")
+    assert refused.headers["Retry-After"]
+    assert len(os.listdir(cache_dir / "uploads")) == 5
+    cancelled = await pusher.request("DELETE", started[0])
+    assert cancelled.status == 204
+    await pusher.start_upload(REPO)
