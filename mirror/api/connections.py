@@ -9,7 +9,6 @@ request is a new one refused. A connection that stays idle (or never sends a req
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -115,9 +114,11 @@ class ClientConnection(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self._connections = connections
         self._front = front
-        # Set once the connection is lost: a response waiting for bytes to send stops waiting
-        # (`mirror.api.responses`), since aiohttp lets a handler run on after its client left.
-        self.gone = asyncio.Event()
+        # Called once the connection is lost: a response waiting for bytes to send stops
+        # waiting (`mirror.api.responses`), since aiohttp lets a handler run on after its
+        # client left. One request at a time is answered on a connection, so one will do.
+        self.on_lost: Callable[[], None] | None = None
+        self.lost = False
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -128,7 +129,9 @@ class ClientConnection(web.RequestHandler):
         if self._front is None:
             self._connections.closed(self)
         super().connection_lost(exc)
-        self.gone.set()
+        self.lost = True
+        if self.on_lost is not None:
+            self.on_lost()
 
     def began(self) -> None:
         if self._front is None:

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from aiohttp import web
 
 from mirror import log
+from mirror.api.connections import ClientConnection
 from mirror.api.middlewares import API_VERSION, abort
 from mirror.api.ranges import etag_matches, requested_range
 from mirror.errors import StorageUnavailable
@@ -192,15 +193,17 @@ async def send_blob(
         # A client gone before the headers went out is no error of the mirror's.
         await response.prepare(request)
         # Closed at once when the client goes away, so a fill stops counting it as a reader.
-        async with contextlib.aclosing(body.segments(start, end)) as segments:
-            landing = segments if isinstance(body, CachedBody) else _while_there(request, segments)
-            async with contextlib.aclosing(landing):
-                async for file, offset, count in landing:
-                    await _send(request, response, file, offset, count, zero_copy=end is not None)
-                    sent += count
+        async with (
+            _while_there(request),
+            contextlib.aclosing(body.segments(start, end)) as segments,
+        ):
+            async for file, offset, count in segments:
+                await _send(request, response, file, offset, count, zero_copy=end is not None)
+                sent += count
     except (FillFailed, OSError):
         # A failed fill, or a client gone or timed out (TCP_USER_TIMEOUT ends a connection
-        # that made no progress with ETIMEDOUT): the body can only be cut short.
+        # that made no progress with ETIMEDOUT, a reset one ends `_while_there` with a
+        # TimeoutError): the body can only be cut short.
         abort(request)
         return response
     finally:
@@ -209,37 +212,26 @@ async def send_blob(
     return response
 
 
-async def _while_there(
-    request: web.Request, segments: AsyncGenerator[tuple[BinaryIO, int, int], None]
-) -> AsyncGenerator[tuple[BinaryIO, int, int], None]:
-    """The segments of a blob in flight while its client is there. They wait for bytes an
-    upstream may send slowly, and aiohttp lets a handler run on after its client left: a
-    client that resets its connection would leave the spool file open (a descriptor no
-    connection cap counts) and a reader the fill counts, until the next bytes land."""
-    gone = getattr(request.protocol, "gone", None)
-    if not isinstance(gone, asyncio.Event):  # a server without the mirror's connections
-        async for segment in segments:
-            yield segment
+@contextlib.asynccontextmanager
+async def _while_there(request: web.Request) -> AsyncIterator[None]:
+    """Run the body while its client is there. A blob in flight waits for bytes an upstream
+    may send slowly, and aiohttp lets a handler run on after its client left: a client that
+    resets its connection would leave the spool file open (a descriptor no connection cap
+    counts) and a reader the fill counts, until the next bytes land. So losing the connection
+    ends the scope at once, with a TimeoutError; one deadline set per request, nothing per
+    segment."""
+    connection = request.protocol
+    if not isinstance(connection, ClientConnection):  # a server without the mirror's own
+        yield
         return
-    lost = asyncio.ensure_future(gone.wait())
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(segments))
-            try:
-                await asyncio.wait((step, lost), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not step.done():
-                    step.cancel()
-                    await asyncio.wait((step,))  # the generator has let go before it is closed
-            if step.cancelled():
-                raise ConnectionResetError("the client went away")
-            try:
-                segment = step.result()
-            except StopAsyncIteration:
-                return
-            yield segment
-    finally:
-        lost.cancel()
+    if connection.lost:
+        raise ConnectionResetError("the client went away")
+    async with asyncio.timeout(None) as scope:
+        connection.on_lost = lambda: scope.reschedule(-1)  # a deadline passed: at once
+        try:
+            yield
+        finally:
+            connection.on_lost = None
 
 
 async def _send(
