@@ -143,14 +143,17 @@ async def test_replica_with_an_empty_directory_serves_hits_from_the_bucket(
 async def test_replica_with_an_empty_directory_answers_tags_list_from_the_bucket(
     s3_mirror: S3MirrorFactory, seaweed: Seaweed, make_registry: RegistryFactory, tmp_path: Path
 ) -> None:
-    """The last tag list an upstream sent is kept in the bucket: a replica that never asked
-    for it answers from there while the upstream is down."""
+    """The last tag list an upstream sent for a repository the cache holds tags of is kept in
+    the bucket: a replica that never asked for it answers from there while the upstream is
+    down."""
     upstream = make_registry()
     image = make_image(seed="lists")
     for tag in ("v1", "v2"):
         push_image(upstream.url, "lists/app", tag, image)
     storage = seaweed.settings()
     first = await s3_mirror(storage, tmp_path / "a", upstream=upstream.url)
+    pulled = await first.get("/v2/lists/app/manifests/v1", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200
     response = await first.get("/v2/lists/app/tags/list")
     assert (await response.json())["tags"] == ["v1", "v2"]
     await first.close()
