@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeGuard
 
 from cachetools import LRUCache
 
@@ -34,9 +34,7 @@ class StoredManifest:
         """A manifest as read back from where it is kept; None when it cannot be served and
         must be fetched (and written) again: its bytes damaged after they were verified, or
         its type not one a manifest may have (damaged, or kept by a version that took any)."""
-        if Digest.of(data, digest.algorithm) != digest:
-            return None
-        if not isinstance(media_type, str) or media_type not in MANIFEST_TYPES:
+        if Digest.of(data, digest.algorithm) != digest or not _is_manifest_type(media_type):
             return None
         return cls(digest, media_type, data)
 
@@ -111,8 +109,7 @@ class ManifestStore:
     def has_type(self, digest: Digest) -> bool:
         """Whether the manifest's sidecar records a manifest type: without one the manifest
         cannot be served (it is fetched again, or missing when offline)."""
-        media_type = _recorded_type(self._layout.manifest(digest))
-        return media_type is not None and media_type in MANIFEST_TYPES
+        return _is_manifest_type(_recorded_type(self._layout.manifest(digest)))
 
     def _write(self, manifest: StoredManifest) -> None:
         path = self._layout.manifest(manifest.digest)
@@ -171,6 +168,12 @@ class ManifestStore:
 
 def _sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _is_manifest_type(media_type: object) -> TypeGuard[str]:
+    """Whether a recorded media type is one a manifest may have (what a damaged record holds
+    may be anything JSON gives: a list, a number)."""
+    return isinstance(media_type, str) and media_type in MANIFEST_TYPES
 
 
 def _recorded_type(path: Path) -> object:

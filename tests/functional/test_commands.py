@@ -277,8 +277,9 @@ async def test_verify_quarantines_a_flipped_byte_and_the_next_pull_refetches(
     assert result.returncode == 0, result.explain()
 
 
+@pytest.mark.parametrize("damaged", [b'{"mediaType": 7', b'{"mediaType": ["a", "list"]}'])
 async def test_verify_finds_a_manifest_whose_sidecar_is_damaged(
-    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path, damaged: bytes
 ) -> None:
     """A manifest whose bytes are intact but whose recorded media type is lost cannot be
     served (offline it is missing): verify reports it and sets it aside with its sidecar, and
@@ -287,7 +288,7 @@ async def test_verify_finds_a_manifest_whose_sidecar_is_damaged(
     await _pulled(client, cache_dir, (seeded.schema2_ref, seeded.schema2))
     path = cached_manifest(cache_dir, seeded.schema2.digest)
     sidecar = path.with_name(path.name + ".json")
-    sidecar.write_bytes(b'{"mediaType": 7')
+    sidecar.write_bytes(damaged)
 
     result = await mirror_cli("verify", "--cache-dir", cache_dir)
     assert result.returncode == 1, result.explain()
