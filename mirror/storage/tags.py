@@ -148,7 +148,7 @@ class TagStore:
             path.unlink()
         except OSError:
             return False
-        if not self._recorded(entry.registry, entry.repo):
+        if not self._has_tags(entry.registry, entry.repo):
             # The repository's last tag went: its tag list is kept for cached repositories only.
             with contextlib.suppress(OSError):
                 self._layout.tag_list(entry.registry, entry.repo).unlink()
@@ -185,6 +185,15 @@ class TagStore:
         data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
         write_atomically(self._layout, self._layout.tag_list(upstream, repo), data)
         return True
+
+    def _has_tags(self, upstream: str, repo: str) -> bool:
+        """Whether any tag is recorded: stops at the first, where `_recorded` reads them all
+        (a collection removing a repository's tags one by one would list it each time)."""
+        try:
+            with os.scandir(self._layout.tags_of(upstream, repo)) as entries:
+                return any(_is_tag(entry.name) for entry in entries)
+        except OSError:
+            return False
 
     def _recorded(self, upstream: str, repo: str) -> list[str]:
         try:
