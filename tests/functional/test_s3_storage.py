@@ -26,7 +26,7 @@ from mirror.storage.s3.blobs import PART_SIZE, S3Blobs
 from mirror.storage.s3.bucket import open_bucket
 from tests.conftest import RegistryFactory, Seeded
 from tests.faults import FakeFactory, content
-from tests.support.images import Image, make_image, push_image, sha256_digest
+from tests.support.images import Blob, Image, make_image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_broken, assert_oci_error, cached_blob, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.registry import Registry
@@ -315,6 +315,17 @@ async def through_a_proxy(
     return dataclasses.replace(storage, endpoint=f"http://127.0.0.1:{server.port}")
 
 
+def _layer_in_bucket(seaweed: Seaweed, seeded: Seeded) -> tuple[str, Blob, S3Settings, str]:
+    """A seeded layer put straight into the bucket: its repository, the layer, the storage
+    settings and its key."""
+    repo, _ = seeded.schema2_ref
+    layer = seeded.schema2.layers[1]
+    storage = seaweed.settings()
+    key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
+    seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
+    return repo, layer, storage, key
+
+
 async def test_a_store_that_ignores_a_range_never_passes_other_bytes_for_it(
     s3_mirror: S3MirrorFactory,
     seaweed: Seaweed,
@@ -324,11 +335,7 @@ async def test_a_store_that_ignores_a_range_never_passes_other_bytes_for_it(
 ) -> None:
     """A store (or a proxy before it) that answers a ranged GET with the whole object: the
     client asking for a range gets 503, never the object's first bytes as its range's."""
-    repo, _ = seeded.schema2_ref
-    layer = seeded.schema2.layers[1]
-    storage = seaweed.settings()
-    key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
-    seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
+    repo, layer, storage, key = _layer_in_bucket(seaweed, seeded)
 
     async def ranges_ignored(request: web.Request, answer: web.Response) -> web.Response:
         if request.method == "GET" and "Range" in request.headers:
@@ -351,11 +358,7 @@ async def test_a_store_whose_head_names_no_length_is_unavailable(
 ) -> None:
     """A store (or a proxy before it) whose HEAD of a blob says nothing of its length: the
     blob's GET and HEAD are 503, as for a store that is down, never a 500."""
-    repo, _ = seeded.schema2_ref
-    layer = seeded.schema2.layers[1]
-    storage = seaweed.settings()
-    key = f"{storage.prefix}/blobs/sha256/{hex_of(layer.digest)}"
-    seaweed.client.put_object(Bucket=storage.bucket, Key=key, Body=layer.data)
+    repo, layer, storage, _ = _layer_in_bucket(seaweed, seeded)
 
     async def no_length(request: web.Request, answer: web.Response) -> web.Response:
         if request.method == "HEAD":
