@@ -17,7 +17,9 @@ answered through their own. What a held manifest names is only remembered, and s
 the upstream's word when the upstream cannot be asked (an outage, `--offline`).
 
 What is known is kept in one append-only file per repository beside its tags, so every process
-on the cache directory, and a restart, knows it too.
+on the cache directory, and a restart, knows it too. An upstream may confirm any digest asked
+of it, so the file keeps only the newest MAX_HELD: a digest forgotten is asked again, never
+served through a repository that may not hold it.
 """
 
 from __future__ import annotations
@@ -27,21 +29,28 @@ import contextlib
 import itertools
 import os
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from cachetools import LRUCache
 
+from mirror import log
 from mirror.cache.links import links
 from mirror.oci.digest import Digest
-from mirror.storage.layout import CacheLayout
+from mirror.storage.layout import CacheLayout, write_atomically
 from mirror.storage.manifests import ManifestStore
 from mirror.storage.tags import TagStore
 
 # Repositories whose holdings are kept in memory (each digest as its raw bytes, about 90 bytes
 # with the set's own); the others are read again when asked for.
 REPOSITORIES = 64
+# Digests a repository's file keeps (65 bytes a line, about 90 in memory): once it holds twice
+# as many, it is rewritten with only the newest. Hundreds of images pulled through one
+# repository fit; a digest forgotten costs its upstream's word again (a HEAD).
+MAX_HELD = 4_096
 # Digests a repository's held manifests name, remembered per repository (about 90 bytes each):
 # one manifest may name tens of thousands. Past it, what was remembered is forgotten and
 # remembering starts over: it stands in for the upstream only in an outage, where a digest
@@ -56,10 +65,11 @@ MAX_DEPTH = 3
 
 @dataclass
 class _Known:
-    digests: set[bytes] = field(default_factory=set)
+    digests: set[bytes] = field(default_factory=set)  # as its file says
     named: set[bytes] = field(default_factory=set)  # named by what it holds (in memory only)
     read_names: set[bytes] = field(default_factory=set)  # manifests whose names are in `named`
-    read: int = 0  # bytes of the file read into `digests`
+    file: tuple[int, bytes] = (0, b"")  # which file `digests` was read from (`_Seen.file`)
+    read: int = 0  # the bytes of it read
     walked: float = float("-inf")  # when its tags were last walked
 
 
@@ -77,7 +87,7 @@ class RepoHoldings:
         known, wanted = self._of(upstream, repo), bytes.fromhex(digest.hex)
         if wanted in known.digests:
             return True
-        known.read = await asyncio.to_thread(self._read, self._path(upstream, repo), known)
+        await self._sync(self._path(upstream, repo), known)
         if wanted in known.digests:
             return True
         await self._walk(upstream, repo, known)
@@ -107,7 +117,9 @@ class RepoHoldings:
         if not new:
             return
         known.digests |= new
-        await asyncio.to_thread(self._append, self._path(upstream, repo), new)
+        path = self._path(upstream, repo)
+        await asyncio.to_thread(self._append, path, new)
+        await self._sync(path, known)
 
     async def hold_manifest(
         self, upstream: str, repo: str, digest: Digest, data: bytes | None
@@ -141,22 +153,6 @@ class RepoHoldings:
         return self._layout.tags_of(upstream, repo).with_name("_held")
 
     @staticmethod
-    def _read(path: Path, known: _Known) -> int:
-        """Add what other processes appended since `known.read`; the new offset."""
-        try:
-            with open(path, "rb") as f:
-                f.seek(known.read)
-                data = f.read()
-        except FileNotFoundError:
-            return known.read
-        # Only whole lines: another process may be half-way through its append.
-        whole = data[: data.rfind(b"\n") + 1]
-        for line in whole.split():
-            with contextlib.suppress(ValueError):  # not a digest: written by nobody sane
-                known.digests.add(bytes.fromhex(line.decode("ascii")))
-        return known.read + len(whole)
-
-    @staticmethod
     def _append(path: Path, digests: set[bytes]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = "".join(f"{d.hex()}\n" for d in sorted(digests)).encode("ascii")
@@ -166,6 +162,27 @@ class RepoHoldings:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+    async def _sync(self, path: Path, known: _Known) -> None:
+        """Read what other processes appended to the repository's file, and compact it once
+        it holds twice MAX_HELD."""
+        _take(known, await asyncio.to_thread(_read, path, known.file, known.read))
+        if len(known.digests) > 2 * MAX_HELD:
+            await asyncio.to_thread(self._compact, path)
+            _take(known, await asyncio.to_thread(_read, path, known.file, known.read))
+
+    def _compact(self, path: Path) -> None:
+        """Put in the file's place one with only its newest MAX_HELD digests, under a header
+        of its own. A line another process appends meanwhile may be lost with the old file:
+        that digest is asked again."""
+        try:
+            data = path.read_bytes()
+            whole = data[: data.rfind(b"\n") + 1]
+            newest = list(dict.fromkeys(reversed(_parse(whole))))[:MAX_HELD]
+            lines = [f"#{uuid.uuid4().hex}\n", *(f"{d.hex()}\n" for d in reversed(newest))]
+            write_atomically(self._layout, path, "".join(lines).encode("ascii"))
+        except OSError as e:
+            log.warn_once("cannot compact what repositories hold", error=e.strerror)
 
     async def _reachable(self, upstream: str, repo: str) -> tuple[set[Digest], set[Digest]]:
         """What the repository's recorded tags lead to, and every manifest and blob those
@@ -189,6 +206,57 @@ class RepoHoldings:
             found |= named.blobs
             pending.extend((m, depth + 1) for m in named.manifests)
         return tagged, found - tagged
+
+
+class _Seen(NamedTuple):
+    """What one read of a repository's file found."""
+
+    # Its inode and header: an inode may be taken again by the next file put in its place,
+    # a header written by a compaction never.
+    file: tuple[int, bytes]
+    start: int  # the offset read from: 0 when it is not the file read before
+    end: int  # the offset of the end of its last whole line
+    digests: list[bytes]
+
+
+def _read(path: Path, file: tuple[int, bytes], offset: int) -> _Seen | None:
+    """The digests in whole lines of the file past `offset`, or from its start when it is no
+    longer `file` (a compaction put another in its place)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            header = f.readline(64)
+            seen = (st.st_ino, header if header.startswith(b"#") else b"")
+            if seen != file or st.st_size < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    # Only whole lines: another process may be half-way through its append.
+    whole = data[: data.rfind(b"\n") + 1]
+    return _Seen(seen, offset, offset + len(whole), _parse(whole))
+
+
+def _take(known: _Known, seen: _Seen | None) -> None:
+    """Add what `_read` found; what a file read from its start says replaces what is known."""
+    if seen is None:
+        return
+    if seen.start == 0:
+        known.digests, known.read = set(seen.digests), seen.end
+    else:
+        known.digests.update(seen.digests)
+        known.read = max(known.read, seen.end)
+    known.file = seen.file
+
+
+def _parse(whole: bytes) -> list[bytes]:
+    """The digests of whole lines, in the order they were written."""
+    found = []
+    for line in whole.split():
+        with contextlib.suppress(ValueError):  # not a digest: written by nobody sane
+            found.append(bytes.fromhex(line.decode("ascii")))
+    return found
 
 
 def _remember(known: _Known, digests: Iterable[Digest]) -> None:

@@ -3,10 +3,14 @@ the cache directory, and safe against lines another process is still writing."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from mirror.oci.digest import Digest
+from mirror.pullthrough import holdings
 from mirror.pullthrough.holdings import RepoHoldings
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
@@ -61,3 +65,29 @@ async def test_a_manifest_is_held_and_what_it_names_only_remembered(tmp_path: Pa
 def _append(path: Path, data: bytes) -> None:
     with path.open("ab") as f:
         f.write(data)
+
+
+async def test_the_record_keeps_only_the_newest_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upstream that confirms any digest cannot grow the record, or the memory of a process
+    reading it, past twice MAX_HELD: the oldest are forgotten, the newest kept, in every
+    process on the directory."""
+    monkeypatch.setattr(holdings, "MAX_HELD", 8)
+    writer, reader = _holdings(tmp_path), _holdings(tmp_path)
+    confirmed = [_digest(n) for n in range(40)]
+    await writer.hold("docker.io", "team/app", confirmed[:1])
+    assert await reader.holds("docker.io", "team/app", confirmed[0])
+    for digest in confirmed[1:]:
+        await writer.hold("docker.io", "team/app", (digest,))
+    record = (tmp_path / "tags/docker.io/team/app/_held").read_bytes().splitlines()
+    assert 8 <= len([line for line in record if not line.startswith(b"#")]) <= 16
+    await reader.hold("docker.io", "team/app", (_digest(40),))
+    for process in (writer, reader, _holdings(tmp_path)):
+        assert not await process.holds("docker.io", "team/app", confirmed[0])
+        assert await process.holds("docker.io", "team/app", confirmed[-1])
+        assert await process.holds("docker.io", "team/app", _digest(40))
+
+
+def _digest(n: int) -> Digest:
+    return Digest.parse("sha256:" + hashlib.sha256(str(n).encode()).hexdigest())
