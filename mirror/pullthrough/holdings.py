@@ -16,10 +16,11 @@ repository, so anyone who may publish there could name another repository's laye
 answered through their own. What a held manifest names is only remembered, and stands in for
 the upstream's word when the upstream cannot be asked (an outage, `--offline`).
 
-What is known is kept in one append-only file per repository beside its tags, so every process
-on the cache directory, and a restart, knows it too. An upstream may confirm any digest asked
-of it, so the file keeps only the newest MAX_HELD: a digest forgotten is asked again, never
-served through a repository that may not hold it.
+What requests established is kept in one append-only file per repository beside its tags, so
+every process on the cache directory, and a restart, knows it too. An upstream may confirm any
+digest asked of it, so the file keeps only the newest MAX_HELD: a digest forgotten is asked
+again, never served through a repository that may not hold it. What the tags lead to is read
+from them, again only once they changed.
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ MAX_HELD = 4_096
 # remembering starts over: it stands in for the upstream only in an outage, where a digest
 # forgotten is refused (503), never served through a repository that may not hold it.
 MAX_NAMED = 16_384
-# A repository's tags are walked for what they lead to at most this often: a request for a
-# digest no tag leads to must not make the mirror read every manifest each time.
+# A repository's tags are walked for what they lead to again only once they changed, and then
+# at most this often: requests for digests no tag leads to must not make the mirror read every
+# manifest each time, nor clients pulling new tags between them.
 WALK_EVERY = 60.0
+# A tags directory changed this recently may change again within the same timestamp (ext3 and
+# HFS+ keep whole seconds, FAT two): it counts as changed until it is older.
+SETTLED_NS = 2_000_000_000
 # An index inside an index is allowed; deeper is no image (as mirror/oci/contents.py reads it).
 MAX_DEPTH = 3
 
@@ -66,11 +71,14 @@ MAX_DEPTH = 3
 @dataclass
 class _Known:
     digests: set[bytes] = field(default_factory=set)  # as its file says
+    tagged: set[bytes] = field(default_factory=set)  # what its tags led to (MAX_HELD of it)
     named: set[bytes] = field(default_factory=set)  # named by what it holds (in memory only)
     read_names: set[bytes] = field(default_factory=set)  # manifests whose names are in `named`
     file: tuple[int, bytes] = (0, b"")  # which file `digests` was read from (`_Seen.file`)
     read: int = 0  # the bytes of it read
     walked: float = float("-inf")  # when its tags were last walked
+    tags: tuple[int, int] | None = None  # `_stamp` of its tags then; None: walk them again
+    missing: set[Digest] = field(default_factory=set)  # manifests they led to, not cached
 
 
 class RepoHoldings:
@@ -85,30 +93,53 @@ class RepoHoldings:
     async def holds(self, upstream: str, repo: str, digest: Digest) -> bool:
         """Whether the repository is known to hold `digest`, from its record or its tags."""
         known, wanted = self._of(upstream, repo), bytes.fromhex(digest.hex)
-        if wanted in known.digests:
+        if wanted in known.digests or wanted in known.tagged:
             return True
         await self._sync(self._path(upstream, repo), known)
         if wanted in known.digests:
             return True
         await self._walk(upstream, repo, known)
-        return wanted in known.digests
+        return wanted in known.tagged
 
     async def names(self, upstream: str, repo: str, digest: Digest) -> bool:
         """Whether a manifest the repository holds names `digest`: what will do when its
         upstream cannot be asked, never in place of its answer."""
         known = self._of(upstream, repo)
-        await self._walk(upstream, repo, known)
+        await self._walk(upstream, repo, known, missing=True)
         return bytes.fromhex(digest.hex) in known.named
 
-    async def _walk(self, upstream: str, repo: str, known: _Known) -> None:
-        """Hold what the repository's tags lead to, and remember what that names."""
+    async def _walk(
+        self, upstream: str, repo: str, known: _Known, *, missing: bool = False
+    ) -> None:
+        """Take what the repository's tags lead to as held, and remember what that names,
+        unless neither its tags nor (with `missing`) the manifests they led to that the cache
+        lacked changed since the last walk."""
         now = time.monotonic()
         if now - known.walked < WALK_EVERY:
             return
+        started = time.time_ns()
+        stamp = await asyncio.to_thread(self._stamp, upstream, repo)
+        if stamp == known.tags and not (missing and await asyncio.to_thread(self._arrived, known)):
+            return
         known.walked = now
-        tagged, named = await self._reachable(upstream, repo)
+        known.tags = stamp if stamp[1] < started - SETTLED_NS else None
+        tagged, named, known.missing = await self._reachable(upstream, repo)
+        known.tagged = {bytes.fromhex(d.hex) for d in itertools.islice(tagged, MAX_HELD)}
         _remember(known, named)
-        await self.hold(upstream, repo, tagged)
+
+    def _stamp(self, upstream: str, repo: str) -> tuple[int, int]:
+        """The repository's tags directory as it is now: a tag added, moved or removed is a
+        rename or unlink in it, which sets its modification time (as every process sees)."""
+        try:
+            st = self._layout.tags_of(upstream, repo).stat()
+        except OSError:
+            return (0, 0)
+        return st.st_ino, st.st_mtime_ns
+
+    def _arrived(self, known: _Known) -> bool:
+        """Whether a manifest the last walk could not read is in the cache now (an index's
+        child fetched after its tag was recorded, as a prefetch does)."""
+        return any(self._layout.manifest(digest).exists() for digest in known.missing)
 
     async def hold(self, upstream: str, repo: str, digests: Iterable[Digest]) -> None:
         """Record that the repository holds `digests`."""
@@ -184,10 +215,13 @@ class RepoHoldings:
         except OSError as e:
             log.warn_once("cannot compact what repositories hold", error=e.strerror)
 
-    async def _reachable(self, upstream: str, repo: str) -> tuple[set[Digest], set[Digest]]:
-        """What the repository's recorded tags lead to, and every manifest and blob those
-        name in turn, in the cache."""
+    async def _reachable(
+        self, upstream: str, repo: str
+    ) -> tuple[set[Digest], set[Digest], set[Digest]]:
+        """What the repository's recorded tags lead to; every manifest and blob those name in
+        turn, in the cache; and the manifests among those that the cache lacks."""
         found: set[Digest] = set()
+        missing: set[Digest] = set()
         pending: list[tuple[Digest, int]] = []
         for tag in await self._tags.recorded(upstream, repo):
             record = await self._tags.get(upstream, repo, tag)
@@ -199,13 +233,17 @@ class RepoHoldings:
             if digest in found:
                 continue
             found.add(digest)
+            if depth > MAX_DEPTH:
+                continue
             stored = await self._manifests.get(digest)
-            if stored is None or depth > MAX_DEPTH:
+            if stored is None:
+                if len(missing) < MAX_HELD:
+                    missing.add(digest)
                 continue
             named = links(stored.data)
             found |= named.blobs
             pending.extend((m, depth + 1) for m in named.manifests)
-        return tagged, found - tagged
+        return tagged, found - tagged, missing
 
 
 class _Seen(NamedTuple):

@@ -5,14 +5,19 @@ nor mount it into a local namespace; pulls through the right repository cost not
 from __future__ import annotations
 
 import json
+import os
 import socket
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from mirror.cache.links import Links, links
 from mirror.oci.mediatypes import DOCKER_MANIFEST
+from mirror.pullthrough import holdings
 from tests.conftest import LocalMirrorFactory, RegistryFactory, Seeded
 from tests.support.images import Blob, Image, push_image, sha256_digest
 from tests.support.oci import ACCEPT_ALL, assert_oci_error, cached_blob, wait_until
@@ -134,6 +139,35 @@ async def test_with_the_upstream_gone_a_repositorys_tags_say_what_it_holds(
     assert await own.read() == seeded.schema2.layers[0].data
     foreign = await ci.request("GET", f"/v2/{ALLOWED}/blobs/{seeded.oci.layers[0].digest}")
     await assert_oci_error(foreign, 503, "UNAVAILABLE")
+
+
+async def test_digests_no_tag_leads_to_read_the_tagged_manifests_once(
+    local_mirror: LocalMirrorFactory,
+    registry: Registry,
+    seeded: Seeded,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ci asks its repository for digests nobody has, again and again: what its tags lead to is
+    read once, not at each request, while its tags stay as they are."""
+    monkeypatch.setattr(holdings, "WALK_EVERY", 0.0)
+    client = await local_mirror(registry, rules=RULES)
+    ci = Pusher(client)
+    _, tag = seeded.schema2_ref
+    await _pull(ci, ALLOWED, tag, [])
+    settled = time.time_ns() - 3_600_000_000_000  # tags recorded an hour ago
+    os.utime(cache_dir / "tags" / ALLOWED / "_tags", ns=(settled, settled))
+    reads: list[bytes] = []
+
+    def counted(data: bytes) -> Links:
+        reads.append(data)
+        return links(data)
+
+    monkeypatch.setattr(holdings, "links", counted)
+    for n in range(5):
+        response = await ci.request("GET", f"/v2/{ALLOWED}/blobs/sha256:{n:064x}")
+        await assert_oci_error(response, 404, "BLOB_UNKNOWN")
+    assert len(reads) == 1
 
 
 def _forget_holdings(cache_dir: Path) -> None:
