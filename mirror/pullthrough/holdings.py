@@ -166,11 +166,6 @@ class RepoHoldings:
             known.read_names.add(raw)
         await self.hold(upstream, repo, (digest,))
 
-    @property
-    def named(self) -> int:
-        """How many named digests are remembered, in every repository kept in memory."""
-        return sum(len(known.named) for known in self._known.values())
-
     def _of(self, upstream: str, repo: str) -> _Known:
         key = (upstream, repo)
         known = self._known.get(key)
