@@ -1,10 +1,13 @@
 """Checking Basic credentials (RFC 7617) against the htpasswd file, cheaply and safely.
 
 bcrypt is slow on purpose, and a pull sends dozens of requests, each with the same
-`Authorization` header. So a result is remembered for a short while under a keyed hash of the
-header (never the password itself), and only a header not seen lately costs a bcrypt round, run
-in a small thread pool of its own so that logins never hold up the event loop or the threads
-that write the cache.
+`Authorization` header. So a result is remembered under a keyed hash of the header (never the
+password itself), and only a header not seen lately costs a bcrypt round, run in a small thread
+pool of its own so that logins never hold up the event loop or the threads that write the cache.
+A header that logged in is remembered for an hour, apart from those that failed so that wrong
+guesses cannot push it out: a client that logged in needs no room among the checks again however
+busy they are kept. Either outcome holds only while the user's entry in the file is the one it
+was checked against, so a user removed or given a new password is checked anew at the reload.
 
 Failed logins cost bounded work: a client address (for IPv6, its /64: one host commonly has a
 whole /64 to pick from) whose checks failed `MAX_FAILURES` times in a row is answered `429`
@@ -26,8 +29,9 @@ import ipaddress
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import bcrypt
 from cachetools import TTLCache
@@ -36,8 +40,9 @@ from mirror import log
 from mirror.auth.htpasswd import HtpasswdFile
 from mirror.errors import TooManyRequests, Unauthorized
 
-REMEMBER_FOR = 60.0  # seconds a checked header is answered from memory
-REMEMBERED = 4096
+VERIFIED_FOR = 3600.0  # seconds a header that logged in is answered from memory
+REFUSED_FOR = 60.0  # seconds a header that failed is
+REMEMBERED = 4096  # headers of each outcome, the least recently used forgotten first
 FAILURE_WINDOW = 60.0
 MAX_FAILURES = 10
 MAX_PENDING = 32
@@ -91,6 +96,14 @@ def basic_credentials(header: str) -> tuple[str, str]:
     return user, password
 
 
+class Checked(NamedTuple):
+    """A header's remembered outcome: whose it is and the hash it was checked against (None for
+    a name not in the file)."""
+
+    user: str
+    hashed: bytes | None
+
+
 def _matches(password: str, hashed: bytes) -> bool:
     try:
         return bcrypt.checkpw(password.encode()[:BCRYPT_MAX_PASSWORD], hashed)
@@ -105,15 +118,17 @@ class Logins:
         self, htpasswd: HtpasswdFile, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._htpasswd = htpasswd
-        self._version = -1  # the first request reads the users as if they had just changed
+        self._version = -1  # the first request reads the stand-in's cost as if it had changed
         self._stand_in = b""
         self._key = os.urandom(32)  # what the remembered headers are hashed with
-        self._checked: TTLCache[bytes, str | None] = TTLCache(REMEMBERED, REMEMBER_FOR, timer=clock)
+        # By the header's keyed hash: the user and the hash the header was checked against.
+        self._verified: TTLCache[bytes, Checked] = TTLCache(REMEMBERED, VERIFIED_FOR, timer=clock)
+        self._refused: TTLCache[bytes, Checked] = TTLCache(REMEMBERED, REFUSED_FOR, timer=clock)
         self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="bcrypt")
         self._pending = 0
         self._in_flight: dict[str, int] = {}  # checks under way, by client address
-        self._checking: dict[bytes, asyncio.Future[str | None]] = {}  # by header, as _checked
+        self._checking: dict[bytes, asyncio.Future[str | None]] = {}  # by header's keyed hash
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -128,16 +143,14 @@ class Logins:
             return None
         source = source_of(client)
         entries = await self._htpasswd.entries()
-        if self._htpasswd.version != self._version:  # users, passwords or costs may have changed
+        if self._htpasswd.version != self._version:  # the costs may have changed
             self._version = self._htpasswd.version
             self._stand_in = stand_in(entries.values())
-            self._checked.clear()
         key = hmac.digest(self._key, header.encode(errors="surrogateescape"), hashlib.sha256)
-        if key in self._checked:
-            known = self._checked[key]
-            if known is None:
-                raise Unauthorized("wrong user name or password")
-            return known
+        if (verified := _remembered(self._verified, key, entries)) is not None:
+            return verified.user
+        if _remembered(self._refused, key, entries) is not None:
+            raise Unauthorized("wrong user name or password")
         check = self._checking.get(key)
         if check is None:
             # Requests sent together with the same new header (a pull's first layers) share
@@ -186,13 +199,14 @@ class Logins:
         source: str,
         client: str,
     ) -> str | None:
-        """One bcrypt round, its outcome remembered under `key`."""
+        """One bcrypt round, its outcome remembered under `key` with the entry it was checked
+        against."""
         loop = asyncio.get_running_loop()
         ok = await loop.run_in_executor(self._pool, _matches, password, hashed or self._stand_in)
         if ok and hashed is not None:
-            self._checked[key] = user
+            self._verified[key] = Checked(user, hashed)
             return user
-        self._checked[key] = None
+        self._refused[key] = Checked(user, hashed)
         self._failures[source] = self._failures.get(source, 0) + 1
         log.get_logger().warning("login failed", user=user[:100], client=client)
         return None
@@ -205,3 +219,14 @@ class Logins:
             self._in_flight[source] = left
         else:
             del self._in_flight[source]
+
+
+def _remembered(
+    memory: TTLCache[bytes, Checked], key: bytes, entries: Mapping[str, bytes]
+) -> Checked | None:
+    """The outcome remembered under `key` while it still holds: while the user's entry is the
+    one it was checked against (a check that ran across a reload included)."""
+    checked = memory.get(key)
+    if checked is None or entries.get(checked.user) != checked.hashed:
+        return None
+    return checked

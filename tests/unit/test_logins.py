@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from mirror.auth.htpasswd import HtpasswdFile
 from mirror.auth.logins import (
     FAILURE_WINDOW,
     MAX_FAILURES,
-    REMEMBER_FOR,
+    REFUSED_FOR,
+    VERIFIED_FOR,
     Logins,
     source_of,
 )
@@ -54,7 +56,8 @@ def bcrypt_rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 async def test_a_good_login_costs_one_bcrypt_round_until_it_is_forgotten(
     tmp_path: Path, bcrypt_rounds: list[str]
 ) -> None:
-    """The same header is answered from memory for REMEMBER_FOR seconds, then checked again."""
+    """The same header is answered from memory for VERIFIED_FOR seconds, well past the time a
+    failed one is, then checked again."""
     clock = Clock()
     users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "other": "x"})
     logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
@@ -62,7 +65,10 @@ async def test_a_good_login_costs_one_bcrypt_round_until_it_is_forgotten(
         for _ in range(20):
             assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
         assert bcrypt_rounds == ["s3cret"]
-        clock.now += REMEMBER_FOR + 1
+        clock.now += REFUSED_FOR + 1
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        assert bcrypt_rounds == ["s3cret"]
+        clock.now += VERIFIED_FOR
         assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
         assert len(bcrypt_rounds) == 2
         assert await logins.user(None, "10.0.0.1") is None
@@ -231,6 +237,66 @@ async def test_a_changed_file_is_reloaded_and_forgets_remembered_logins(tmp_path
         assert await logins.user(basic("new", "pw"), "10.0.0.1") == "new"
         assert htpasswd.users == 1
     finally:
+        logins.close()
+
+
+async def test_a_remembered_login_lasts_through_reloads_until_its_entry_changes(
+    tmp_path: Path, bcrypt_rounds: list[str]
+) -> None:
+    """A file rewritten with a user added leaves logins remembered as they were; one that
+    removes a user or gives one a new password ends their remembered logins at the reload."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "dev": "pw"})
+    ci_line, dev_line = users.read_text().splitlines()
+    logins = Logins(HtpasswdFile(users, clock=clock, interval=1.0), clock=clock)
+    try:
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        assert await logins.user(basic("dev", "pw"), "10.0.0.1") == "dev"
+        users.write_text(f"{ci_line}\n{dev_line}\n{htpasswd_entry('new', 'pw')}\n")
+        clock.now += REFUSED_FOR + 1
+        assert await logins.user(basic("new", "pw"), "10.0.0.1") == "new"
+        assert await logins.user(basic("ci", "s3cret"), "10.0.0.1") == "ci"
+        assert await logins.user(basic("dev", "pw"), "10.0.0.1") == "dev"
+        assert bcrypt_rounds == ["s3cret", "pw", "pw"]  # ci, dev, then new alone
+        users.write_text(f"{htpasswd_entry('dev', 'changed')}\n")
+        clock.now += 2
+        for header in (basic("ci", "s3cret"), basic("dev", "pw")):
+            with pytest.raises(Unauthorized):
+                await logins.user(header, "10.0.0.1")
+        assert await logins.user(basic("dev", "changed"), "10.0.0.1") == "dev"
+    finally:
+        logins.close()
+
+
+async def test_a_login_checked_while_its_user_is_removed_is_not_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that began before the reload that removed its user answers as the file stood
+    when it began, but the header is refused from then on."""
+    gate = threading.Event()
+    real = logins_module._matches
+
+    def held(password: str, hashed: bytes) -> bool:
+        if password == "s3cret":  # ci's check waits until the file has been reloaded
+            gate.wait()
+        return real(password, hashed)
+
+    monkeypatch.setattr(logins_module, "_matches", held)
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret"})
+    logins = Logins(HtpasswdFile(users, clock=clock, interval=1.0), clock=clock)
+    try:
+        first = asyncio.ensure_future(logins.user(basic("ci", "s3cret"), "10.0.0.1"))
+        await asyncio.sleep(0)  # its check has begun, with the file as it stands
+        write_htpasswd(users, {"new": "pw"})
+        clock.now += 2
+        assert await logins.user(basic("new", "pw"), "10.0.0.2") == "new"
+        gate.set()
+        assert await first == "ci"
+        with pytest.raises(Unauthorized):
+            await logins.user(basic("ci", "s3cret"), "10.0.0.1")
+    finally:
+        gate.set()
         logins.close()
 
 
