@@ -14,7 +14,10 @@ whole /64 to pick from) whose checks failed `MAX_FAILURES` times in a row is ans
 without any bcrypt round until `FAILURE_WINDOW` passes with no new attempt; its checks still
 under way count as failures until they end, so that sending guesses all at once gets no more of
 them checked; a header that just failed fails again from memory; and no more than `MAX_PENDING`
-checks wait or run at once in a process, beyond which new ones are refused at once.
+checks wait or run at once in a process, beyond which new ones are refused at once. Of those,
+one address holds at most `MAX_PENDING_PER_SOURCE` and one network (an IPv6 /48, an IPv4 /24)
+at most `MAX_PENDING_PER_NETWORK`, so that guesses from the many addresses of one network
+cannot keep everyone else's logins out.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ REMEMBERED = 4096  # headers of each outcome, the least recently used forgotten 
 FAILURE_WINDOW = 60.0
 MAX_FAILURES = 10
 MAX_PENDING = 32
+# A host's requests with one header share one check, so an address rarely has more than one
+# under way; four leave room for a few users behind one NAT address.
+MAX_PENDING_PER_SOURCE = 4
+# A quarter of MAX_PENDING: filling them all takes four networks, each either an IPv6 /48, the
+# most one site is commonly given (RFC 6177), or an IPv4 /24, the least routed on the internet.
+MAX_PENDING_PER_NETWORK = 8
 THREADS = 2
 # bcrypt reads at most 72 bytes of a password; htpasswd -B hashes those and ignores the rest.
 BCRYPT_MAX_PASSWORD = 72
@@ -68,15 +77,27 @@ def stand_in(hashes: Iterable[bytes]) -> bytes:
 def source_of(client: str) -> str:
     """What failed logins are counted against: an IPv4 address itself, an IPv6 address's /64
     (an IPv4 address mapped into IPv6 as the IPv4 one); anything else as it is."""
+    return _within(client, ipv4=32, ipv6=64)
+
+
+def network_of(client: str) -> str:
+    """The network whose addresses share `MAX_PENDING_PER_NETWORK`: an IPv4 address's /24, an
+    IPv6 address's /48 (an IPv4 address mapped into IPv6 as the IPv4 one); anything else as it
+    is."""
+    return _within(client, ipv4=24, ipv6=48)
+
+
+def _within(client: str, *, ipv4: int, ipv6: int) -> str:
     try:
         address = ipaddress.ip_address(client)
     except ValueError:
         return client
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return client
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    bits = ipv4 if address.version == 4 else ipv6
+    if bits == address.max_prefixlen:
+        return str(address)
+    return str(ipaddress.ip_network((address, bits), strict=False))
 
 
 def basic_credentials(header: str) -> tuple[str, str]:
@@ -127,7 +148,8 @@ class Logins:
         self._failures: TTLCache[str, int] = TTLCache(10_000, FAILURE_WINDOW, timer=clock)
         self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="bcrypt")
         self._pending = 0
-        self._in_flight: dict[str, int] = {}  # checks under way, by client address
+        self._in_flight: dict[str, int] = {}  # checks under way, by source_of their address
+        self._in_network: dict[str, int] = {}  # and by network_of it
         self._checking: dict[bytes, asyncio.Future[str | None]] = {}  # by header's keyed hash
 
     def close(self) -> None:
@@ -141,7 +163,7 @@ class Logins:
         """
         if not header:
             return None
-        source = source_of(client)
+        source, network = source_of(client), network_of(client)
         entries = await self._htpasswd.entries()
         if self._htpasswd.version != self._version:  # the costs may have changed
             self._version = self._htpasswd.version
@@ -156,32 +178,40 @@ class Logins:
             # Requests sent together with the same new header (a pull's first layers) share
             # one check, which counts once against their address.
             user, password = basic_credentials(header)
-            self._admit(source)
+            self._admit(source, network)
             # Counted before the check first runs, so that requests of the same instant see it.
             self._pending += 1
-            self._in_flight[source] = self._in_flight.get(source, 0) + 1
+            _add(self._in_flight, source, 1)
+            _add(self._in_network, network, 1)
             check = asyncio.ensure_future(
                 self._check(key, user, password, entries.get(user), source, client)
             )
             self._checking[key] = check
-            check.add_done_callback(functools.partial(self._checked_one, key, source))
+            check.add_done_callback(functools.partial(self._checked_one, key, source, network))
         known = await asyncio.shield(check)
         if known is None:
             raise Unauthorized("wrong user name or password")
         return known
 
-    def _admit(self, source: str) -> None:
+    def _admit(self, source: str, network: str) -> None:
         """Refuse a new check for `source` beyond its failures' allowance, counting those under
-        way as failed, or beyond the process's."""
+        way as failed, or beyond the checks under way its address, its network or the process
+        may hold."""
         failures = self._failures.get(source, 0)
         if failures >= MAX_FAILURES:
             raise TooManyRequests(
                 "too many failed logins from this address; try again later",
                 headers={"Retry-After": str(int(FAILURE_WINDOW))},
             )
-        if failures + self._in_flight.get(source, 0) >= MAX_FAILURES:
+        in_flight = self._in_flight.get(source, 0)
+        if failures + in_flight >= MAX_FAILURES or in_flight >= MAX_PENDING_PER_SOURCE:
             raise TooManyRequests(
                 "too many logins from this address are being checked; try again shortly",
+                headers={"Retry-After": "1"},
+            )
+        if self._in_network.get(network, 0) >= MAX_PENDING_PER_NETWORK:
+            raise TooManyRequests(
+                "too many logins from this network are being checked; try again shortly",
                 headers={"Retry-After": "1"},
             )
         if self._pending >= MAX_PENDING:
@@ -211,14 +241,12 @@ class Logins:
         log.get_logger().warning("login failed", user=user[:100], client=client)
         return None
 
-    def _checked_one(self, key: bytes, source: str, _check: object) -> None:
+    def _checked_one(self, key: bytes, source: str, network: str, _check: object) -> None:
         """Give the check's places back however it ended, cancelled before it ran included."""
         del self._checking[key]
         self._pending -= 1
-        if (left := self._in_flight[source] - 1) > 0:
-            self._in_flight[source] = left
-        else:
-            del self._in_flight[source]
+        _add(self._in_flight, source, -1)
+        _add(self._in_network, network, -1)
 
 
 def _remembered(
@@ -230,3 +258,11 @@ def _remembered(
     if checked is None or entries.get(checked.user) != checked.hashed:
         return None
     return checked
+
+
+def _add(counts: dict[str, int], name: str, n: int) -> None:
+    """Change a count of checks under way, forgetting it at zero."""
+    if left := counts.get(name, 0) + n:
+        counts[name] = left
+    else:
+        del counts[name]

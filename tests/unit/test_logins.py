@@ -15,9 +15,13 @@ from mirror.auth.htpasswd import HtpasswdFile
 from mirror.auth.logins import (
     FAILURE_WINDOW,
     MAX_FAILURES,
+    MAX_PENDING,
+    MAX_PENDING_PER_NETWORK,
+    MAX_PENDING_PER_SOURCE,
     REFUSED_FOR,
     VERIFIED_FOR,
     Logins,
+    network_of,
     source_of,
 )
 from mirror.config import ConfigError
@@ -159,25 +163,86 @@ def test_what_failures_count_against(client: str, counted: str) -> None:
     assert source_of(client) == counted
 
 
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("10.0.0.9", "10.0.0.0/24"),
+        ("2001:db8:0:1:2:3:4:5", "2001:db8::/48"),
+        ("::ffff:10.0.0.9", "10.0.0.0/24"),
+        ("unix", "unix"),
+    ],
+)
+def test_what_shares_a_networks_checks(client: str, network: str) -> None:
+    assert network_of(client) == network
+
+
 async def test_guesses_sent_at_once_get_no_more_checks_than_the_limit(
     tmp_path: Path, bcrypt_rounds: list[str]
 ) -> None:
-    """Sixty different wrong passwords sent together from one address: checks under way count
-    against its limit, so MAX_FAILURES are checked and the rest are 429 at once; another
-    address still logs in meanwhile, and a pull's burst with one new header is one check."""
+    """Sixty different wrong passwords sent together from one address, again and again: no
+    more than MAX_PENDING_PER_SOURCE are checked at a time, and checks under way count against
+    its failures' allowance, so MAX_FAILURES are checked in all and the rest are 429 at once;
+    another address still logs in meanwhile, and a pull's burst with one new header is one
+    check."""
     clock = Clock()
     users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "dev": "pw"})
     logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
     try:
-        guesses = [logins.user(basic("ci", f"guess-{n}"), "10.0.0.9") for n in range(60)]
-        burst = [logins.user(basic("dev", "pw"), "10.0.0.7") for _ in range(20)]
-        outcomes = await asyncio.gather(*guesses, *burst, return_exceptions=True)
-        refused = [o for o in outcomes[:60] if isinstance(o, TooManyRequests)]
-        wrong = [o for o in outcomes[:60] if isinstance(o, Unauthorized)]
-        assert (len(wrong), len(refused)) == (MAX_FAILURES, 60 - MAX_FAILURES)
-        assert {r.headers["Retry-After"] for r in refused} == {"1"}
-        assert outcomes[60:] == ["dev"] * 20
+        failed = 0
+        while failed < MAX_FAILURES:
+            passwords = [f"guess-{failed}-{n}" for n in range(60)]
+            guesses = [logins.user(basic("ci", pw), "10.0.0.9") for pw in passwords]
+            burst = [logins.user(basic("dev", "pw"), "10.0.0.7") for _ in range(20)]
+            outcomes = await asyncio.gather(*guesses, *burst, return_exceptions=True)
+            refused = [o for o in outcomes[:60] if isinstance(o, TooManyRequests)]
+            wrong = [o for o in outcomes[:60] if isinstance(o, Unauthorized)]
+            checked = min(MAX_PENDING_PER_SOURCE, MAX_FAILURES - failed)
+            assert (len(wrong), len(refused)) == (checked, 60 - checked)
+            assert {r.headers["Retry-After"] for r in refused} == {"1"}
+            assert outcomes[60:] == ["dev"] * 20
+            failed += checked
         assert len(bcrypt_rounds) == MAX_FAILURES + 1
+    finally:
+        logins.close()
+
+
+@pytest.mark.parametrize(
+    ("guessers", "newcomer"),
+    [
+        ([f"2001:db8:1:{n:x}::1" for n in range(2 * MAX_PENDING)], "2001:db8:2::1"),
+        ([f"10.1.1.{n}" for n in range(1, 2 * MAX_PENDING + 1)], "10.1.2.1"),
+    ],
+    ids=["ipv6-48", "ipv4-24"],
+)
+async def test_guesses_from_one_networks_many_addresses_leave_room_for_others(
+    tmp_path: Path, bcrypt_rounds: list[str], guessers: list[str], newcomer: str
+) -> None:
+    """Guesses sent at once from twice MAX_PENDING addresses of one network (each IPv6 one a
+    /64 of its own) get MAX_PENDING_PER_NETWORK checks and 429 beyond them, so a new login
+    from elsewhere is still checked, and one that logged in over a minute ago is answered from
+    memory."""
+    clock = Clock()
+    users = write_htpasswd(tmp_path / "users", {"ci": "s3cret", "dev": "pw"})
+    logins = Logins(HtpasswdFile(users, clock=clock), clock=clock)
+    try:
+        assert await logins.user(basic("ci", "s3cret"), "192.0.2.1") == "ci"
+        clock.now += REFUSED_FOR + 1
+        guesses = [logins.user(basic("ci", f"guess-{n}"), a) for n, a in enumerate(guessers)]
+        outcomes = await asyncio.gather(
+            *guesses,
+            logins.user(basic("dev", "pw"), newcomer),
+            logins.user(basic("ci", "s3cret"), "192.0.2.1"),
+            return_exceptions=True,
+        )
+        assert outcomes[-2:] == ["dev", "ci"]
+        assert bcrypt_rounds.count("s3cret") == 1
+        refused = [o for o in outcomes[:-2] if isinstance(o, TooManyRequests)]
+        wrong = [o for o in outcomes[:-2] if isinstance(o, Unauthorized)]
+        assert (len(wrong), len(refused)) == (
+            MAX_PENDING_PER_NETWORK,
+            len(guessers) - MAX_PENDING_PER_NETWORK,
+        )
+        assert {r.headers["Retry-After"] for r in refused} == {"1"}
     finally:
         logins.close()
 
