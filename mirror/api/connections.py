@@ -9,6 +9,9 @@ request is a new one refused. A connection that stays idle (or never sends a req
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, cast
 
@@ -30,6 +33,19 @@ class Connection(Protocol):
     """What holds a connection: aiohttp's handler, or the front before it (`mirror.api.front`)."""
 
     def force_close(self) -> None: ...
+
+    def cut(self) -> None: ...
+
+
+def cut_transport(transport: asyncio.BaseTransport | None) -> None:
+    """Shut the connection's socket down for sending, so that whatever is sent on it next
+    fails as if its client had gone. Not `transport.abort()`: a blob may be going out by
+    `sendfile`, around the transport, and asyncio fails to close a transport under it. Not
+    for reading either: over TLS, asyncio warns of the end of input it would then see."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
 
 
 class Connections:
@@ -130,6 +146,13 @@ class ClientConnection(web.RequestHandler):
             self._connections.closed(self)
         super().connection_lost(exc)
         self.lost = True
+        if self.on_lost is not None:
+            self.on_lost()
+
+    def cut(self) -> None:
+        """End it as a client that went away would: the end of the shutdown grace. A response
+        waiting for bytes to send is told at once, as when the connection is lost."""
+        cut_transport(self.transport)
         if self.on_lost is not None:
             self.on_lost()
 

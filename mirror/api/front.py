@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
-from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections
+from mirror.api.connections import KEEPALIVE_TIMEOUT, ClientConnection, Connections, cut_transport
 from mirror.api.ready import ReadyAnswers
 from mirror.api.request_head import MAX_HEAD, HeadReader, plain_so_far
 
@@ -132,6 +132,13 @@ class FrontConnection(asyncio.Protocol):
             self._handler.force_close()
         elif self._transport is not None:
             self._transport.close()
+
+    def cut(self) -> None:
+        """End it as a client that went away would: the end of the shutdown grace."""
+        if self._handler is not None:
+            self._handler.cut()
+        else:
+            cut_transport(self._transport)
 
     def close_if_idle(self) -> None:
         """At shutdown: close it unless aiohttp's handler has a request of it (aiohttp's

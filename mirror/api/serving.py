@@ -80,9 +80,14 @@ async def serve_app(
         ssl_context,
         spread=(lambda: connections.count) if spread else None,
     )
+    cut: asyncio.TimerHandle | None = None
     try:
         listener.start()
         yield connections
+        # aiohttp's shutdown waits `shutdown_grace` for a response, then as long again before
+        # it cancels the handler: the grace is kept here instead, by shutting down whatever is
+        # still open when it ends, which each response handles as a client gone away.
+        cut = loop.call_later(shutdown_grace, _cut, connections)
         await listener.stop(shutdown_grace)
         await asyncio.sleep(settle)
         # aiohttp's shutdown closes the idle connections it has; a front's may never have
@@ -93,3 +98,10 @@ async def serve_app(
     finally:
         await listener.stop(shutdown_grace)
         await runner.cleanup()
+        if cut is not None:
+            cut.cancel()
+
+
+def _cut(connections: Connections) -> None:
+    for connection in connections.open:
+        connection.cut()

@@ -20,9 +20,11 @@ import aiohttp
 import pytest
 
 from tests.e2e.daemons import MirrorServer
-from tests.faults import FakeUpstream, Stall, slow_content
+from tests.faults import FakeUpstream, Stall, content, slow_content
 from tests.support.certs import CertificateAuthority
 from tests.support.images import sha256_digest
+from tests.support.oci import cached_blob
+from tests.support.oci import wait_until as wait_until_true
 from tests.support.processes import direct
 from tests.support.registry import Registry
 
@@ -86,6 +88,76 @@ async def test_sigterm_lets_a_pull_in_flight_finish_and_commit(
         assert "Traceback" not in server.log_text()
     finally:
         stall.resume.set()
+        server.stop()
+
+
+async def test_a_cold_pull_that_outlasts_the_grace_is_cut_and_logged(
+    tmp_path: Path, make_fake_upstream: Callable[[], Awaitable[FakeUpstream]]
+) -> None:
+    """SIGTERM while a cold blob's upstream stalls past --shutdown-grace: the client's body
+    breaks off (never a clean short one), the request still has its log line, marked
+    incomplete, no spool file is left, and the process exits 0."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    fake.route(SLOW_PATH, slow_content(SLOW_BLOB, stall, first=256 << 10))
+    cache = tmp_path / "cache"
+    server = MirrorServer.start(
+        tmp_path, fake.url, tag_ttl=300, cache_dir=cache, extra_args=["--shutdown-grace", "1"]
+    )
+    process = server.daemon.process
+    assert process is not None
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.url}{SLOW_PATH}") as response,
+        ):
+            assert response.status == 200
+            await response.content.readexactly(64 << 10)
+            await stall.first_sent.wait()
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+        assert await asyncio.to_thread(process.wait, GRACE) == 0
+        lines = [e for e in server.entries() if e.get("path") == SLOW_PATH]
+        assert [(e["status"], e["complete"]) for e in lines] == [(200, False)]
+        assert list((cache / "spool").glob("*.part")) == []
+        assert "Traceback" not in server.log_text()
+    finally:
+        stall.resume.set()
+        server.stop()
+
+
+async def test_a_cached_blob_to_a_stalled_client_is_cut_at_the_grace(
+    tmp_path: Path, make_fake_upstream: Callable[[], Awaitable[FakeUpstream]]
+) -> None:
+    """SIGTERM while a cached blob goes out by sendfile to a client that stopped reading:
+    once --shutdown-grace is over the send is cut as if the client had gone, logged as
+    incomplete, without an error from the event loop, and the process exits 0."""
+    blob = os.urandom(16 << 20)
+    path = f"/v2/library/big/blobs/{sha256_digest(blob)}"
+    fake = await make_fake_upstream()
+    fake.route(path, content(blob))
+    server = MirrorServer.start(
+        tmp_path, fake.url, tag_ttl=300, extra_args=["--shutdown-grace", "1"]
+    )
+    process = server.daemon.process
+    assert process is not None
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"{server.url}{path}") as got:
+            assert await got.read() == blob
+        assert await wait_until_true(cached_blob(server.cache_dir, sha256_digest(blob)).exists)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with client:
+            client.connect(("127.0.0.1", server.port))
+            client.sendall(f"GET {path} HTTP/1.1\r\nHost: {server.host}\r\n\r\n".encode())
+            assert client.recv(4096).startswith(b"HTTP/1.1 200")
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, GRACE) == 0
+        lines = [e for e in server.entries() if e.get("path") == path]
+        assert [(e["cache"], e["complete"]) for e in lines][-1] == ("hit", False)
+        assert "Traceback" not in server.log_text()
+    finally:
         server.stop()
 
 
