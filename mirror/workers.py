@@ -231,7 +231,9 @@ class Supervisor:
             if time.monotonic() >= deadline:
                 for worker in everyone.values():
                     if worker.process.poll() is None:
-                        log.get_logger().error("worker outlived the grace; killed")
+                        log.get_logger().error(
+                            "worker outlived the grace; killed", pid=worker.process.pid
+                        )
                         worker.process.kill()
                         worker.process.wait()
                 break
