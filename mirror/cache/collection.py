@@ -1,5 +1,5 @@
-"""Garbage: content that no cached tag and no local namespace leads to, and the debris of
-writers that died.
+"""Garbage: content that no cached tag and no local namespace leads to, the debris of writers
+that died, and what `mirror verify` set aside long enough ago.
 
 Unreferenced content is kept while it was used within the grace period: a pull by digest stores
 a manifest no tag names, and its blobs arrive after it; a tag that moved leaves its old manifest
@@ -9,8 +9,9 @@ to the pulls that resolved it a moment ago.
 from __future__ import annotations
 
 from mirror.cache.eviction import Sweep, Sweeper
-from mirror.cache.inventory import Inventory
+from mirror.cache.inventory import Inventory, Stores
 from mirror.oci.digest import Digest
+from mirror.storage.quarantine import QuarantinedFile
 
 # A writer opens its spool file a moment before it locks it; a minute is plenty.
 SPOOL_GRACE = 60.0
@@ -61,3 +62,12 @@ def collect_debris(inventory: Inventory, sweeper: Sweeper, now: float) -> Invent
     return Inventory(
         inventory.blobs, inventory.manifests, inventory.tags, spool, inventory.holdings
     )
+
+
+def collect_quarantine(
+    stores: Stores, older_than: float, *, dry_run: bool = False
+) -> list[QuarantinedFile]:
+    """Remove what verify set aside before `older_than` (unix time); returns what went (in a
+    dry run: what would go)."""
+    old = [f for f in stores.quarantine.iter_files() if f.since < older_than]
+    return old if dry_run else [f for f in old if stores.quarantine.remove(f, older_than)]

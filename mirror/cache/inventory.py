@@ -26,6 +26,7 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.files import StoredFile
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
+from mirror.storage.quarantine import Quarantine
 from mirror.storage.spool_files import SpoolFile, SpoolFiles
 from mirror.storage.tags import TagEntry, TagStore
 
@@ -39,12 +40,18 @@ class Stores:
     manifests: ManifestStore
     tags: TagStore
     spool: SpoolFiles
+    quarantine: Quarantine
 
     @classmethod
     def at(cls, root: Path) -> Stores:
         layout = CacheLayout(root)
         return cls(
-            layout, BlobStore(layout), ManifestStore(layout), TagStore(layout), SpoolFiles(layout)
+            layout,
+            BlobStore(layout),
+            ManifestStore(layout),
+            TagStore(layout),
+            SpoolFiles(layout),
+            Quarantine(layout),
         )
 
 

@@ -16,6 +16,7 @@ from mirror.oci.digest import Digest
 from mirror.storage.blobs import BlobStore
 from mirror.storage.layout import CacheLayout
 from mirror.storage.manifests import ManifestStore
+from mirror.storage.quarantine import Quarantine
 from mirror.storage.shared import SharedStorage
 from mirror.storage.shared_blobs import SharedBlobs
 from mirror.storage.spool_files import SpoolFiles
@@ -42,7 +43,7 @@ class Upkeep:
             shared=shared.manifests if shared else None,
         )
         tags = TagStore(layout, shared=shared.tags if shared else None)
-        self.stores = Stores(layout, blobs, manifests, tags, SpoolFiles(layout))
+        self.stores = Stores(layout, blobs, manifests, tags, SpoolFiles(layout), Quarantine(layout))
         self.access = AccessLog(blobs, manifests, tags, meta, clock)
         self.evictor = Evictor(
             layout.root,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,6 +16,7 @@ from mirror.commands import CommandError
 from mirror.config import S3Settings, Settings
 from mirror.errors import StorageUnavailable
 from mirror.meta.redis import RedisStore
+from mirror.storage.quarantine import QuarantinedFile
 from mirror.storage.s3.bucket import Bucket, open_bucket
 from mirror.storage.s3.inventory import scan_bucket
 
@@ -97,6 +98,11 @@ def human_size(size: int) -> str:
 def count(n: int, noun: str) -> str:
     """`1 blob`, `2 blobs`."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def files_size(files: Sequence[QuarantinedFile]) -> str:
+    """`2 files (1.2 KiB)`."""
+    return f"{count(len(files), 'file')} ({human_size(sum(f.size for f in files))})"
 
 
 def utc_time(at: float | None) -> str | None:

@@ -1,5 +1,6 @@
-"""`mirror du`: how much the cache holds, by registry, against its cap and its disk; with
-`--storage s3://…`, the cache directory in front and what the bucket holds."""
+"""`mirror du`: how much the cache holds, by registry, against its cap and its disk, and what
+`mirror verify` set aside; with `--storage s3://…`, the cache directory in front and what the
+bucket holds."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from mirror.cache.usage import Limits
 from mirror.commands import Command
 from mirror.commands.cachedir import (
     count,
+    files_size,
     human_size,
     in_front,
     on_bucket,
@@ -99,6 +101,12 @@ def _directory(stores: Stores, settings: Settings) -> None:
     print()
     print(summary(inventory.total, limits, limits.disk()))
     print("content shared by registries counts under each of them, and once in the total")
+    quarantined = list(stores.quarantine.iter_files())
+    if quarantined:
+        print(
+            f"quarantine: {files_size(quarantined)} set aside by verify, outside the total and "
+            "the cap (see gc --keep-quarantined)"
+        )
 
 
 def _bucket(storage: S3Settings, settings: Settings) -> None:

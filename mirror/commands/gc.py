@@ -1,5 +1,6 @@
-"""`mirror gc [--dry-run]`: remove what no cached tag leads to (after the protection window),
-tags whose manifest is gone, spool debris, and evict down to the cap; print what it freed.
+"""`mirror gc [--dry-run] [--keep-quarantined SECONDS]`: remove what no cached tag leads to
+(after the protection window), tags whose manifest is gone, spool debris, what `mirror verify`
+set aside longer ago than `--keep-quarantined`, and evict down to the cap; print what it freed.
 
 With `--storage s3://…`, the same garbage in the bucket, eviction down to the bucket's cap
 (`[storage] max_size`), and what writers left under `uploads/` (and multipart uploads never
@@ -10,10 +11,11 @@ evicted from the bucket stays there, bounded by the directory's own cap)."""
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from mirror.cache.bucket_cap import evict_past_cap
-from mirror.cache.collection import collect, collect_debris
+from mirror.cache.collection import collect, collect_debris, collect_quarantine
 from mirror.cache.eviction import Freed, Planned, Policy, Sweeper, evict
 from mirror.cache.front import forget
 from mirror.cache.inventory import Scanner, Stores
@@ -21,6 +23,7 @@ from mirror.cache.usage import Limits, UsageCounter
 from mirror.commands import Command
 from mirror.commands.cachedir import (
     count,
+    files_size,
     human_size,
     in_front,
     on_bucket,
@@ -29,7 +32,8 @@ from mirror.commands.cachedir import (
     pruning,
     scan,
 )
-from mirror.config import S3Settings, Settings
+from mirror.config import ConfigError, S3Settings, Settings
+from mirror.config.values import seconds_or_zero
 from mirror.storage.s3 import removal as bucket_removal
 from mirror.storage.s3.bucket import Bucket
 from mirror.storage.s3.removal import Debris, clear_debris
@@ -50,18 +54,27 @@ def describe(freed: Freed) -> str:
     return f"{', '.join(parts) or 'nothing'} ({human_size(freed.bytes)})"
 
 
+# How long what verify set aside stays for an operator to look at, by default.
+KEEP_QUARANTINED = 7 * 24 * 3600.0
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     if settings.storage is not None:
-        _bucket(settings, settings.storage, dry_run=args.dry_run)
+        _bucket(settings, settings.storage, args)
     else:
-        _directory(open_cache(settings), settings, dry_run=args.dry_run)
+        _directory(open_cache(settings), settings, args)
     return 0
 
 
-def _directory(stores: Stores, settings: Settings, *, dry_run: bool) -> None:
+def _directory(stores: Stores, settings: Settings, args: argparse.Namespace) -> None:
+    dry_run = args.dry_run
     limits = Limits(stores.layout.root, settings.max_size, settings.min_free)
     now = time.time()
+    # 0: all of it, whenever it was set aside.
+    before = now - args.keep_quarantined if args.keep_quarantined else math.inf
     with pruning(stores):
+        # First: the room it frees on the disk is room `min_free` need not evict for.
+        quarantined = collect_quarantine(stores, before, dry_run=dry_run)
         inventory = Scanner(stores).scan()
         garbage = Sweeper(stores, dry_run=dry_run)
         left = collect_debris(
@@ -79,14 +92,17 @@ def _directory(stores: Stores, settings: Settings, *, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     print(f"unreferenced: {verb} {describe(garbage.freed)}")
     print(f"over the limits: {verb} {describe(evicted.freed)}")
-    total = garbage.freed.bytes + evicted.freed.bytes
+    if quarantined:
+        print(f"quarantine: {verb} {files_size(quarantined)}")
+    total = garbage.freed.bytes + evicted.freed.bytes + sum(f.size for f in quarantined)
     print(f"{'would free' if dry_run else 'freed'} {human_size(total)} in total")
 
 
-def _bucket(settings: Settings, storage: S3Settings, *, dry_run: bool) -> None:
+def _bucket(settings: Settings, storage: S3Settings, args: argparse.Namespace) -> None:
     """The bucket's garbage, what takes it past its cap, and upload debris; then the cache
     directory in front on this host: first the garbage that went from the bucket, then its
     own."""
+    dry_run = args.dry_run
     now = time.time()
     grace = settings.protect_window
     garbage = Planned()
@@ -117,7 +133,7 @@ def _bucket(settings: Settings, storage: S3Settings, *, dry_run: bool) -> None:
                 forget(front, garbage.removal)
         print()
         print(in_front(front))
-        _directory(front, settings, dry_run=dry_run)
+        _directory(front, settings, args)
 
 
 def describe_debris(debris: Debris) -> str:
@@ -127,6 +143,20 @@ def describe_debris(debris: Debris) -> str:
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="say what would go; remove nothing")
+    parser.add_argument(
+        "--keep-quarantined",
+        type=_seconds,
+        default=KEEP_QUARANTINED,
+        metavar="SECONDS",
+        help="keep what verify set aside this long, default 604800 (a week); 0: none of it",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        return seconds_or_zero("--keep-quarantined", text)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 COMMAND = Command("gc", "remove unreferenced content and evict down to the cap", _arguments, _run)

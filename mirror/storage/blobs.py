@@ -78,5 +78,5 @@ class BlobStore:
 
     def quarantine(self, digest: Digest, inode: int) -> Path | None:
         """Move a damaged blob to `quarantine/blobs/`, so the next pull fetches a good copy."""
-        dest = self._layout.root / "quarantine" / "blobs" / digest.algorithm / digest.hex
+        dest = self._layout.quarantined("blobs", digest)
         return dest if files.quarantine(self._layout.blob(digest), dest, inode) else None

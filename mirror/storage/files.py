@@ -160,7 +160,8 @@ def open_quietly(path: Path) -> int:
 
 
 def quarantine(path: Path, dest: Path, expected_inode: int) -> bool:
-    """Move a damaged file out of the cache, unless it was replaced since it was checked."""
+    """Move a damaged file out of the cache, unless it was replaced since it was checked; its
+    modification time becomes the moment it was set aside (`mirror gc` goes by it)."""
     try:
         if path.stat().st_ino != expected_inode:
             return False
@@ -168,4 +169,6 @@ def quarantine(path: Path, dest: Path, expected_inode: int) -> bool:
         shutil.move(path, dest)
     except OSError:
         return False
+    with contextlib.suppress(OSError):
+        os.utime(dest)
     return True

@@ -24,6 +24,8 @@ class CacheLayout:
         self.spool = self.root / "spool"
         # Tag freshness shared by the processes on this directory (mirror/meta/directory.py).
         self.fresh = self.root / "fresh"
+        # What `mirror verify` found damaged (mirror/storage/quarantine.py).
+        self.quarantine = self.root / "quarantine"
 
     def prepare(self) -> None:
         """Create the tree and remove spool debris.
@@ -50,6 +52,10 @@ class CacheLayout:
 
     def manifest(self, digest: Digest) -> Path:
         return self.root / "manifests" / digest.algorithm / digest.hex[:2] / digest.hex
+
+    def quarantined(self, kind: str, digest: Digest) -> Path:
+        """Where a damaged file of `kind` ("blobs" or "manifests") is set aside."""
+        return self.quarantine / kind / digest.algorithm / digest.hex
 
     def tag(self, upstream: str, repo: str, tag: str) -> Path:
         return self.tags_of(upstream, repo) / tag

@@ -158,11 +158,13 @@ class ManifestStore:
     def quarantine(self, digest: Digest, inode: int) -> Path | None:
         """Move a damaged manifest (and its sidecar) to `quarantine/manifests/`."""
         path = self._layout.manifest(digest)
-        dest = self._layout.root / "quarantine" / "manifests" / digest.algorithm / digest.hex
+        dest = self._layout.quarantined("manifests", digest)
         if not files.quarantine(path, dest, inode):
             return None
         with contextlib.suppress(OSError):
-            _sidecar_path(path).replace(_sidecar_path(dest))
+            sidecar = _sidecar_path(dest)
+            _sidecar_path(path).replace(sidecar)
+            os.utime(sidecar)  # set aside now, as the manifest was (`storage.quarantine`)
         return dest
 
 

@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from mirror.api.keys import UPKEEP
+from mirror.commands.cachedir import human_size
 from tests.conftest import MirrorFactory, Seeded
 from tests.support.cache import HOUR, cache_usage, cached_tags, pull_image
 from tests.support.cli import mirror_cli
@@ -48,6 +49,10 @@ def _files(cache_dir: Path) -> set[str]:
         for p in (cache_dir / part).rglob("*")
         if p.is_file()
     }
+
+
+def _flipped(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
 
 
 def _age(cache_dir: Path, *digests: str, hours: float = 2) -> None:
@@ -306,6 +311,53 @@ async def test_verify_finds_a_manifest_whose_sidecar_is_damaged(
     assert await wait_until(path.exists)
     result = await mirror_cli("verify", "--cache-dir", cache_dir)
     assert result.returncode == 0, result.explain()
+
+
+async def test_du_shows_the_quarantine_and_gc_clears_it_once_old_enough(
+    make_mirror: MirrorFactory, registry: Registry, seeded: Seeded, cache_dir: Path
+) -> None:
+    """What verify sets aside is on a line of its own in du, outside the total; gc keeps it
+    for --keep-quarantined after it was set aside (not after the file was first stored), then
+    removes it; 0 removes it all."""
+    client = await make_mirror(registry)
+    await _pulled(client, cache_dir, (seeded.schema2_ref, seeded.schema2))
+    layer = seeded.schema2.layers[1]
+    path = cached_blob(cache_dir, layer.digest)
+    path.write_bytes(_flipped(path.read_bytes()))
+    _age(cache_dir, layer.digest, hours=30 * 24)
+    one_file = f"1 file ({human_size(layer.size)})"
+    assert (await mirror_cli("verify", "--cache-dir", cache_dir)).returncode == 1
+    quarantined = cache_dir / "quarantine" / "blobs" / "sha256" / layer.digest.split(":")[1]
+    assert quarantined.exists()
+
+    du = await mirror_cli("du", "--cache-dir", cache_dir)
+    assert du.returncode == 0, du.explain()
+    line = next((line for line in du.stdout.splitlines() if line.startswith("quarantine:")), "")
+    assert line.startswith(f"quarantine: {one_file} set aside by verify"), du.stdout
+    total = next(line for line in du.stdout.splitlines() if line.startswith("total "))
+    assert total.startswith(f"total {human_size(cache_usage(cache_dir))};"), du.stdout
+
+    kept = await mirror_cli("gc", "--cache-dir", cache_dir)
+    assert kept.returncode == 0, kept.explain()
+    assert "quarantine:" not in kept.stdout and quarantined.exists(), kept.stdout
+    week_ago = time.time() - 7 * 24 * HOUR - 60
+    os.utime(quarantined, (week_ago, week_ago))
+    dry = await mirror_cli("gc", "--dry-run", "--cache-dir", cache_dir)
+    assert f"quarantine: would remove {one_file}" in dry.stdout, dry.explain()
+    assert quarantined.exists()
+    gone = await mirror_cli("gc", "--cache-dir", cache_dir)
+    assert f"quarantine: removed {one_file}" in gone.stdout, gone.explain()
+    assert not quarantined.exists()
+
+    manifest = cached_manifest(cache_dir, seeded.schema2.digest)
+    manifest.with_name(manifest.name + ".json").write_bytes(b"{}")
+    assert (await mirror_cli("verify", "--cache-dir", cache_dir)).returncode == 1
+    assert (cache_dir / "quarantine" / "manifests").exists()
+    cleared = await mirror_cli("gc", "--keep-quarantined", "0", "--cache-dir", cache_dir)
+    assert "quarantine: removed 2 files" in cleared.stdout, cleared.explain()
+    assert not [p for p in (cache_dir / "quarantine").rglob("*") if p.is_file()]
+    du = await mirror_cli("du", "--cache-dir", cache_dir)
+    assert "quarantine:" not in du.stdout, du.explain()
 
 
 async def test_gc_and_verify_run_beside_a_serving_mirror(
