@@ -47,9 +47,10 @@ async def import_bundle(services: Services, path: Path) -> Imported:
     try:
         plan = await asyncio.to_thread(bundle.plan)
         targets = _targets(services, plan)
-        _check_room(services, plan)
+        missing = _check_room(services, plan)
         result = Imported()
-        await _add_blobs(services, bundle, plan, result)
+        result.bytes_cached = sum(m.size for d, m in plan.blobs.items() if d not in missing)
+        await _add_blobs(services, bundle, missing, result)
     finally:
         bundle.close()
     for digest, (media_type, data) in plan.manifests.items():
@@ -85,31 +86,36 @@ def _targets(services: Services, plan: BundlePlan) -> list[Target | None]:
     return found
 
 
-def _check_room(services: Services, plan: BundlePlan) -> None:
-    """Refuse, before anything is copied, blobs the cache's disk has no room for (as a
-    download is refused, `Limits.room`): an import must not fill the disk that every download
-    and write of the servers on it needs."""
-    needed = sum(
-        member.size
+def _check_room(services: Services, plan: BundlePlan) -> dict[Digest, tarfile.TarInfo]:
+    """The blobs the cache lacks, to copy; refused, before anything is copied, when the cache's
+    disk has no room for them (as a download is refused, `Limits.room`): an import must not
+    fill the disk that every download and write of the servers on it needs."""
+    missing = {
+        digest: member
         for digest, member in plan.blobs.items()
         if services.blob_store.find(digest) is None
-    )
+    }
+    needed = sum(member.size for member in missing.values())
     room = services.upkeep.evictor.room().disk
     if needed > room:
         raise BadBundle(
             f"its blobs take {needed} bytes, more than the cache's disk has room for, keeping "
             f"--min-free and a reserve free ({max(0, room)} bytes)"
         )
+    return missing
 
 
 async def _add_blobs(
-    services: Services, bundle: Bundle, plan: BundlePlan, result: Imported
+    services: Services,
+    bundle: Bundle,
+    missing: dict[Digest, tarfile.TarInfo],
+    result: Imported,
 ) -> None:
     # In archive order: one pass over the file, however the members were written.
-    for digest, member in sorted(plan.blobs.items(), key=lambda item: item[1].offset):
+    for digest, member in sorted(missing.items(), key=lambda item: item[1].offset):
         lock = await _blob_lock(services, digest)
         if lock is None:
-            result.bytes_cached += member.size  # already in the cache
+            result.bytes_cached += member.size  # a server put it in the cache meanwhile
             continue
         try:
             await _import_blob(services, bundle, member, digest, lock)
@@ -123,8 +129,6 @@ async def _blob_lock(services: Services, digest: Digest) -> Claim | None:
     """The blob's claim, or None once the blob is in the cache (a fill by a server that
     held the lock may have put it there meanwhile)."""
     while True:
-        if services.blob_store.find(digest) is not None:
-            return None
         lock = Claim.try_take(services.layout.spool, digest.hex)
         if lock is not None:
             if services.blob_store.find(digest) is None:
@@ -132,6 +136,8 @@ async def _blob_lock(services: Services, digest: Digest) -> Claim | None:
             lock.release()
             return None
         await asyncio.sleep(LOCK_POLL)
+        if services.blob_store.find(digest) is not None:
+            return None
 
 
 async def _import_blob(
