@@ -11,7 +11,7 @@ The rules, in order:
   rather than find one whose blobs are going);
 - blobs no manifest links to go by their own last use;
 - what the local namespaces hold (pushed images) is never evicted, nor is a cached image whose
-  root was pushed too;
+  root was pushed too; nor is what the policy spares (what an import is bringing in);
 - a blob that some process is sending is skipped (see `storage.files`), and an image used again
   since the walk that chose it is kept.
 """
@@ -35,11 +35,13 @@ from mirror.storage.tags import TagEntry
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What eviction spares (recent and pinned images) and the cap it keeps to."""
+    """What eviction spares (recent and pinned images, and content named in `spared`) and the
+    cap it keeps to."""
 
     protect_window: float  # seconds
     pins: tuple[str, ...]  # fnmatch patterns over `registry/repo:tag`
     cap: int | None  # bytes; a blob larger than this is never kept
+    spared: frozenset[Digest] = frozenset()  # kept as pushed content is, however old
 
     def is_pinned(self, image: Image) -> bool:
         return any(fnmatch.fnmatchcase(t.reference, p) for t in image.tags for p in self.pins)
@@ -183,7 +185,7 @@ class Sweeper:
 def evict(inventory: Inventory, need: int, policy: Policy, sweeper: Sweep, now: float) -> None:
     """Free at least `need` bytes if the rules allow (see the module docstring)."""
     start = sweeper.freed.bytes
-    held = inventory.holdings.everything
+    held = inventory.holdings.everything | policy.spared
     if policy.cap is not None:
         for blob in inventory.blobs.values():
             if blob.size > policy.cap and blob.digest not in held:

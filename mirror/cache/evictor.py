@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from mirror import log
+from mirror.cache.eviction import Freed
 from mirror.cache.helper import PassHelper
 from mirror.cache.passes import PassJob, PassResult
 from mirror.cache.usage import Limits, Room, UsageCounter
@@ -78,9 +79,11 @@ class Evictor:
         self._next_recount = 0.0  # at once: learn the true size at start-up
         self._hold_until = 0.0
         self._retry = RETRY_FIRST
+        self._spared: frozenset[Digest] = frozenset()
         self._task: asyncio.Task[None] | None = None
         self._running: asyncio.Task[PassResult | None] | None = None
         self.passes = 0
+        self.evicted = Freed()  # by this process's passes, in all
         # Told how many images each pass evicted (the metrics count them).
         self.on_evicted: Callable[[int], None] = lambda _images: None
 
@@ -99,6 +102,11 @@ class Evictor:
         self._wake.set()
         if self._cap is not None and size > self._cap:
             self._hold_until = 0.0  # too big to keep: evict it at once
+
+    def spare(self, digests: Iterable[Digest]) -> None:
+        """Keep this content from every later pass of this process, however old: what an
+        import is bringing in must all be there when its tags are written."""
+        self._spared |= frozenset(digests)
 
     def removed(self, size: int) -> None:
         """A blob was removed other than by eviction (cheap, on the event loop)."""
@@ -136,6 +144,10 @@ class Evictor:
             log.get_logger().warning("committing past the cap: eviction is slow", size=size)
         except Exception:
             log.get_logger().exception("eviction before a commit failed")
+
+    def within_cap(self) -> bool:
+        """Whether the count says the cache is within its cap (not while nobody counted it)."""
+        return self._fits(0)
 
     def _fits(self, size: int) -> bool:
         if self._limits.max_size is None:
@@ -220,6 +232,7 @@ class Evictor:
             self._clock(),
             unsent,
             urgent,
+            self._spared,
         )
         try:
             result = await self._in_helper(job)
@@ -236,6 +249,8 @@ class Evictor:
             for digest in result.removed_manifests:
                 self._forget(digest)
         freed = result.freed
+        self.evicted.images += freed.images
+        self.evicted.bytes += freed.bytes
         if freed.images:
             self.on_evicted(freed.images)
         if freed.bytes or result.need:

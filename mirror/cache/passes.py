@@ -30,6 +30,7 @@ class PassJob:
     now: float  # unix time, by the server's clock
     unsent: int  # bytes the server stored and has not counted yet
     urgent: bool  # a write failed for want of space: free a tenth of the cache at least
+    spared: frozenset[Digest] = frozenset()  # never evicted (`Evictor.spare`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ def run(job: PassJob) -> PassResult:
             need = max(need, int(total * (1 - LOW_WATER)))
         sweeper = Sweeper(scanner.stores, per_second=REMOVALS_PER_SECOND)
         if need or cap is not None:
-            evict(inventory, need, Policy(job.protect_window, job.pins, cap), sweeper, job.now)
+            policy = Policy(job.protect_window, job.pins, cap, job.spared)
+            evict(inventory, need, policy, sweeper, job.now)
         left = total - sweeper.freed.bytes
         if not limits.active:
             pass

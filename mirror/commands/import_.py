@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 from pathlib import Path
 
 from mirror import log
 from mirror.commands import Command, CommandError
+from mirror.commands.cachedir import count
 from mirror.commands.progress import size
 from mirror.config import Settings
 from mirror.images.bundle import BadBundle
@@ -41,6 +43,19 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         f"{result.blobs_added} blobs, {size(result.bytes_added)} added, "
         f"{size(result.bytes_cached)} already cached"
     )
+    evicted = result.evicted
+    if evicted.bytes:
+        images = f" ({count(evicted.images, 'image')})" if evicted.images else ""
+        print(
+            f"evicted {size(evicted.bytes)}{images}, the least recently used, to keep the cache "
+            "within its cap"
+        )
+    if result.over_cap:
+        print(
+            f"mirror import: the cache is {size(result.over_cap)} over its cap (--max-size): "
+            "what else it holds is pinned, in use, or used within --protect-window",
+            file=sys.stderr,
+        )
     return 0
 
 

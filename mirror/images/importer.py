@@ -7,6 +7,11 @@ before the indexes that list them; then the tags, last. A failure at any step le
 no manifest that is not whole, only blobs that verified (unreferenced until imported again or
 collected). Each blob copy holds the blob's claim, so a server filling the same blob from
 its upstream meanwhile follows the copy instead of racing it.
+
+A capped cache stays within its cap as it does for a download: before each blob is committed,
+the least recently used content is evicted to make room for it (`Evictor.reserve`), and what the
+bundle brings is never what goes. A bundle whose images alone take more than the whole cap is
+refused before anything is copied.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from mirror.cache.eviction import Freed
 from mirror.errors import MirrorError
 from mirror.images.bundle import DAMAGED, BadBundle, Bundle, BundlePlan
 from mirror.images.targets import Target, resolve
@@ -39,10 +45,13 @@ class Imported:
     blobs_added: int = 0
     bytes_added: int = 0
     bytes_cached: int = 0
+    evicted: Freed = field(default_factory=Freed)  # to keep the cache within its cap
+    over_cap: int = 0  # bytes the cache is past its cap all the same (the rest is protected)
 
 
 async def import_bundle(services: Services, path: Path) -> Imported:
     """Raises BadBundle, leaving no tag or manifest behind."""
+    evictor = services.upkeep.evictor
     bundle = await asyncio.to_thread(Bundle, path)
     try:
         plan = await asyncio.to_thread(bundle.plan)
@@ -50,19 +59,22 @@ async def import_bundle(services: Services, path: Path) -> Imported:
         missing = _check_room(services, plan)
         result = Imported()
         result.bytes_cached = sum(m.size for d, m in plan.blobs.items() if d not in missing)
+        # Imported is as good as used, from the start: an image carried in again is not the
+        # first to be evicted, however long ago its files were last read here, nor are the
+        # blobs it finds cached taken while the rest is copied (what is copied is new). This
+        # process's own passes keep all of it, whatever the protection window.
+        evictor.spare([*plan.blobs, *plan.manifests])
+        access = services.upkeep.access
+        for blob in plan.blobs.keys() - missing.keys():
+            access.stored_blob(blob)
+        for manifest in plan.manifests:
+            access.stored_manifest(manifest)
         await _add_blobs(services, bundle, missing, result)
     finally:
         bundle.close()
     for digest, (media_type, data) in plan.manifests.items():
         if await services.manifest_store.get(digest) is None:
             await services.manifest_store.put(digest, media_type, data)
-    # Imported is as good as used: an image carried in again is not the first to be evicted,
-    # however long ago its files were last read here.
-    access = services.upkeep.access
-    for blob in plan.blobs:
-        access.stored_blob(blob)
-    for manifest in plan.manifests:
-        access.stored_manifest(manifest)
     for image, target in zip(plan.images, targets, strict=True):
         if target is None:
             result.unnamed.append(image.digest)
@@ -72,6 +84,14 @@ async def import_bundle(services: Services, path: Path) -> Imported:
                 target.upstream.name, target.repo, target.name.tag, image.digest, image.media_type
             )
         result.names.append(target.name)
+    # The manifests within the cap too, and the cache's true size should it stay past it: a
+    # blob committed right after a walk counted it in the spool counts twice until the next.
+    if not evictor.within_cap():
+        await evictor.run_pass()
+    result.evicted = evictor.evicted
+    measured = evictor.measured()
+    if measured is not None and measured[1] is not None:
+        result.over_cap = max(0, measured[0] - measured[1])
     return result
 
 
@@ -87,20 +107,28 @@ def _targets(services: Services, plan: BundlePlan) -> list[Target | None]:
 
 
 def _check_room(services: Services, plan: BundlePlan) -> dict[Digest, tarfile.TarInfo]:
-    """The blobs the cache lacks, to copy; refused, before anything is copied, when the cache's
-    disk has no room for them (as a download is refused, `Limits.room`): an import must not
-    fill the disk that every download and write of the servers on it needs."""
+    """The blobs the cache lacks, to copy. Refused before anything is copied: blobs the disk
+    has no room for (as a download is refused, `Limits.room`: an import must not fill the disk
+    that every download and write of the servers on it needs), and images that take more than
+    the cache's whole cap (no eviction could make room for them; with a bucket behind the
+    cache directory, the bucket keeps them whatever the directory's cap)."""
     missing = {
         digest: member
         for digest, member in plan.blobs.items()
         if services.blob_store.find(digest) is None
     }
     needed = sum(member.size for member in missing.values())
-    room = services.upkeep.evictor.room().disk
-    if needed > room:
+    room = services.upkeep.evictor.room()
+    if needed > room.disk:
         raise BadBundle(
             f"its blobs take {needed} bytes, more than the cache's disk has room for, keeping "
-            f"--min-free and a reserve free ({max(0, room)} bytes)"
+            f"--min-free and a reserve free ({max(0, room.disk)} bytes)"
+        )
+    content = sum(member.size for member in plan.blobs.values()) + plan.manifest_bytes
+    if services.upkeep.shared_blobs is None and room.cap is not None and content > room.cap:
+        raise BadBundle(
+            f"its images take {content} bytes, more than the cache may hold (--max-size, "
+            f"{room.cap} bytes)"
         )
     return missing
 
@@ -151,6 +179,8 @@ async def _import_blob(
         with open_spool(part) as out:
             lock.publish(fill_record(part, member.size))
             await asyncio.to_thread(_copy_blob, bundle, member, digest, out)
+            # Room within the cap first, as for a download (the spool file counts in the walk).
+            await services.upkeep.evictor.reserve(member.size)
             # Renamed while still open and locked, so no start-up sweep can take it.
             services.blob_store.commit(part, digest)
     finally:

@@ -18,10 +18,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from mirror.commands.progress import size
 from mirror.config import Settings, UpstreamSettings
 from mirror.images.bundle import MAX_MEMBERS
 from mirror.storage.files import last_used
 from tests.conftest import MirrorFromSettings, Seeded
+from tests.support.cache import cache_usage, cached_tags
 from tests.support.cli import mirror_cli, upstream_config
 from tests.support.images import OCI_MANIFEST, Image
 from tests.support.oci import ACCEPT_ALL, cached_blob, cached_manifest
@@ -434,3 +436,104 @@ async def test_a_compressed_bundle_imports_too(
     assert result.returncode == 0, result.explain()
     client = await mirror_from(offline_settings(cache))
     await assert_serves_image(client, seeded.oci_ref[0], seeded.oci)
+
+
+CAPPED = pytest.mark.directory_only(
+    reason="a bucket behind the cache keeps what the cache directory's own cap evicts"
+)
+
+
+async def imported_size(bundle: Path, tmp_path: Path) -> int:
+    """What the bundle's images take in a cache of their own."""
+    alone = tmp_path / "alone"
+    result = await mirror_cli("import", "--upstream", NOWHERE, "--cache-dir", alone, bundle)
+    assert result.returncode == 0, result.explain()
+    return cache_usage(alone)
+
+
+async def cache_with_old_image(export_bundle: Callable[..., Awaitable[Path]], seeded: Seeded,
+                               cache: Path) -> int:  # fmt: skip
+    """Import the OCI image into `cache`, unused since long ago; returns what it takes."""
+    old = await export_bundle(name(seeded.oci_ref), bundle="old.tar")
+    result = await mirror_cli("import", "--upstream", NOWHERE, "--cache-dir", cache, old)
+    assert result.returncode == 0, result.explain()
+    for path in files_under(cache / "blobs") + files_under(cache / "manifests"):
+        os.utime(path, ns=(0, 0))
+    return cache_usage(cache)
+
+
+@CAPPED
+async def test_an_import_past_the_cap_evicts_the_least_recently_used_first(
+    export_bundle: Callable[..., Awaitable[Path]], seeded: Seeded, tmp_path: Path
+) -> None:
+    """An import that takes the cache past its cap makes room as a server does: the image
+    unused longest goes, what the bundle brings stays, and the cache ends within its cap."""
+    cache = tmp_path / "far-cache"
+    old_size = await cache_with_old_image(export_bundle, seeded, cache)
+    new = await export_bundle(name(seeded.schema2_ref), bundle="new.tar")
+    cap = await imported_size(new, tmp_path) + old_size // 2
+
+    result = await mirror_cli(
+        "import", "--upstream", NOWHERE, "--cache-dir", cache, "--max-size", str(cap), new
+    )
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.splitlines()[-1] == (
+        f"evicted {size(old_size)} (1 image), the least recently used, to keep the cache within "
+        "its cap"
+    ), result.explain()
+    assert result.stderr == "", result.explain()
+    assert cache_usage(cache) <= cap
+    assert cached_tags(cache) == {"seed/schema2:v1"}
+    assert not cached_manifest(cache, seeded.oci.digest).exists()
+    assert not any(cached_blob(cache, b.digest).exists() for b in seeded.oci.blobs)
+    assert cached_manifest(cache, seeded.schema2.digest).exists()
+    assert all(cached_blob(cache, b.digest).exists() for b in seeded.schema2.blobs)
+
+
+@CAPPED
+async def test_an_import_keeps_all_it_brings_and_says_when_the_cache_stays_past_its_cap(
+    export_bundle: Callable[..., Awaitable[Path]], seeded: Seeded, tmp_path: Path
+) -> None:
+    """With nothing else to evict (the rest is pinned) and no protection window, the import
+    still evicts none of its own content: it completes whole, and says the cache is past its
+    cap."""
+    cache = tmp_path / "far-cache"
+    old_size = await cache_with_old_image(export_bundle, seeded, cache)
+    new = await export_bundle(name(seeded.schema2_ref), bundle="new.tar")
+    cap = await imported_size(new, tmp_path) + old_size // 2
+    config = tmp_path / "pins.toml"
+    config.write_text(f'pin = ["{name(seeded.oci_ref)}"]\n')
+
+    result = await mirror_cli(
+        "import", "--config", config, "--upstream", NOWHERE, "--cache-dir", cache,
+        "--max-size", str(cap), "--protect-window", "0", new,
+    )  # fmt: skip
+    assert result.returncode == 0, result.explain()
+    assert result.error_lines == [
+        f"mirror import: the cache is {size(cache_usage(cache) - cap)} over its cap "
+        "(--max-size): what else it holds is pinned, in use, or used within --protect-window"
+    ], result.explain()
+    assert cached_tags(cache) == {"seed/oci:v1", "seed/schema2:v1"}
+    for image in (seeded.oci, seeded.schema2):
+        assert cached_manifest(cache, image.digest).exists()
+        assert all(cached_blob(cache, b.digest).exists() for b in image.blobs)
+
+
+@CAPPED
+async def test_a_bundle_larger_than_the_whole_cap_is_refused_before_anything_is_copied(
+    export_bundle: Callable[..., Awaitable[Path]], seeded: Seeded, tmp_path: Path
+) -> None:
+    """No eviction could make room for it: one line, exit 1, nothing in the cache."""
+    bundle = await export_bundle(name(seeded.schema2_ref))
+    content = sum(b.size for b in seeded.schema2.blobs) + len(seeded.schema2.manifest)
+    cache = tmp_path / "far-cache"
+    result = await mirror_cli(
+        "import", "--upstream", NOWHERE, "--cache-dir", cache, "--max-size", str(content - 1),
+        bundle,
+    )  # fmt: skip
+    assert result.returncode == 1, result.explain()
+    assert result.error_lines == [
+        f"mirror import: {bundle}: its images take {content} bytes, more than the cache may "
+        f"hold (--max-size, {content - 1} bytes); no image was imported"
+    ], result.explain()
+    assert files_under(cache / "blobs") == files_under(cache / "manifests") == []
