@@ -287,7 +287,10 @@ class UpstreamClient:
         self, resp: aiohttp.ClientResponse, repo: str, not_found: type[MirrorError]
     ) -> None:
         status = resp.status
-        if status < 300:
+        # Only these carry content: a 204 (or any other 2xx) is no manifest, tag list or blob,
+        # and taken as one it would be kept as empty content. A 206 is a blob's, whose
+        # Content-Range the blob's reader checks.
+        if status in (200, 206):
             return
         retry = parse.retry_after(resp.headers.get("Retry-After"))
         if status == 429:

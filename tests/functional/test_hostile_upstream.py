@@ -236,6 +236,27 @@ async def test_an_unusable_location_is_a_clean_502(
         await assert_oci_error(response, 502, "UNAVAILABLE")
 
 
+async def test_an_answer_with_no_content_is_no_manifest_and_is_never_kept(
+    make_fake_upstream: FakeFactory, public_mirror: Callable[..., Awaitable[Client]]
+) -> None:
+    """A 204 under a manifest type is a 502, and the tag's next pull gets the real one."""
+    image = make_image(seed="hostile-no-content")
+    fake = await make_fake_upstream()
+
+    async def no_content(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204, headers={"Content-Type": image.media_type})
+
+    fake.route(MANIFEST_PATH, no_content)
+    client = await public_mirror(fake)
+    response = await client.get(MANIFEST_PATH, headers={"Accept": ACCEPT_ALL})
+    document = await assert_oci_error(response, 502, "UNAVAILABLE")
+    assert "204" in document["errors"][0]["message"], document
+    fake.route(MANIFEST_PATH, content(image.manifest, image.media_type))
+    response = await client.get(MANIFEST_PATH, headers={"Accept": ACCEPT_ALL})
+    assert response.status == 200
+    assert await response.read() == image.manifest
+
+
 # JSON nested deeper than Python's parser goes: a kilobyte or so of brackets.
 DEEP = b"[" * 20_000
 
