@@ -25,8 +25,16 @@ from yarl import URL
 
 from mirror import jsondoc
 from mirror.config.upstreams import UpstreamSettings
-from mirror.errors import Denied, MirrorError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from mirror.errors import (
+    Denied,
+    MirrorError,
+    UpstreamError,
+    UpstreamThrottled,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from mirror.flight import SingleFlight
+from mirror.upstream.headers import retry_after
 from mirror.upstream.pool import MAX_TOKEN_SIZE, Pool, read_limited
 from mirror.upstream.targets import RefusedAddress, TargetGuard, literal_address
 
@@ -204,6 +212,12 @@ class Authenticator:
             ):
                 if resp.status in (401, 403):
                     raise Denied(f"{what} refused the mirror's credentials")
+                if resp.status == 429:  # auth.docker.io throttles token requests of its own
+                    wait = retry_after(resp.headers.get("Retry-After"))
+                    raise UpstreamThrottled(
+                        f"{what} is rate limiting token requests",
+                        headers={"Retry-After": f"{wait:.0f}"},
+                    )
                 if resp.status != 200:
                     raise UpstreamError(f"{what} answered {resp.status}")
                 body = jsondoc.parse(

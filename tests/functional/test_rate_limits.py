@@ -13,7 +13,15 @@ from aiohttp.test_utils import TestClient
 
 from mirror.config import Settings, UpstreamSettings
 from tests.conftest import MirrorFromSettings
-from tests.faults import FakeFactory, FakeUpstream, RateLimit, rate_limited
+from tests.faults import (
+    FakeFactory,
+    FakeUpstream,
+    RateLimit,
+    bearer_auth,
+    content,
+    rate_limited,
+    status,
+)
 from tests.support.images import Image, make_image
 from tests.support.oci import ACCEPT_ALL, assert_oci_error
 
@@ -144,6 +152,22 @@ async def test_429_with_nothing_cached_reaches_the_client_with_retry_after(
     head = await client.head(TAG_PATH, headers={"Accept": ACCEPT_ALL})
     assert head.status == 429
     assert 0 < int(head.headers["Retry-After"]) <= 120
+
+
+async def test_a_throttled_token_service_reaches_the_client_as_429_with_retry_after(
+    hub_mirror: HubMirror, make_fake_upstream: FakeFactory
+) -> None:
+    """auth.docker.io limits token requests too: its 429 is the client's, with its wait."""
+    image = make_image(seed="ratelimit-token-429")
+    fake = await make_fake_upstream()
+    fake.route("/token", status(429, "TOOMANYREQUESTS", {"Retry-After": "120"}))
+    served = content(image.manifest, image.media_type)
+    fake.route(TAG_PATH, bearer_auth(f"{fake.url}/token", "hub", "t", "x", served))
+    client = await hub_mirror(fake)
+    response = await client.get(TAG_PATH, headers={"Accept": ACCEPT_ALL})
+    document = await assert_oci_error(response, 429, "TOOMANYREQUESTS")
+    assert "token" in document["errors"][0]["message"], document
+    assert response.headers["Retry-After"] == "120"
 
 
 async def test_429_with_a_cached_tag_is_served_stale(
