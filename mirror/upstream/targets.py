@@ -7,7 +7,9 @@ multicast or reserved addresses, written as literal IPs or as names that resolve
 its `allow_private_targets` says so. Names are checked on the addresses a connection actually
 uses: the session's resolver drops the refused ones, so a DNS answer that changes between a check
 and the connection cannot slip through. An upstream that is itself private (a site registry) may
-send the mirror anywhere.
+send the mirror anywhere but to a link-local address, where clouds serve their metadata (the
+host's credentials among it) and no registry keeps its storage: that too only with
+`allow_private_targets`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def is_public(address: IPAddress) -> bool:
         or address.is_link_local
         or address.is_unspecified
     )
+
+
+def is_link_local(address: IPAddress) -> bool:
+    """Whether an address is link-local (169.254.0.0/16, fe80::/10), mapped into IPv6 or not."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_link_local
 
 
 def literal_address(host: str | None) -> IPAddress | None:
@@ -88,6 +97,12 @@ class TargetGuard:
         """Whether targets must be public addresses."""
         return not self._allow_private and self._upstream_public is not False
 
+    def _refuses(self, address: IPAddress) -> bool:
+        """Whether a target other than the upstream's own host may not have this address."""
+        if self.restricted:
+            return not self._classify(address)
+        return not self._allow_private and is_link_local(address)
+
     def check(self, source: URL, target: URL, what: str) -> None:
         """Refuse a target (a redirect `Location`, a token realm) named by an answer from
         `source`: an unusable URL, a downgrade to http, or a refused literal address."""
@@ -99,28 +114,25 @@ class TargetGuard:
                 "the mirror does not leave https"
             )
         address = literal_address(target.host)
-        if address is not None and self.restricted and not self._classify(address):
+        if address is not None and target.host != self._host and self._refuses(address):
             raise UpstreamError(self._refusal(what, target.host, address))
 
     def admit(self, host: str, addresses: list[ResolveResult]) -> list[ResolveResult]:
         """The addresses of `host` a connection may use (see `GuardedResolver`)."""
-        classes = [self._classify(ipaddress.ip_address(a["host"])) for a in addresses]
+        parsed = [ipaddress.ip_address(a["host"]) for a in addresses]
         if host == self._host:
-            self._upstream_public = any(classes)
+            self._upstream_public = any(self._classify(a) for a in parsed)
             return addresses
-        if not self.restricted:
-            return addresses
-        kept = [a for a, public in zip(addresses, classes, strict=True) if public]
+        kept = [a for a, ip in zip(addresses, parsed, strict=True) if not self._refuses(ip)]
         if not kept and addresses:
-            first = ipaddress.ip_address(addresses[0]["host"])
-            raise RefusedAddress(self._refusal("target", host, first))
+            raise RefusedAddress(self._refusal("target", host, parsed[0]))
         return kept
 
     def _refusal(self, what: str, host: str, address: IPAddress) -> str:
         return (
             f"{self._name} sent the mirror to {host} ({address}), a {_kind(address)} address: "
-            f"refused for a public upstream (a {what}); set allow_private_targets = true "
-            f"for {self._name} to allow it"
+            f"refused{' for a public upstream' if self.restricted else ''} (a {what}); "
+            f"set allow_private_targets = true for {self._name} to allow it"
         )
 
 

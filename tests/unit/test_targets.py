@@ -67,10 +67,18 @@ def test_a_public_upstream_may_not_name_a_private_literal_address() -> None:
     guard("https://8.8.8.8").check(source, URL("https://1.1.1.1/blob"), "redirect")
 
 
-def test_a_private_upstream_may_name_any_address() -> None:
-    """A site registry on a private address redirects within its network."""
-    site = guard("https://10.0.0.5")
-    site.check(URL("https://10.0.0.5/v2/"), URL("https://169.254.169.254/x"), "redirect")
+def test_a_private_upstream_may_name_any_address_but_a_link_local_one() -> None:
+    """A site registry on a private address redirects within its network, but not to the
+    cloud's metadata service (link-local), unless allowed explicitly."""
+    site, source = guard("https://10.0.0.5"), URL("https://10.0.0.5/v2/")
+    for target in ("https://10.0.0.6/x", "https://127.0.0.1:9000/x", "https://[fc00::1]/x"):
+        site.check(source, URL(target), "redirect")
+    for target in ("https://169.254.169.254/latest", "https://[fe80::1]/x"):
+        with pytest.raises(UpstreamError, match=r"link-local.*allow_private_targets"):
+            site.check(source, URL(target), "redirect")
+        guard("https://10.0.0.5", allow_private=True).check(source, URL(target), "redirect")
+    on_link = guard("https://169.254.7.7")
+    on_link.check(URL("https://169.254.7.7/v2/"), URL("https://169.254.7.7/blob"), "redirect")
 
 
 def test_https_is_never_left() -> None:
@@ -104,6 +112,10 @@ def test_names_are_judged_by_the_addresses_they_resolve_to() -> None:
     site.admit("registry.internal", resolved("registry.internal", "10.0.0.5"))
     inside = resolved("cdn.internal", "10.0.0.6")
     assert site.admit("cdn.internal", inside) == inside
+    with pytest.raises(RefusedAddress, match="link-local"):
+        site.admit("metadata.internal", resolved("metadata.internal", "169.254.169.254"))
+    both = resolved("cdn.internal", "169.254.1.1", "10.0.0.7")
+    assert site.admit("cdn.internal", both) == both[1:]
 
 
 @pytest.mark.parametrize(
