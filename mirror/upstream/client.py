@@ -308,6 +308,10 @@ class UpstreamClient:
             raise _unauthorized(self.name, repo, resp.headers.get("WWW-Authenticate"), message)
         if status == 403:
             raise Denied(message or f"{self.name} denied access to {repo}")
+        if status == 503:
+            # Unavailable for a while: the client may wait as long as the upstream says.
+            wait = {"Retry-After": f"{retry:.0f}"} if "Retry-After" in resp.headers else None
+            raise UpstreamUnavailable(f"{self.name} answered 503", headers=wait)
         if status >= 500:
             raise UpstreamError(f"{self.name} answered {status}")
         raise UpstreamError(f"{self.name} answered {status} unexpectedly")

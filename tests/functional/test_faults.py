@@ -162,7 +162,7 @@ async def test_wrong_manifest_bytes_for_a_digest_are_refused(
         (429, "TOOMANYREQUESTS", (429,)),
         (500, "UNKNOWN", (502, 503)),
         (502, "UNAVAILABLE", (502, 503)),
-        (503, "UNAVAILABLE", (502, 503)),
+        (503, "UNAVAILABLE", (503,)),
     ],
 )
 @pytest.mark.parametrize("kind", ["tag", "blob"])
@@ -174,7 +174,8 @@ async def test_throttled_or_failing_upstream_with_nothing_cached_is_an_oci_error
     expected: tuple[int, ...],
     kind: str,
 ) -> None:
-    """Upstream trouble becomes 429 TOOMANYREQUESTS or 502/503, never a 500 or a traceback."""
+    """Upstream trouble becomes 429 TOOMANYREQUESTS or 502/503, never a 500 or a traceback; a
+    429 or 503 passes on how long to wait."""
     fake = await make_fake_upstream()
     path = "/v2/lib/flaky/manifests/v1" if kind == "tag" else BLOB_PATH
     fake.route(path, status(code, oci_code, {"Retry-After": "30"}))
@@ -183,6 +184,8 @@ async def test_throttled_or_failing_upstream_with_nothing_cached_is_an_oci_error
     codes = ("TOOMANYREQUESTS",) if code == 429 else ("UNAVAILABLE", "UNKNOWN")
     assert response.status in expected, (response.status, await response.text())
     await assert_oci_error(response, response.status, *codes)
+    if code in (429, 503):
+        assert response.headers.get("Retry-After") == "30"
 
 
 @pytest.mark.parametrize("kind", ["tag", "blob", "blob-head"])
