@@ -11,14 +11,13 @@ from yarl import URL
 
 from mirror.api.keys import ACCESS, LOCAL, USER
 from mirror.auth.access import PULL
-from mirror.pullthrough.listings import page_size, paginate
+from mirror.pullthrough.listings import page_size
 
 
 async def catalog(request: web.Request) -> web.Response:
     n = page_size(request.query.get("n"))
     may_pull = functools.partial(request.app[ACCESS].allows, request.get(USER), PULL)
-    names = await request.app[LOCAL].catalog.repositories(may_pull)
-    page = paginate(names, n, request.query.get("last"))
+    page = await request.app[LOCAL].catalog.page(may_pull, n, request.query.get("last"))
     headers = {"Content-Type": "application/json"}
     if page.more:
         following = {"n": str(n), "last": page.tags[-1]}

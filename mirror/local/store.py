@@ -31,6 +31,7 @@ from typing import Any
 
 from mirror.errors import DigestInvalid
 from mirror.oci.digest import Digest
+from mirror.storage.catalog import CatalogStamp
 from mirror.storage.layout import CacheLayout, write_atomically
 
 
@@ -102,6 +103,9 @@ class LocalStore:
     def __init__(self, layout: CacheLayout) -> None:
         self._layout = layout
         self.root = layout.root / "local"
+        # The catalog lists the repositories that hold a manifest: adding or removing one
+        # replaces its stamp.
+        self._catalog = CatalogStamp(layout)
 
     def _repo(self, registry: str, repo: str) -> Path:
         return self.root / registry / repo
@@ -156,6 +160,7 @@ class LocalStore:
             write_atomically(self._layout, entry, json.dumps(referrer).encode())
         path = self._revision(registry, repo, digest)
         write_atomically(self._layout, path, revision.to_json())
+        self._catalog.change()
 
     def remove_revision(self, registry: str, repo: str, digest: Digest) -> Revision | None:
         """Forget a pushed manifest (and its referrers entry); None if it was not there."""
@@ -164,6 +169,7 @@ class LocalStore:
             return None
         with contextlib.suppress(FileNotFoundError):
             self._revision(registry, repo, digest).unlink()
+        self._catalog.change()
         if found.subject is not None:
             entry = self._referrers(registry, repo, found.subject) / _entry_name(digest)
             entry.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from mirror.errors import DigestInvalid, StorageUnavailable, TagInvalid
 from mirror.oci.digest import Digest
 from mirror.oci.names import validate_tag
 from mirror.storage.backend import TagBackend
+from mirror.storage.catalog import CatalogStamp
 from mirror.storage.layout import CacheLayout, write_atomically
 
 _TAGS = "_tags"
@@ -65,11 +66,13 @@ class TagEntry:
 class TagStore:
     """Tag records and tag lists under `tags/<registry>/<repository>/`; with a `shared` store
     behind the directory (the bucket), what the directory lacks is read from there (and kept),
-    and what is written goes there too."""
+    and what is written goes there too. Every record or list written or removed replaces the
+    catalog's stamp, since the catalog lists repositories by them."""
 
     def __init__(self, layout: CacheLayout, shared: TagBackend | None = None) -> None:
         self._layout = layout
         self._shared = shared
+        self._catalog = CatalogStamp(layout)
 
     async def get(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
         found = await asyncio.to_thread(self._read, upstream, repo, tag)
@@ -92,6 +95,7 @@ class TagStore:
     def _write(self, upstream: str, repo: str, tag: str, record: TagRecord) -> None:
         data = json.dumps(asdict(record)).encode()
         write_atomically(self._layout, self._layout.tag(upstream, repo, tag), data)
+        self._catalog.change()
 
     def _read(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
         return _read_record(self._layout.tag(upstream, repo, tag))
@@ -152,6 +156,7 @@ class TagStore:
             # The repository's last tag went: its tag list is kept for cached repositories only.
             with contextlib.suppress(OSError):
                 self._layout.tag_list(entry.registry, entry.repo).unlink()
+        self._catalog.change()
         return True
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:
@@ -184,6 +189,7 @@ class TagStore:
             return False
         data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
         write_atomically(self._layout, self._layout.tag_list(upstream, repo), data)
+        self._catalog.change()
         return True
 
     def _has_tags(self, upstream: str, repo: str) -> bool:
