@@ -87,7 +87,7 @@ class ListingService:
         log.note_cache("miss")
         try:
             # Kept only for a repository the cache holds tags of: any client may list any
-            # name, and an upstream may answer each with 16 MiB, which no cap counts.
+            # name, and no size cap counts these files (each is bounded: MAX_KEPT_LIST).
             if await self._tags.recorded(upstream.name, repo):
                 await self._tags.put_list(upstream.name, repo, tags)
         except OSError as e:  # a full disk costs the fallback, not this answer

@@ -27,6 +27,10 @@ _TAGS = "_tags"
 _PULLS = "_pulls"
 # The latest last pull a record may hold: 9999-12-31T23:59:59Z, the last second a date shows.
 _LATEST = 253_402_300_799.0
+# The most a kept tag list takes (its JSON): no size cap counts these files, so each is bounded
+# instead, at what real repositories need (Docker Hub's largest list some tens of thousands of
+# tags, 1-2 MiB). A longer list is served but not kept.
+MAX_KEPT_LIST = 2 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,10 @@ class TagStore:
         return found
 
     async def put_list(self, upstream: str, repo: str, tags: list[str]) -> None:
-        """Store the repository's tag list, unless it is the one already stored."""
+        """Store the repository's tag list, unless it is the one already stored. One too long
+        to keep (`tag_list_document`) is not, and the list kept before goes, here and in the
+        shared store: when the upstream cannot answer, the tags the cache holds are listed
+        rather than a list known to be out of date."""
         changed = await asyncio.to_thread(self._write_list, upstream, repo, tags)
         if changed and self._shared is not None:
             with _unless_unavailable("tag lists"):
@@ -187,8 +194,14 @@ class TagStore:
     def _write_list(self, upstream: str, repo: str, tags: list[str]) -> bool:
         if self._read_list(upstream, repo) == tags:
             return False
-        data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
-        write_atomically(self._layout, self._layout.tag_list(upstream, repo), data)
+        path = self._layout.tag_list(upstream, repo)
+        data = tag_list_document(tags)
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                self._catalog.change()
+            return True  # the shared store may hold one too
+        write_atomically(self._layout, path, data)
         self._catalog.change()
         return True
 
@@ -252,6 +265,13 @@ def parse_record(data: bytes) -> TagRecord | None:
         return TagRecord(str(raw["digest"]), str(raw["media_type"]), float(raw["fetched_at"]))
     except (ValueError, KeyError, TypeError, DigestInvalid):
         return None
+
+
+def tag_list_document(tags: list[str]) -> bytes | None:
+    """A repository's tag list as it is stored (JSON, with when it was fetched), or None when
+    longer than MAX_KEPT_LIST: not kept."""
+    data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
+    return None if len(data) > MAX_KEPT_LIST else data
 
 
 def parse_tag_list(data: bytes) -> list[str] | None:

@@ -208,3 +208,27 @@ async def test_lists_of_repositories_the_cache_does_not_hold_are_not_kept(
     (entry,) = [e for e in store.iter_tags() if e.repo == "lib/app"]
     assert store.remove(entry)
     assert not kept.exists()
+
+
+async def test_a_list_too_long_to_keep_is_served_but_not_kept(
+    make_mirror: MirrorFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """A list of some 100,000 tags (3 MiB of JSON, past what any real repository has) is
+    served whole but not kept, and the shorter list kept before it goes: an outage then
+    lists the tags the cache holds."""
+    fake = await make_fake_upstream()
+    fake.route(LIST, careless(TAGS))
+    image = make_image(seed="tags-too-many")
+    fake.route("/v2/lib/app/manifests/a1", content(image.manifest, image.media_type))
+    client = await make_mirror(fake)
+    pulled = await client.get("/v2/lib/app/manifests/a1", headers={"Accept": ACCEPT_ALL})
+    assert pulled.status == 200
+    assert await tags_of(client, LIST) == TAGS
+    kept = cache_dir / "tags" / "docker.io" / "lib" / "app" / "_list"
+    assert kept.exists()
+    many = [f"nightly-{i:06d}-{'0' * 16}" for i in range(100_000)]
+    fake.route(LIST, careless(many))
+    assert await tags_of(client, LIST) == many
+    assert not kept.exists()
+    fake.route(LIST, status(503, "UNAVAILABLE"))
+    assert await tags_of(client, LIST) == ["a1"]

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from mirror.oci.digest import Digest
 from mirror.storage.manifests import StoredManifest
 from mirror.storage.s3.bucket import Bucket
-from mirror.storage.tags import TagRecord, parse_record, parse_tag_list
+from mirror.storage.tags import TagRecord, parse_record, parse_tag_list, tag_list_document
 
 _JSON = "application/json"
 
@@ -80,5 +80,10 @@ class S3Tags:
         return None if found is None else parse_tag_list(found[0])
 
     async def put_list(self, upstream: str, repo: str, tags: list[str]) -> None:
-        data = json.dumps({"tags": tags, "fetched_at": time.time()}).encode()
-        await self._bucket.put(self._key(upstream, repo, "_list"), data, _JSON)
+        """Store the list; one too long to keep is not, and the list kept before goes."""
+        key = self._key(upstream, repo, "_list")
+        data = tag_list_document(tags)
+        if data is None:
+            await self._bucket.delete(key)  # DeleteObject of no object succeeds
+        else:
+            await self._bucket.put(key, data, _JSON)
