@@ -105,6 +105,7 @@ async def _services(
             services.layout,
             services.blob_store,
             services.manifest_store,
+            clock=clock,
         )
         await local.start()
         schedule = None

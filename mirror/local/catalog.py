@@ -8,7 +8,8 @@ tag of it was pulled (a pull by digest alone leaves no name behind).
 Listing them is a walk of `tags/` and `local/`, which on a large cache takes a good part of a
 second: each process keeps the sorted listing of its last walk, and walks again only once the
 catalog's stamp changed (a tag cached or removed, a manifest pushed or deleted, by any process
-on the cache directory), one walk at a time, shared by every request that waits for it.
+on the cache directory), or after a minute, one walk at a time, shared by every request that
+waits for it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +28,17 @@ from mirror.pullthrough.listings import TagPage, paginate
 from mirror.storage.catalog import CatalogStamp, cached_repositories
 from mirror.storage.layout import CacheLayout
 
+# A listing is walked again after this long even with the stamp unchanged: what changed without
+# replacing it (files edited by hand, a release from before the stamp sharing the directory)
+# shows within it, at the cost of a walk a minute.
+MAX_AGE = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class _Listing:
     names: tuple[str, ...]  # sorted
     stamp: bytes  # the catalog's stamp, read before the walk
+    taken: float  # when the walk began (by the clock)
     walk: int  # which of this process's walks took it
 
 
@@ -43,12 +51,15 @@ class Catalog:
         store: LocalStore,
         upstreams: Sequence[UpstreamSettings],
         local: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._layout = layout
         self._store = store
         self._upstreams = tuple(upstreams)
         self._local = tuple(local)
         self._stamp = CatalogStamp(layout)
+        self._clock = clock
         self._listing: _Listing | None = None
         self._walks = 0  # begun in this process
         self._flight = SingleFlight[str, _Listing](note=False)
@@ -66,25 +77,32 @@ class Catalog:
         return paginate(list(itertools.islice(allowed, None if n is None else n + 1)), n, None)
 
     async def _names(self) -> tuple[str, ...]:
-        """The sorted listing as of this call: the last walk's while no change was made
-        since it read the stamp; else that of a walk begun after this call (one begun before
-        may have missed a change made meanwhile)."""
+        """The sorted listing as of this call: the last walk's while it is current; else
+        that of a walk begun after this call (one begun before may have missed a change made
+        meanwhile)."""
         walks_before = self._walks
         stamp = self._stamp.read()
         listing = self._listing
-        while listing is None or (listing.stamp != stamp and listing.walk <= walks_before):
+        while listing is None or (
+            listing.walk <= walks_before and not self._current(listing, stamp)
+        ):
             listing = await self._flight.run("walk", self._walk)
         return listing.names
+
+    def _current(self, listing: _Listing, stamp: bytes) -> bool:
+        """Whether no change was made since the listing's walk read the stamp, as far as the
+        stamp and the listing's age tell."""
+        return listing.stamp == stamp and self._clock() - listing.taken < MAX_AGE
 
     async def _walk(self) -> _Listing:
         self._walks += 1
         walk = self._walks
         # The stamp before the walk: a change made during it replaces the stamp after the
         # walk read it, so the next request walks again.
-        stamp = self._stamp.read()
+        stamp, taken = self._stamp.read(), self._clock()
         names = await asyncio.to_thread(self._repositories)
         # One walk at a time (the single flight): the last to end is the last begun.
-        self._listing = _Listing(names, stamp, walk)
+        self._listing = _Listing(names, stamp, taken, walk)
         return self._listing
 
     def _repositories(self) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ class LocalRegistry:
         # tags: a copy in a bucket behind the directory would outlive the tag's deletion.
         self.manifests = LocalManifests(self.store, manifests, TagStore(layout), blobs)
         names = [n.name for n in settings.local]
-        self.catalog = Catalog(layout, self.store, settings.upstreams, names)
+        self.catalog = Catalog(layout, self.store, settings.upstreams, names, clock=clock)
         self._enabled = bool(names)
         self._expiry = settings.upload_expiry
         self._clock = clock

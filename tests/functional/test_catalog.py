@@ -5,6 +5,8 @@ listing as the distribution spec says."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,13 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 import mirror.local.catalog
+from mirror.app import create_app
+from mirror.config import Settings, UpstreamSettings
 from mirror.storage.layout import CacheLayout
 from mirror.storage.tags import TagStore
 from tests.conftest import LocalMirrorFactory, MirrorFactory, Seeded
+from tests.support import storage
+from tests.support.cache import Clock
 from tests.support.cli import mirror_cli
 from tests.support.images import make_image
 from tests.support.mirror_process import start_mirror
@@ -111,6 +117,36 @@ async def test_what_another_process_caches_or_removes_is_listed_at_once(
         assert len(walks) == 3
     finally:
         other.stop()
+
+
+async def test_a_change_that_left_the_stamp_alone_is_listed_within_a_minute(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+    registry: Registry,
+    seeded: Seeded,
+    cache_dir: Path,
+    walks: list[str],
+) -> None:
+    """A tag record written by hand (or by a release from before the catalog's stamp) is not
+    in the listing at once, but is once the listing is a minute old."""
+    clock = Clock()
+    settings = Settings(
+        cache_dir=cache_dir, upstreams=(UpstreamSettings(default=True, url=registry.url),)
+    )
+    client = await aiohttp_client(create_app(storage.current().applied(settings), clock=clock))
+    assert await listed(client) == []
+    record = {
+        "digest": seeded.schema2.digest,
+        "media_type": seeded.schema2.media_type,
+        "fetched_at": clock.now,
+    }
+    by_hand = cache_dir / "tags" / "docker.io" / "by" / "hand" / "_tags" / "v1"
+    by_hand.parent.mkdir(parents=True)
+    by_hand.write_text(json.dumps(record))
+    clock.advance(59)
+    assert await listed(client) == []
+    clock.advance(2)
+    assert await listed(client) == ["docker.io/by/hand"]
+    assert len(walks) == 2
 
 
 async def test_pages_count_only_what_the_caller_may_pull(
