@@ -70,8 +70,8 @@ class TagEntry:
 class TagStore:
     """Tag records and tag lists under `tags/<registry>/<repository>/`; with a `shared` store
     behind the directory (the bucket), what the directory lacks is read from there (and kept),
-    and what is written goes there too. Every record or list written or removed replaces the
-    catalog's stamp, since the catalog lists repositories by them."""
+    and what is written goes there too. A repository's first tag and its last one's removal
+    replace the catalog's stamp, since the catalog lists repositories by them."""
 
     def __init__(self, layout: CacheLayout, shared: TagBackend | None = None) -> None:
         self._layout = layout
@@ -98,8 +98,11 @@ class TagStore:
 
     def _write(self, upstream: str, repo: str, tag: str, record: TagRecord) -> None:
         data = json.dumps(asdict(record)).encode()
-        write_atomically(self._layout, self._layout.tag(upstream, repo, tag), data)
-        self._catalog.change()
+        path = self._layout.tag(upstream, repo, tag)
+        new = not path.exists()
+        write_atomically(self._layout, path, data)
+        if new:  # perhaps the repository's first: revalidations leave the catalog as it is
+            self._catalog.change()
 
     def _read(self, upstream: str, repo: str, tag: str) -> TagRecord | None:
         return _read_record(self._layout.tag(upstream, repo, tag))
@@ -160,7 +163,7 @@ class TagStore:
             # The repository's last tag went: its tag list is kept for cached repositories only.
             with contextlib.suppress(OSError):
                 self._layout.tag_list(entry.registry, entry.repo).unlink()
-        self._catalog.change()
+            self._catalog.change()
         return True
 
     async def get_list(self, upstream: str, repo: str) -> list[str] | None:
@@ -199,10 +202,8 @@ class TagStore:
         if data is None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-                self._catalog.change()
             return True  # the shared store may hold one too
         write_atomically(self._layout, path, data)
-        self._catalog.change()
         return True
 
     def _has_tags(self, upstream: str, repo: str) -> bool:
