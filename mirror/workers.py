@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import os
 import select
 import signal
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from mirror import log
 from mirror.config import Settings
-from mirror.metrics.serving import forget_worker
+from mirror.metrics.serving import SLOT_ENV, forget_worker
 
 RESTART_DELAY = 1.0
 READY_TIMEOUT = 60.0  # for a new worker to accept connections during a rolling restart
@@ -93,6 +94,7 @@ def inherited_socket() -> tuple[socket.socket, Callable[[], None]] | None:
 class _Worker:
     process: subprocess.Popen[bytes]
     ready_fd: int  # read end of the pipe the worker writes one byte to once it accepts
+    slot: int  # no other running worker's: its metrics are counted in files of that name
 
 
 class Supervisor:
@@ -144,7 +146,8 @@ class Supervisor:
     def _spawn(self) -> _Worker:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         supervisor = os.getpid()
-        env = {**os.environ, WORKER_FDS: f"{self._sock.fileno()},{ready_w}"}
+        slot = self._free_slot()
+        env = {**os.environ, WORKER_FDS: f"{self._sock.fileno()},{ready_w}", SLOT_ENV: str(slot)}
         try:
             process = subprocess.Popen(
                 self._command,
@@ -155,9 +158,15 @@ class Supervisor:
             )
         finally:
             os.close(ready_w)
-        worker = _Worker(process, ready_r)
+        worker = _Worker(process, ready_r, slot)
         self._workers[process.pid] = worker
         return worker
+
+    def _free_slot(self) -> int:
+        """The lowest slot no worker holds: a worker that has exited (and been forgotten) gives
+        its slot to the next, so the slots are as many as workers ever ran at once."""
+        taken = {worker.slot for worker in (*self._workers.values(), *self._retiring.values())}
+        return next(slot for slot in itertools.count() if slot not in taken)
 
     def _wait(self, fds: list[int], timeout: float) -> list[int]:
         """Sleep until a signal arrives, one of `fds` is readable, or `timeout` passes."""
@@ -176,14 +185,14 @@ class Supervisor:
             if worker.process.poll() is not None:
                 del self._retiring[pid]
                 os.close(worker.ready_fd)
-                forget_worker(pid)
+                forget_worker(worker.slot)
         for pid, worker in list(self._workers.items()):
             status = worker.process.poll()
             if status is None:
                 continue
             del self._workers[pid]
             os.close(worker.ready_fd)
-            forget_worker(pid)
+            forget_worker(worker.slot)
             if self._stopping:
                 continue
             log.get_logger().error("worker died; restarting", pid=pid, status=status)
@@ -206,6 +215,7 @@ class Supervisor:
                     pid=new.process.pid,
                     status=new.process.wait(),
                 )
+                forget_worker(new.slot)
                 return
             del self._workers[worker.process.pid]
             self._retiring[worker.process.pid] = worker

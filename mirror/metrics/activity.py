@@ -2,7 +2,8 @@
 
 Both are kept in memory and bounded (image names would make a metric's labels unbounded). Each
 worker of `--workers N` writes a small snapshot of its own into the directory the workers share
-for their metrics, and the page adds them up, so whichever worker answers shows them all.
+for their metrics, and the page adds them up, so whichever worker answers shows them all. A
+worker that takes a dead one's slot starts from its snapshot, so what that one counted stays.
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ class Activity:
     ) -> None:
         self._max_images = max_images
         self._clock = clock
-        self._pulls: dict[tuple[str, str], int] = {}
+        self._pulls: dict[str, int] = {}  # by registry/repository
         self._misses: deque[Miss] = deque(maxlen=recent)
         self.changed = False
 
     def pulled(self, registry: str, repo: str) -> None:
-        key = (registry, repo)
-        self._pulls[key] = self._pulls.get(key, 0) + 1
+        self._add(f"{registry}/{repo}", 1)
         self.changed = True
+
+    def _add(self, image: str, count: int) -> None:
+        self._pulls[image] = self._pulls.get(image, 0) + count
         if len(self._pulls) > self._max_images:
             kept = heapq.nlargest(self._max_images // 2, self._pulls.items(), key=_count)
             self._pulls = dict(kept)
@@ -67,12 +70,19 @@ class Activity:
         """What this process knows, as JSON-ready data: its most pulled images, latest misses."""
         top = heapq.nlargest(images, self._pulls.items(), key=_count)
         return {
-            "pulls": [[f"{registry}/{repo}", count] for (registry, repo), count in top],
+            "pulls": [[image, count] for image, count in top],
             "misses": [asdict(miss) for miss in self._misses],
         }
 
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Start from a snapshot: the one a dead worker left in the slot this one took."""
+        merged = merge([snapshot], images=self._max_images, recent=self._misses.maxlen or 0)
+        for image, count in merged.pulls:
+            self._add(image, count)
+        self._misses.extend(reversed(merged.misses))  # oldest first, as they happened
 
-def _count(item: tuple[tuple[str, str], int]) -> int:
+
+def _count(item: tuple[str, int]) -> int:
     return item[1]
 
 
@@ -102,17 +112,26 @@ def merge(
     return Merged(top, latest)
 
 
-def write_snapshot(directory: Path, pid: int, snapshot: dict[str, Any]) -> None:
-    """Replace this process's snapshot file at once (readers never see half of one)."""
-    final = directory / f"{_PREFIX}{pid}.json"
-    part = directory / f".{_PREFIX}{pid}.json.part"
+def write_snapshot(directory: Path, slot: str, snapshot: dict[str, Any]) -> None:
+    """Replace this worker's snapshot file at once (readers never see half of one)."""
+    final = directory / f"{_PREFIX}{slot}.json"
+    part = directory / f".{_PREFIX}{slot}.json.part"
     part.write_bytes(json.dumps(snapshot).encode())
     os.replace(part, final)
 
 
-def read_snapshots(directory: Path, but: int) -> list[dict[str, Any]]:
-    """Every process's snapshot except `but`'s (the caller's own, which it has fresher),
-    including those of workers that have exited: their pulls still count since the start."""
+def read_snapshot(directory: Path, slot: str) -> dict[str, Any]:
+    """The snapshot last written in `slot` (empty if none)."""
+    with contextlib.suppress(OSError, ValueError):
+        found = json.loads((directory / f"{_PREFIX}{slot}.json").read_bytes())
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+def read_snapshots(directory: Path, but: str) -> list[dict[str, Any]]:
+    """Every slot's snapshot except `but`'s (the caller's own, which it has fresher); a slot
+    whose worker died holds its counts until another worker takes it over."""
     found = []
     for path in directory.glob(f"{_PREFIX}*.json"):
         if path.name == f"{_PREFIX}{but}.json":

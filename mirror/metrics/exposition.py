@@ -1,10 +1,11 @@
 """Reading the metrics out: the Prometheus text for `/metrics` and the same samples for the
 status page, so the two always agree.
 
-With several workers, the values come from every worker's files in the shared directory (live
-workers and exited ones: counters count since the start), and each worker writes its counts,
-its gauges and its activity snapshot there once a second. A few values are read only when
-asked: the file system under the cache, and the cache's own size and cap when it measures them.
+With several workers, the values come from every slot's files in the shared directory (those of
+running workers, which hold the counts of the workers they replaced: counters count since the
+start), and each worker writes its counts, its gauges and its activity snapshot there once a
+second. A few values are read only when asked: the file system under the cache, and the cache's
+own size and cap when it measures them.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class Exposition:
         directory = self.metrics.directory
         if directory is None:
             return merge([own])
-        others = await asyncio.to_thread(read_snapshots, directory, os.getpid())
+        others = await asyncio.to_thread(read_snapshots, directory, self.metrics.slot)
         return merge([own, *others])
 
 
@@ -121,7 +122,7 @@ class Publisher:
         metrics.activity.changed = False
         snapshot = metrics.activity.snapshot()
         with contextlib.suppress(OSError):  # a full /tmp costs the page, not the server
-            await asyncio.to_thread(write_snapshot, directory, os.getpid(), snapshot)
+            await asyncio.to_thread(write_snapshot, directory, metrics.slot, snapshot)
 
     async def close(self) -> None:
         if self._task is None:

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, values
 
 from mirror.log import RequestFacts
 from mirror.meta.redis import RedisStore
 from mirror.meta.store import MetadataStore
-from mirror.metrics.activity import Activity
+from mirror.metrics.activity import Activity, read_snapshot
 from mirror.metrics.families import Families
-from mirror.metrics.serving import MULTIPROCESS_ENV
+from mirror.metrics.serving import MULTIPROCESS_ENV, worker_slot
 from mirror.metrics.upstream import UpstreamMetrics
 from mirror.pullthrough.running_fills import Fills
 from mirror.pullthrough.slots import FillSlots
@@ -52,7 +52,9 @@ class Metrics:
     `kinds` maps the canonical path of `/v2/` routes to the kind of request they take; other
     routes under `/v2/` are "other", and requests outside it (health probes, the admin
     endpoints, unknown paths) are not counted. `directory` is the
-    directory several worker processes add their values up in, or None for one process.
+    directory several worker processes add their values up in, or None for one process; there
+    this one's values are in the files of its slot, which it takes over from the worker that had
+    it before (counters go on from that one's counts).
     """
 
     def __init__(
@@ -67,10 +69,17 @@ class Metrics:
                 f"prometheus_client was imported before {MULTIPROCESS_ENV} was set: "
                 "the workers' values would not add up"
             )
+        self.slot = worker_slot()
+        if directory is not None:
+            # Before any family: each value opens its file when it is made. prometheus_client
+            # leaves this factory unannotated.
+            values.ValueClass = values.MultiProcessValue(lambda: self.slot)  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.families = families = Families(self.registry, redis=redis)
         self.activity = Activity()
         self.directory = directory
+        if directory is not None:
+            self.activity.restore(read_snapshot(directory, self.slot))
         # The cache's own measure, once it keeps one; the status page says "not measured".
         self.cache_usage: Callable[[], CacheUsage | None] = lambda: None
         self._kinds = kinds
@@ -84,7 +93,8 @@ class Metrics:
         self._counters: dict[tuple[str, int, str | None], Counter] = {}
         self._upstreams: dict[str, UpstreamMetrics] = {}
         self._sources: _Sources | None = None
-        families.started.set(time.time())
+        if not _value(families.started):  # a slot keeps its first worker's start
+            families.started.set(time.time())
 
     def upstream(self, registry: str) -> UpstreamMetrics:
         """The stats one upstream reports to (`mirror.metrics.hooks.UpstreamStats`)."""
@@ -179,3 +189,9 @@ class Metrics:
             if cache not in self._served:  # a cache result this version does not name
                 self._served[cache] = self.families.served_bytes.labels(cache or "none")
             self._served[cache].inc(count)
+
+
+def _value(gauge: Gauge) -> float:
+    """A gauge's value in this process (with several workers, what its slot's file holds)."""
+    (family,) = gauge.collect()
+    return float(family.samples[0].value)

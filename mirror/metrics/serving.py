@@ -3,11 +3,14 @@
 With `--workers N`, prometheus_client's multiprocess mode adds the workers' values up: each
 worker writes its own into files in one directory, named by `PROMETHEUS_MULTIPROC_DIR`, which
 must be set before a worker first imports prometheus_client (the library picks its mode then).
-The supervisor makes a fresh directory for it, hands it down in the environment, forgets each
-worker that exits (its live gauges go, its counters stay: they count since the start) and
-removes the directory when it stops. It holds a lock on the directory while it runs, so one
-left behind by a supervisor killed outright is known as such, and removed by the next to start.
-This module imports no metrics library itself.
+The supervisor makes a fresh directory for it, hands it down in the environment with each
+worker's slot, forgets each worker that exits (its live gauges go, its counters stay: they count
+since the start) and removes the directory when it stops. The files are named by slot, not by
+process: a worker started in a dead one's place takes its slot over and counts on in its files,
+so the directory, and the work of every scrape, stays that of the workers running however often
+they are replaced. The supervisor holds a lock on the directory while it runs, so one left
+behind by a supervisor killed outright is known as such, and removed by the next to start. This
+module imports no metrics library itself.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from mirror.config import ConfigError, Settings
 
 # prometheus_client's own variable.
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Set by the supervisor for each worker: a number no other running worker has.
+SLOT_ENV = "MIRROR_METRICS_SLOT"
 PREFIX = "mirror-metrics-"
 LOCK = ".lock"
 
@@ -33,6 +38,12 @@ def shared_directory() -> Path | None:
     """The directory this process's values are added up in with other workers', if any."""
     found = os.environ.get(MULTIPROCESS_ENV)
     return Path(found) if found else None
+
+
+def worker_slot() -> str:
+    """What this process's files in the shared directory are named by: its slot as a worker
+    (its pid outside a supervisor, where no other process takes its place)."""
+    return os.environ.get(SLOT_ENV) or str(os.getpid())
 
 
 @contextmanager
@@ -71,14 +82,15 @@ def _remove_abandoned(parent: Path) -> None:
             continue  # no lock file yet (being made), or its supervisor holds the lock
 
 
-def forget_worker(pid: int) -> None:
-    """A worker exited: its live gauges (downloads, slots, circuits) no longer count."""
+def forget_worker(slot: int) -> None:
+    """The worker of `slot` exited: its live gauges (downloads, slots, circuits) no longer
+    count. Called before the slot is given to another, which would start from them."""
     directory = shared_directory()
     if directory is None:
         return
     from prometheus_client import multiprocess  # after the directory is set: see above
 
-    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+    multiprocess.mark_process_dead(slot, str(directory))  # type: ignore[no-untyped-call]
 
 
 def check_admin_address(settings: Settings) -> None:

@@ -4,11 +4,14 @@ dies leaves its counts and takes its live gauges with it, and the shared directo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -145,9 +148,107 @@ async def test_two_workers_add_up_and_forget_the_dead(
                     break
                 await asyncio.sleep(0.1)
             assert not set(_workers(server.daemon.pid)) & before
-            left = [p.name for p in _files(shared[0], "gauge_live*")]
-            assert not [name for name in left if any(name.endswith(f"_{pid}.db") for pid in before)]
+            # The replacements take the dead workers' slots, and start their gauges afresh.
+            left = {p.name for p in _files(shared[0], "gauge_live*")}
+            assert left <= {f"gauge_{m}_{n}.db" for m in ("livesum", "livemax") for n in (0, 1)}
     finally:
         stall.resume.set()
         await asyncio.to_thread(server.stop)
     assert not _files(scratch), "the supervisor removes the shared directory when it stops"
+
+
+async def _pull_from_each(
+    session: aiohttp.ClientSession, server: MirrorServer, workers: set[int]
+) -> int:
+    """Pull the manifest, a connection each, until every one of `workers` has served some
+    (so each has made its metrics); how many pulls that took."""
+    sent, mark = 0, server.log_size()
+    while sent < 400:
+        for _ in range(10):
+            async with session.get(server.url + MANIFEST_PATH) as response:
+                assert response.status == 200
+                assert await response.read() == MANIFEST
+        sent += 10
+        lines = await asyncio.to_thread(server.entries, mark)
+        if workers <= {_pid_of(e["request_id"]) for e in lines if e.get("event") == "request"}:
+            return sent
+    raise AssertionError(f"{sent} pulls did not reach each of {workers}")
+
+
+async def _published(shared: Path, pulls: int) -> None:
+    """Wait until the workers' activity files hold `pulls` (each writes its own once a second;
+    a scrape flushes the counters of the worker it reaches at once, not its file)."""
+    for _ in range(50):
+        found = 0
+        for path in _files(shared, "activity_*.json"):
+            with contextlib.suppress(OSError, ValueError):
+                found += sum(count for _, count in json.loads(path.read_bytes())["pulls"])
+        if found == pulls:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{found} pulls published, not {pulls}")
+
+
+async def _replaced(supervisor: int, before: set[int]) -> set[int]:
+    """The workers once as many as `before` have all been replaced."""
+    for _ in range(150):
+        now = set(_workers(supervisor))
+        if len(now) == len(before) and not now & before:
+            return now
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"workers {before} were not replaced: {_workers(supervisor)}")
+
+
+async def test_replaced_workers_count_on_in_their_slots(
+    make_fake_upstream: FakeFactory, tmp_path: Path, scratch: Path
+) -> None:
+    """Workers killed and replaced again and again, then restarted one by one: the counts, the
+    start time and the status page's pulls go on from where they were, and the shared directory
+    holds the files of as many workers as ran at once, not of every worker that ever ran (each
+    scrape reads them all)."""
+    fake = await make_fake_upstream()
+    fake.route(MANIFEST_PATH, content(MANIFEST, "application/vnd.oci.image.manifest.v1+json"))
+    admin_port = free_port()
+    args = ["--workers", "2", "--admin-listen", f"127.0.0.1:{admin_port}"]
+    server = await asyncio.to_thread(
+        MirrorServer.start, tmp_path / "mirror", fake.url, tag_ttl=300, extra_args=args
+    )
+    admin = f"http://127.0.0.1:{admin_port}"
+    supervisor = server.daemon.pid
+    try:
+        (shared,) = _files(scratch, "mirror-metrics-*")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            workers = set(_workers(supervisor))
+            sent = await _pull_from_each(s, server, workers)
+            first = await _until(s, admin, lambda f: f.total("mirror_requests_total") == sent)
+            started = first.get("mirror_start_time_seconds")
+            files = {p.name for p in _files(shared, "*.db")}
+            for _ in range(3):
+                await _published(shared, sent)  # what a kill would lose is not the point
+                for pid in workers:
+                    os.kill(pid, signal.SIGKILL)
+                workers = await _replaced(supervisor, workers)
+                sent += await _pull_from_each(s, server, workers)
+                await _until(s, admin, lambda f, n=sent: f.total("mirror_requests_total") == n)
+            assert {p.name for p in _files(shared, "*.db")} == files
+            mark = server.log_size()
+            os.kill(supervisor, signal.SIGHUP)
+            restarted: list[dict[str, Any]] = []
+            while not restarted:
+                lines = await asyncio.to_thread(server.entries, mark)
+                restarted = [e for e in lines if e.get("event") == "workers restarted"]
+            sent += await _pull_from_each(s, server, set(restarted[0]["pids"]))
+            after = await _until(s, admin, lambda f: f.total("mirror_requests_total") == sent)
+            assert after.get("mirror_start_time_seconds") == started
+            # A rolling restart starts each new worker before its predecessor has gone.
+            assert len(_files(shared, "counter_*.db")) <= 4, _files(shared)
+            pulls = f'<td class="n" data-value="{sent}">'
+            for _ in range(50):  # each worker's pulls reach the page within a second
+                async with s.get(f"{admin}/") as response:
+                    page = await response.text()
+                if pulls in page:
+                    break
+                await asyncio.sleep(0.1)
+            assert pulls in page, page
+    finally:
+        await asyncio.to_thread(server.stop)
