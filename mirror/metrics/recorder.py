@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics, values
 
 from mirror.log import RequestFacts
 from mirror.meta.redis import RedisStore
@@ -74,6 +74,9 @@ class Metrics:
             # Before any family: each value opens its file when it is made. prometheus_client
             # leaves this factory unannotated.
             values.ValueClass = values.MultiProcessValue(lambda: self.slot)  # type: ignore[no-untyped-call]
+        # A `_created` series beside each counter and histogram: multiprocess mode has none, so
+        # one worker would export series that two do not (and twice the lines for a scrape).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.families = families = Families(self.registry, redis=redis)
         self.activity = Activity()
