@@ -3,10 +3,11 @@ it; every request for that blob reads the growing spool file at its own pace (de
 
 The fill belongs to the app, not to a request, so it finishes (and the next pull is a hit) even if
 every client goes away, unless the download slot it holds is wanted by another blob while nobody
-reads it. Readers follow the spool's one rule (mirror/storage/spool.py): the last byte only once
-the digest is verified, so a wrong or short body always ends in an aborted connection, never a
-clean response. A body cut off mid-way is resumed with an upstream `Range` request when the
-upstream honours it. No fill writes more than the cache could keep of one blob
+reads it; only one that has no slot yet gives up when every request that asked for it is gone,
+rather than wait its turn for nobody. Readers follow the spool's one rule (mirror/storage/spool.py):
+the last byte only once the digest is verified, so a wrong or short body always ends in an aborted
+connection, never a clean response. A body cut off mid-way is resumed with an upstream `Range`
+request when the upstream honours it. No fill writes more than the cache could keep of one blob
 (mirror/pullthrough/bounds.py).
 
 A fill claims its digest (mirror/storage/claims.py) only once the upstream has answered with the
@@ -147,10 +148,13 @@ class BlobFill:
         slots: FillSlots,
         make_room: Callable[[str], None],
         space: Space | None = None,
+        unwanted: asyncio.Future[None] | None = None,
     ) -> None:
+        """Download the blob; `unwanted` done means nobody waits for it to start any more, so
+        it does not wait for a slot (mirror/pullthrough/slots.py)."""
         try:
             async with (
-                slots.slot(upstream.name, make_room),
+                slots.slot(upstream.name, make_room, unwanted),
                 upstream.open_blob(repo, self.digest) as first,
             ):
                 size = announced_size(first, upstream.name)

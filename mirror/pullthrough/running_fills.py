@@ -41,8 +41,15 @@ class Fills:
         fill = self._streaming.get(digest)
         return fill if fill is not None and fill.streaming else None
 
-    def start(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> BlobFill:
-        """Start fetching `digest` through this route; `started()` tells whether it got it."""
+    def start(
+        self,
+        upstream: UpstreamRegistry,
+        repo: str,
+        digest: Digest,
+        unwanted: asyncio.Future[None] | None = None,
+    ) -> BlobFill:
+        """Start fetching `digest` through this route; `started()` tells whether it got it.
+        Once `unwanted` is done, it waits for no download slot (see `BlobFill.run`)."""
         fill = BlobFill(
             digest,
             self._store.new_spool_file(digest),
@@ -52,7 +59,7 @@ class Fills:
         )
         source = upstream if self._source is None else self._source(upstream, digest)
         task = asyncio.create_task(
-            fill.run(source, repo, self._store, self._slots, self._make_room, self._space)
+            fill.run(source, repo, self._store, self._slots, self._make_room, self._space, unwanted)
         )
         self._tasks[task] = (upstream.name, fill)
         task.add_done_callback(lambda t: self._done(t, fill))

@@ -4,13 +4,13 @@ Every blob miss costs a download slot for as long as its fill runs, so no client
 mirror download any number of blobs at once (each one is disk, memory and an upstream
 connection). A fill beyond the cap waits its turn, first come first served; one that waits past
 the deadline fails with `503` and `Retry-After`. While something waits, a fill nobody reads any
-more may be given up to make room (`make_room`).
+more may be given up to make room (`make_room`), and one nobody waits for any more gives up its
+place (`unwanted`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -50,10 +50,15 @@ class FillSlots:
 
     @asynccontextmanager
     async def slot(
-        self, upstream: str, make_room: Callable[[str], None] = lambda _u: None
+        self,
+        upstream: str,
+        make_room: Callable[[str], None] = lambda _u: None,
+        unwanted: asyncio.Future[None] | None = None,
     ) -> AsyncIterator[None]:
-        """Hold a slot for `upstream` for the duration of the block."""
-        await self._acquire(upstream, make_room)
+        """Hold a slot for `upstream` for the duration of the block. Once `unwanted` is done
+        (nobody waits for the work any more), a free slot is still taken, but none waited for:
+        `Busy` instead."""
+        await self._acquire(upstream, make_room, unwanted)
         try:
             yield
         finally:
@@ -64,19 +69,26 @@ class FillSlots:
             upstream
         )
 
-    async def _acquire(self, upstream: str, make_room: Callable[[str], None]) -> None:
+    async def _acquire(
+        self,
+        upstream: str,
+        make_room: Callable[[str], None],
+        unwanted: asyncio.Future[None] | None,
+    ) -> None:
         if not self.waiting and self._has_room(upstream):
             self._used[upstream] += 1
             return
         granted = asyncio.get_running_loop().create_future()
+        ends = {granted} if unwanted is None else {granted, unwanted}
         self._queue.append((upstream, granted))
         try:
             async with asyncio.timeout(self._wait):
-                while not granted.done():
+                while not any(end.done() for end in ends):
                     # A fill may become abandoned while we wait: look again now and then.
                     make_room(upstream)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(granted), ROOM_CHECK_INTERVAL)
+                    await asyncio.wait(
+                        ends, timeout=ROOM_CHECK_INTERVAL, return_when=asyncio.FIRST_COMPLETED
+                    )
         except (TimeoutError, asyncio.CancelledError) as e:
             if granted.done():
                 self._release(upstream)  # granted just as the wait ended
@@ -89,6 +101,9 @@ class FillSlots:
                 f"{busy} within {self._wait:g} s",
                 retry_after=max(1, round(self._wait)),
             ) from None
+        if not granted.done():
+            granted.cancel()
+            raise Busy(f"nobody waits for a slot for {upstream} any more")
 
     def _release(self, upstream: str) -> None:
         self._used[upstream] -= 1
