@@ -31,6 +31,7 @@ from mirror.api.responses import (
     manifest_response,
     send_blob,
     send_streamed,
+    while_there,
 )
 from mirror.errors import ManifestUnknown, NameUnknown, Unsupported, UpstreamError
 from mirror.oci.digest import Digest, looks_like_digest
@@ -139,7 +140,10 @@ async def blob(request: web.Request) -> web.StreamResponse:
             request, headers, await service.uncached_size(route.upstream, route.repo, digest)
         )
     if cached is None:
-        source = await service.fetch(route.upstream, route.repo, digest)
+        # A client that leaves stops waiting for its download to start.
+        source = await service.fetch(
+            route.upstream, route.repo, digest, partial(while_there, request)
+        )
         if isinstance(source, SharedBlob):
             if source.redirect:
                 return blob_redirect(await source.url(), headers)

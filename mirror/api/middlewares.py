@@ -27,6 +27,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # what it asked for when routing did not say).
 Observer = Callable[[web.Request, int, RequestFacts, int, str | None], None]
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+# What the log line of a request says whose client left before it was answered (nginx's
+# "client closed request"): no answer went out, and the mirror was not at fault.
+CLIENT_GONE = 499
 
 
 def error_response(error: MirrorError) -> web.Response:
@@ -49,6 +52,10 @@ def _unexpected(request: web.Request) -> web.Response:
     """A defect: logged with its traceback, answered as a bare internal error."""
     log.get_logger().exception("unexpected error", path=request.path[:500])
     return error_response(MirrorError("internal error"))
+
+
+def _client_left(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 def abort(request: web.Request) -> None:
@@ -98,6 +105,8 @@ async def _handle(
             # upstream) will get one once other requests finish: refuse, do not fail.
             log.warn_once("out of file descriptors; answering 503", error=e.strerror)
             response = error_response(Busy("the mirror is out of file descriptors"))
+        elif isinstance(e, ConnectionResetError) and _client_left(request):
+            response = web.Response(status=CLIENT_GONE)  # `while_there` (mirror.api.responses)
         else:
             response = _unexpected(request)
     except Exception:

@@ -194,7 +194,7 @@ async def send_blob(
         await response.prepare(request)
         # Closed at once when the client goes away, so a fill stops counting it as a reader.
         async with (
-            _while_there(request),
+            while_there(request),
             contextlib.aclosing(body.segments(start, end)) as segments,
         ):
             async for file, offset, count in segments:
@@ -202,8 +202,8 @@ async def send_blob(
                 sent += count
     except (FillFailed, OSError):
         # A failed fill, or a client gone or timed out (TCP_USER_TIMEOUT ends a connection
-        # that made no progress with ETIMEDOUT, a reset one ends `_while_there` with a
-        # TimeoutError): the body can only be cut short.
+        # that made no progress with ETIMEDOUT, a reset one ends `while_there` with a
+        # ConnectionResetError): the body can only be cut short.
         abort(request)
         return response
     finally:
@@ -213,25 +213,32 @@ async def send_blob(
 
 
 @contextlib.asynccontextmanager
-async def _while_there(request: web.Request) -> AsyncIterator[None]:
-    """Run the body while its client is there. A blob in flight waits for bytes an upstream
-    may send slowly, and aiohttp lets a handler run on after its client left: a client that
-    resets its connection would leave the spool file open (a descriptor no connection cap
-    counts) and a reader the fill counts, until the next bytes land. So losing the connection
-    ends the scope at once, with a TimeoutError; one deadline set per request, nothing per
-    segment."""
+async def while_there(request: web.Request) -> AsyncIterator[None]:
+    """Run the block while its client is there. A blob in flight waits for bytes an upstream
+    may send slowly, or for its download to start, and aiohttp lets a handler run on after its
+    client left: a client that resets its connection would leave the spool file open (a
+    descriptor no connection cap counts) and a reader the fill counts, until the next bytes
+    land, or keep its download's start waiting for a slot. So losing the connection (or having
+    lost it) ends the block at its next wait, with a ConnectionResetError; one deadline set per
+    request, nothing per segment."""
     connection = request.protocol
     if not isinstance(connection, ClientConnection):  # a server without the mirror's own
         yield
         return
-    if connection.lost:
-        raise ConnectionResetError("the client went away")
-    async with asyncio.timeout(None) as scope:
-        connection.on_lost = lambda: scope.reschedule(-1)  # a deadline passed: at once
-        try:
-            yield
-        finally:
-            connection.on_lost = None
+    scope = asyncio.timeout(None)
+    try:
+        async with scope:
+            connection.on_lost = lambda: scope.reschedule(-1)  # a deadline passed: at once
+            if connection.lost:
+                scope.reschedule(-1)
+            try:
+                yield
+            finally:
+                connection.on_lost = None
+    except TimeoutError:
+        if scope.expired():
+            raise ConnectionResetError("the client went away") from None
+        raise
 
 
 async def _send(

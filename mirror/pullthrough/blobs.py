@@ -3,8 +3,11 @@ in this process or any other on the same cache directory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Hashable
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Hashable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mirror import log
@@ -107,11 +110,19 @@ class BlobService:
         return await upstream.head_blob(repo, digest)
 
     async def fetch(
-        self, upstream: UpstreamRegistry, repo: str, digest: Digest
+        self,
+        upstream: UpstreamRegistry,
+        repo: str,
+        digest: Digest,
+        attended: Callable[[], AbstractAsyncContextManager[None]] = nullcontext,
     ) -> CachedBlob | SharedBlob | FillView:
         """Join the fill of this blob (here or in another process), or start one through this
         request's route and wait for the upstream's answer; the blob may also turn out to be
-        committed by now, or be in the shared store."""
+        committed by now, or be in the shared store.
+
+        The wait for a start runs within `attended()`, which a request's handler ends when its
+        client leaves (`mirror.api.responses.while_there`): a start that every request left
+        takes a free download slot still, but gives up its place in the queue for one."""
         if self._shared is not None and self._fills.running(digest) is None:
             size = await self._shared.find(digest)
             if size is not None:
@@ -132,12 +143,17 @@ class BlobService:
             if followed is not None:
                 log.note_cache("coalesced")
                 return followed
+            # Done once every request waiting for the start has left.
+            unwanted = asyncio.get_running_loop().create_future()
             try:
                 # Requests through the same route share one upstream request; through another
                 # route they ask for themselves, so one route's refusal is never another's.
-                return await self._starts.run(
-                    (upstream.name, repo, digest), lambda: self._start(upstream, repo, digest)
-                )
+                async with attended():
+                    return await self._starts.run(
+                        (upstream.name, repo, digest),
+                        partial(self._start, upstream, repo, digest, unwanted),
+                        partial(unwanted.set_result, None),
+                    )
             except FillTaken:
                 continue  # another route or process got it first: join that
         raise UpstreamError(f"could not start fetching {digest}")
@@ -151,7 +167,16 @@ class BlobService:
             return found
         return await FollowedFill.find(self._spool, digest, self._store.path(digest))
 
-    async def _start(self, upstream: UpstreamRegistry, repo: str, digest: Digest) -> FillView:
+    async def _start(
+        self,
+        upstream: UpstreamRegistry,
+        repo: str,
+        digest: Digest,
+        unwanted: asyncio.Future[None],
+    ) -> FillView:
+        """Start the blob's fill through this route, holding the route's claim until the
+        upstream answered. A start nobody waits for any more does not wait for a download
+        slot: it lets the claim go at once rather than hold it for nobody."""
         name = claim_name(f"blob {upstream.name}/{repo}@{digest}")
         try:
             claim = Claim.try_take(self._spool, name)
@@ -171,6 +196,6 @@ class BlobService:
                 # Another process's fill took the digest (and let go of this route) after our
                 # look for it: join that fill rather than open a download only to drop it.
                 raise FillTaken(f"{digest} is being fetched by another process")
-            fill = self._fills.start(upstream, repo, digest)
+            fill = self._fills.start(upstream, repo, digest, unwanted)
             await fill.started()
             return fill

@@ -10,6 +10,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from mirror.server import serving
 from mirror.tls import ServerTls
 from mirror.workers import listening_socket
 from tests.conftest import Seeded
-from tests.faults import FakeFactory, Stall, slow_content
+from tests.faults import FakeFactory, Stall, content, slow_content
 from tests.support.certs import CertificateAuthority
 from tests.support.clients import (
     is_closed_by_server,
@@ -31,6 +32,7 @@ from tests.support.clients import (
     stalled_get,
 )
 from tests.support.images import OCI_MANIFEST, Image, make_image, push_image, sha256_digest
+from tests.support.metrics import Scrape
 from tests.support.oci import cached_blob, wait_until
 from tests.support.registry import Registry
 from tests.support.served import Served, ServeFactory
@@ -244,14 +246,15 @@ async def test_stopping_waits_for_stalled_handshakes_no_longer_than_the_grace(
             s.close()
 
 
-def _spool_descriptors(cache_dir: Path) -> int:
-    """Descriptors this process (the mirror's, in these tests) holds on download spool files."""
+def _spool_descriptors(cache_dir: Path, ending: str = ".part") -> int:
+    """Descriptors this process (the mirror's, in these tests) holds on download spool files
+    (or, by their `ending`, on other files in the spool: ".claim" for claims)."""
     spool = str(cache_dir.resolve() / "spool")
     found = 0
     for fd in os.listdir("/proc/self/fd"):
         with contextlib.suppress(OSError):
             target = os.readlink(f"/proc/self/fd/{fd}")
-            found += target.startswith(spool) and target.endswith(".part")
+            found += target.startswith(spool) and target.endswith(ending)
     return found
 
 
@@ -298,3 +301,62 @@ async def test_clients_that_reset_leave_no_reader_of_a_stalled_download(
     finally:
         stall.resume.set()
         staying.close()
+
+
+async def _scraped(served: Served, check: Callable[[Scrape], bool]) -> Scrape:
+    """`/metrics` once `check` holds (a request is counted once it is answered), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        _, text, _ = await served.get("/metrics")
+        found = Scrape.parse(text.decode())
+        if check(found) or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_clients_that_reset_while_waiting_for_a_download_slot_leave_nothing_waiting(
+    serve: ServeFactory, make_fake_upstream: FakeFactory, cache_dir: Path
+) -> None:
+    """With the one download slot busy, clients that ask for other blobs and reset their
+    connections take their downloads' places in the queue with them: each start lets go of its
+    claim at once, not when the wait for a slot would give up, and asks no upstream."""
+    fake = await make_fake_upstream()
+    stall = Stall()
+    held = b"slot-holder" * 100_000
+    held_path = f"/v2/lib/app/blobs/{sha256_digest(held)}"
+    fake.route(held_path, slow_content(held, stall, first=64 * 1024))
+    cold = [f"cold-{n}".encode() * 1000 for n in range(10)]
+    paths = [f"/v2/lib/app/blobs/{sha256_digest(data)}" for data in cold]
+    for path, data in zip(paths, cold, strict=True):
+        fake.route(path, content(data))
+    upstream = UpstreamSettings(default=True, url=fake.url, connect_timeout=2.0, read_timeout=30.0)
+    served = await serve(upstreams=(upstream,), max_fills=1, fill_wait=60.0)
+    holding = await _reading(served.host, served.port, held_path)
+    try:
+        before = _spool_descriptors(cache_dir, ".claim")  # the held download's own
+        waiting = [await stalled_get(served.host, served.port, path) for path in paths]
+        assert await wait_until(
+            lambda: _spool_descriptors(cache_dir, ".claim") == before + len(paths), within=10
+        ), "each waiting start holds its route's claim"
+        for sock in waiting:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        # Far less than the 60 s a start waits for a slot before it gives up.
+        assert await wait_until(
+            lambda: _spool_descriptors(cache_dir, ".claim") == before, within=10
+        ), f"{_spool_descriptors(cache_dir, '.claim') - before} claims outlive their clients"
+        gone = {"kind": "blob", "status": "499", "cache": "miss"}  # answered nobody
+        metrics = await _scraped(
+            served, lambda m: m.get("mirror_requests_total", **gone) == len(paths)
+        )
+        assert metrics.get("mirror_requests_total", **gone) == len(paths)
+        assert metrics.get("mirror_download_slots_queued") == 0
+        assert metrics.get("mirror_fills_in_flight") == 1
+        assert all(fake.seen("GET", path) == [] for path in paths)
+    finally:
+        stall.resume.set()
+        holding.close()
+    # Nothing of theirs is left behind: asked again, the blobs come.
+    for path, data in zip(paths[:2], cold, strict=False):
+        status, body, _ = await served.get(path)
+        assert (status, body) == (200, data)
