@@ -18,7 +18,7 @@ class CatalogStamp:
     changes, by whichever process, leave the same token."""
 
     def __init__(self, layout: CacheLayout) -> None:
-        self._path = layout.root / "catalog"
+        self._path = layout.catalog
 
     def read(self) -> bytes:
         """The token now (empty before the first change): one small read, cheap enough for

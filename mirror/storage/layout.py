@@ -26,6 +26,9 @@ class CacheLayout:
         self.fresh = self.root / "fresh"
         # What `mirror verify` found damaged (mirror/storage/quarantine.py).
         self.quarantine = self.root / "quarantine"
+        # The token that tells each process its catalog listing is out of date
+        # (mirror/storage/catalog.py).
+        self.catalog = self.root / "catalog"
 
     def prepare(self) -> None:
         """Create the tree and remove spool debris.

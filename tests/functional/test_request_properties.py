@@ -35,7 +35,7 @@ EXAMPLES = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-CACHE_AREAS = {"blobs", "manifests", "tags", "spool", "fresh"}
+CACHE_AREAS = {"blobs", "manifests", "tags", "spool", "fresh", "catalog"}
 
 # Header values: printable Latin-1 (what HTTP/1.1 can carry), no line breaks.
 header_text = st.text(
