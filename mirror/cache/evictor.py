@@ -129,11 +129,11 @@ class Evictor:
         """Before `size` bytes are committed: evict first if they would take the cache past
         its cap. Waits at most ROOM_WAIT and never fails: at worst the commit goes ahead over
         the cap, and the pass it started finishes in the background."""
-        if self._fits(size) or time.monotonic() < self._hold_until:
+        if self._fits(size) or self.holding:
             return  # room enough, or the last pass found nothing more to evict
         try:
             async with asyncio.timeout(ROOM_WAIT), self._room:
-                while not self._fits(size) and time.monotonic() >= self._hold_until:
+                while not self._fits(size) and not self.holding:
                     # The blob is in the spool, so the walk counts it.
                     if await self.run_pass() is not None:
                         return
@@ -144,6 +144,12 @@ class Evictor:
             log.get_logger().warning("committing past the cap: eviction is slow", size=size)
         except Exception:
             log.get_logger().exception("eviction before a commit failed")
+
+    @property
+    def holding(self) -> bool:
+        """Whether the last pass found too little it could remove (the rest pinned, in use or
+        recent): commits go ahead past the cap until it is tried again."""
+        return time.monotonic() < self._hold_until
 
     def within_cap(self) -> bool:
         """Whether the count says the cache is within its cap (not while nobody counted it)."""
